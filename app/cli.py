@@ -1,0 +1,218 @@
+"""`agora`: run and administer the service without HTTP, on the same settings and database as the server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from app.config import Settings, SettingsError, load_settings
+from app.repo import migrate
+from app.repo.connections import ConnectionLease, PoolSource, open_pool
+from app.repo.database import resolve_database_url
+from app.services import admin, credits, operators
+from app.services.agents import AgentProfile
+from app.services.uow import UnitOfWork
+
+T = TypeVar("T")
+
+
+def _database(settings: Settings) -> str:
+    return resolve_database_url(settings)
+
+
+async def _with_uow(url: str, use_case: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+    pool = open_pool(url, min_size=1, max_size=1, statement_timeout_ms=60_000, name="agora-cli")
+    await pool.open(wait=True)
+    lease = ConnectionLease(PoolSource(pool))
+    try:
+        return await use_case(UnitOfWork(lease))
+    finally:
+        await lease.release()
+        await pool.close()
+
+
+def _run(settings: Settings, use_case: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+    url = _database(settings)
+    migrate.upgrade(url)
+    return asyncio.run(_with_uow(url, use_case))
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
+    url = _database(settings)
+    migrate.upgrade(url)
+    print(f"database at revision {migrate.current_revision(url)}")
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from app.logging import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    url = _database(settings)  # the embedded server stays up while this process lives
+    migrate.upgrade(url)
+    os.environ["AGORA_DATABASE_URL"] = url  # workers join the same database instead of starting their own
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    workers = args.workers or settings.workers
+    print(f"Agora serving on http://{host}:{port} (OpenAPI at /schema)", file=sys.stderr, flush=True)
+    uvicorn.run(
+        "app.main:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        lifespan="on",
+    )
+
+
+def cmd_create_admin_key(settings: Settings, args: argparse.Namespace) -> None:
+    plaintext = _run(settings, lambda uow: admin.create_admin_key(uow, name=args.name))
+    print(f"Admin key '{args.name}' created. It is shown once; store it now:")
+    print(plaintext)
+
+
+def cmd_create_operator(settings: Settings, args: argparse.Namespace) -> None:
+    created = _run(settings, lambda uow: operators.create_operator(uow, name=args.name))
+    _emit(
+        args,
+        {
+            "id": created.operator.id,
+            "name": created.operator.name,
+            "credit_balance": created.credit_balance,
+            "api_key": created.api_key,
+        },
+        key=created.api_key,
+    )
+
+
+def cmd_create_agent(settings: Settings, args: argparse.Namespace) -> None:
+    profile = AgentProfile(args.name, args.description, tuple(args.capability or ()), tuple(args.category or ()))
+    created = _run(settings, lambda uow: operators.create_agent(uow, operator_id=args.operator, profile=profile))
+    _emit(
+        args,
+        {
+            "id": created.agent.id,
+            "name": created.agent.name,
+            "operator_id": args.operator,
+            "api_key": created.api_key,
+        },
+        key=created.api_key,
+    )
+
+
+def cmd_grant(settings: Settings, args: argparse.Namespace) -> None:
+    posted = _run(
+        settings,
+        lambda uow: credits.adjust_operator(uow, operator_id=args.operator, amount=args.amount, reason=args.reason),
+    )
+    print(
+        json.dumps(
+            {
+                "transfer_id": posted.transfer_id,
+                "operator_id": args.operator,
+                "amount": posted.amount,
+                "balance_after": posted.balance_after,
+            }
+        )
+    )
+
+
+def cmd_database_url(settings: Settings, args: argparse.Namespace) -> None:
+    print(_database(settings))
+
+
+def cmd_openapi(settings: Settings, args: argparse.Namespace) -> None:
+    from app.main import create_app
+
+    document = create_app(settings).openapi_schema.to_schema()
+    text = json.dumps(document, indent=2, sort_keys=True) + "\n"
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+
+
+def _emit(args: argparse.Namespace, record: dict[str, Any], *, key: str) -> None:
+    """Print the record as JSON, then the key alone on the last line (easy to capture in scripts)."""
+    print(json.dumps(record))
+    print(key)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="agora", description="Run and administer the Agora marketplace backend.")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("migrate", help="apply database migrations").set_defaults(run=cmd_migrate)
+
+    serve = commands.add_parser("serve", help="migrate, then serve the API")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.set_defaults(run=cmd_serve)
+
+    admin_cmd = commands.add_parser("admin", help="admin keys").add_subparsers(dest="admin_command", required=True)
+    create_key = admin_cmd.add_parser("create-key", help="create an admin key (printed last)")
+    create_key.add_argument("--name", required=True)
+    create_key.set_defaults(run=cmd_create_admin_key)
+
+    ops = commands.add_parser("operators", help="operators").add_subparsers(dest="operators_command", required=True)
+    op_create = ops.add_parser("create", help="create an operator (its key is printed last)")
+    op_create.add_argument("--name", required=True)
+    op_create.set_defaults(run=cmd_create_operator)
+
+    agents = commands.add_parser("agents", help="agents").add_subparsers(dest="agents_command", required=True)
+    agent_create = agents.add_parser("create", help="create an agent for an operator (its key is printed last)")
+    agent_create.add_argument("--operator", type=int, required=True)
+    agent_create.add_argument("--name", required=True)
+    agent_create.add_argument("--description", default="An Agora agent")
+    agent_create.add_argument("--capability", action="append")
+    agent_create.add_argument("--category", type=int, action="append")
+    agent_create.set_defaults(run=cmd_create_agent)
+
+    creds = commands.add_parser("credits", help="credits").add_subparsers(dest="credits_command", required=True)
+    grant = creds.add_parser("grant", help="grant (or, negative, debit) an operator's wallet")
+    grant.add_argument("--operator", type=int, required=True)
+    grant.add_argument("--amount", type=int, required=True)
+    grant.add_argument("--reason", default="Granted from the command line")
+    grant.set_defaults(run=cmd_grant)
+
+    db = commands.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
+    db.add_parser("url", help="print the database URL (starting the embedded server if needed)").set_defaults(
+        run=cmd_database_url
+    )
+
+    openapi = commands.add_parser("openapi", help="write the OpenAPI document")
+    openapi.add_argument("--output", default="openapi/openapi.json")
+    openapi.set_defaults(run=cmd_openapi)
+    return root
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        raise SystemExit(f"agora: {error}") from None
+    try:
+        args.run(settings, args)
+    except Exception as error:  # a domain error from a command is a message, not a traceback
+        from domain.errors import DomainError
+
+        if isinstance(error, DomainError):
+            raise SystemExit(f"agora: {error.code}: {error.message}") from None
+        raise
+
+
+if __name__ == "__main__":
+    main()

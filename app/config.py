@@ -1,0 +1,70 @@
+"""One typed Settings object, read once from the environment and passed in; nothing reads os.environ later."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+ENV_PREFIX = "AGORA_"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable and what it expects."""
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    # Any PostgreSQL 15+; when empty an embedded PostgreSQL is started with its data in `data_dir`.
+    database_url: str = ""
+    data_dir: str = ".data"
+    host: str = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535)] = 8000
+    workers: Annotated[int, Meta(ge=1, le=64)] = 1
+    db_pool_min: Annotated[int, Meta(ge=1, le=200)] = 2
+    db_pool_max: Annotated[int, Meta(ge=1, le=500)] = 10
+    db_statement_timeout_ms: Annotated[int, Meta(ge=100)] = 5000
+    rate_limit_per_minute: Annotated[int, Meta(ge=1, le=1_000_000)] = 100
+    idempotency_ttl_hours: Annotated[int, Meta(ge=1, le=24 * 30)] = 24
+    max_body_bytes: Annotated[int, Meta(ge=1024, le=50_000_000)] = 1_048_576
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    public_base_url: str = ""
+
+    def __post_init__(self) -> None:
+        if self.db_pool_min > self.db_pool_max:
+            raise SettingsError(
+                f"{ENV_PREFIX}DB_POOL_MIN ({self.db_pool_min}) must not exceed {ENV_PREFIX}DB_POOL_MAX ({self.db_pool_max})"
+            )
+        if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
+            raise SettingsError(f"{ENV_PREFIX}DATABASE_URL must be a postgresql:// URL, got {self.database_url!r}")
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return msgspec.structs.replace(self, **changes)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read AGORA_* variables; a bad value stops the start with a message naming the variable."""
+    environ = os.environ if environ is None else environ
+    fields = {f.name for f in msgspec.structs.fields(Settings)}
+    raw = {
+        name.removeprefix(ENV_PREFIX).lower(): value
+        for name, value in environ.items()
+        if name.startswith(ENV_PREFIX) and name.removeprefix(ENV_PREFIX).lower() in fields
+    }
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as error:
+        # msgspec says "Expected `int`, got `str` - at `$.port`"; name the variable instead of the path.
+        message = str(error)
+        if " - at `$." in message:
+            detail, field = message.rsplit(" - at `$.", 1)
+            message = f"{ENV_PREFIX}{field.rstrip('`').upper()}: {detail}"
+        raise SettingsError(f"invalid setting: {message}") from None

@@ -1,0 +1,39 @@
+"""Per-request state shared by the request lifecycle, the guards and the envelope builder."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+from app.repo.connections import ConnectionLease
+from app.services.auth import Principal, RateLimitState
+from app.services.idempotency import IdempotentCall
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    lease: ConnectionLease
+    principal: Principal | None = None
+    rate: RateLimitState | None = None
+    idempotent_call: IdempotentCall | None = None
+    extra_log: dict[str, object] = field(default_factory=dict)
+
+
+_current: ContextVar[RequestContext] = ContextVar("agora_request")
+
+
+def current() -> RequestContext:
+    return _current.get()
+
+
+def current_or_none() -> RequestContext | None:
+    return _current.get(None)
+
+
+def enter(context: RequestContext) -> object:
+    return _current.set(context)
+
+
+def leave(token: object) -> None:
+    _current.reset(token)  # type: ignore[arg-type]

@@ -1,0 +1,127 @@
+"""Around every HTTP request: request id, the connection lease, response headers, the idempotent commit, and
+one log line.
+
+It wraps the whole Litestar application (not a route), so 404s and 405s get the same treatment.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from app.http import context
+from app.http.errors import encode_error
+from app.repo.connections import ConnectionLease, ConnectionSource
+
+log = structlog.get_logger("agora.request")
+
+ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
+
+
+def new_request_id() -> str:
+    return "req_" + uuid.uuid4().hex[:20]
+
+
+def _rate_headers(ctx: context.RequestContext) -> list[tuple[bytes, bytes]]:
+    if ctx.rate is None:
+        return []
+    rate = ctx.rate
+    headers = [
+        (b"x-ratelimit-limit", str(rate.limit).encode()),
+        (b"x-ratelimit-remaining", str(rate.remaining).encode()),
+        (b"x-ratelimit-reset", str(rate.reset_at).encode()),
+    ]
+    return headers
+
+
+async def handle_http(app: ASGIApp, source: ConnectionSource, scope: dict, receive: Callable, send: Callable) -> None:
+    started = time.perf_counter()
+    ctx = context.RequestContext(request_id=new_request_id(), lease=ConnectionLease(source))
+    token = context.enter(ctx)
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=ctx.request_id)
+    outcome: dict[str, Any] = {"status": 500}
+    held_start: dict | None = None
+    held_body: list[bytes] = []
+
+    async def send_wrapper(message: dict) -> None:
+        nonlocal held_start
+        if message["type"] == "http.response.start":
+            outcome["status"] = message["status"]
+            headers = [
+                *message.get("headers", []),
+                (b"x-request-id", ctx.request_id.encode()),
+                *_rate_headers(ctx),
+            ]
+            message = {**message, "headers": headers}
+            call = ctx.idempotent_call
+            if call is not None and call.awaiting_response:
+                held_start = message  # sent once the response is stored with the effect
+                return
+            await send(message)
+            return
+        if message["type"] == "http.response.body" and held_start is not None:
+            held_body.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            await _finish_idempotent(ctx, held_start, b"".join(held_body), send, outcome)
+            return
+        await send(message)
+
+    try:
+        await app(scope, receive, send_wrapper)
+    finally:
+        try:
+            if ctx.idempotent_call is not None:
+                await ctx.idempotent_call.abandon()
+        finally:
+            await ctx.lease.release()
+            context.leave(token)
+            principal = ctx.principal
+            log.info(
+                "request",
+                method=scope.get("method"),
+                path=scope.get("path"),
+                route=(scope.get("route_handler").paths and next(iter(scope["route_handler"].paths)))
+                if scope.get("route_handler") is not None
+                else None,
+                status=outcome["status"],
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                principal=principal.name if principal else None,
+                agent_id=principal.agent_id if principal else None,
+                idempotency_key=bool(ctx.idempotent_call),
+                **ctx.extra_log,
+            )
+
+
+async def _finish_idempotent(
+    ctx: context.RequestContext, start: dict, body: bytes, send: Callable, outcome: dict[str, Any]
+) -> None:
+    call = ctx.idempotent_call
+    assert call is not None
+    headers = dict(start.get("headers", []))
+    content_type = headers.get(b"content-type", b"application/json").decode()
+    try:
+        replacement = await call.finish(start["status"], content_type, body)
+    except Exception as exc:  # the commit itself failed: the effect did not happen, so say so
+        log.error("idempotent_commit_failed", exc_info=exc)
+        await call.abandon()
+        replacement = exc
+    if replacement is None:
+        await send(start)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        return
+    status, new_headers, new_body = encode_error(replacement)
+    outcome["status"] = status
+    raw_headers = [(k.encode(), v.encode()) for k, v in new_headers.items()]
+    raw_headers += [
+        (b"content-length", str(len(new_body)).encode()),
+        (b"x-request-id", ctx.request_id.encode()),
+        *_rate_headers(ctx),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": new_body, "more_body": False})

@@ -1,0 +1,113 @@
+"""/api/v1/admin: operators, credit grants and debits, agent suspension, the accounts of the ledger."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from litestar import Controller, get, post
+from litestar.params import Parameter
+
+from app.http.envelope import Envelope, Paged, ok, page
+from app.http.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, parse_id, split_page
+from app.http.routes.docs import AUTHENTICATED, WITH_BODY, errors
+from app.http.schemas.credits import AccountOut, CreditAdjustIn, CreditAdjustOut
+from app.http.schemas.operators import ManagedAgentOut, OperatorCreatedOut, OperatorIn
+from app.http.security import admin_only
+from app.services import admin, credits, operators
+from app.services.uow import UnitOfWork
+from domain.errors import Unprocessable
+from domain.ledger import AccountKind
+
+MUTATION = errors(*AUTHENTICATED, *WITH_BODY, 404)
+
+
+class AdminController(Controller):
+    path = "/api/v1/admin"
+    tags = ["admin"]
+    guards = [admin_only]
+
+    @post(
+        "/operators",
+        operation_id="createOperator",
+        status_code=201,
+        responses=errors(*AUTHENTICATED, *WITH_BODY),
+    )
+    async def create_operator(self, data: OperatorIn, uow: UnitOfWork) -> Envelope[OperatorCreatedOut]:
+        """Create an operator with its wallet (and the 500-credit welcome bonus); its key is shown once."""
+        created = await operators.create_operator(uow, name=data.name)
+        return ok(
+            OperatorCreatedOut(
+                id=created.operator.id,
+                name=created.operator.name,
+                api_key=created.api_key,
+                credit_balance=created.credit_balance,
+                created_at=created.operator.created_at,
+            )
+        )
+
+    @post(
+        "/operators/{operator_id:str}/credits",
+        operation_id="adjustOperatorCredits",
+        status_code=201,
+        responses=MUTATION,
+    )
+    async def adjust_credits(
+        self, operator_id: str, data: CreditAdjustIn, uow: UnitOfWork
+    ) -> Envelope[CreditAdjustOut]:
+        """Grant (amount > 0) or debit (amount < 0) an operator's wallet; a debit never overdraws it."""
+        if data.amount == 0:
+            raise Unprocessable(
+                "Invalid field 'amount': must not be 0",
+                "Send a positive amount to grant or a negative one to debit.",
+                code="VALIDATION_ERROR",
+            )
+        wallet_owner = parse_id(operator_id, "Operator")
+        posted = await credits.adjust_operator(uow, operator_id=wallet_owner, amount=data.amount, reason=data.reason)
+        return ok(
+            CreditAdjustOut(
+                transfer_id=posted.transfer_id,
+                operator_id=wallet_owner,
+                amount=posted.amount,
+                balance_after=posted.balance_after,
+            )
+        )
+
+    @post("/agents/{agent_id:str}/suspend", operation_id="suspendAgent", status_code=200, responses=MUTATION)
+    async def suspend(self, agent_id: str, uow: UnitOfWork) -> Envelope[ManagedAgentOut]:
+        """Suspend an agent: its key is refused (403) until an admin reactivates it."""
+        return ok(ManagedAgentOut.of(await admin.suspend_agent(uow, parse_id(agent_id, "Agent"))))
+
+    @post(
+        "/agents/{agent_id:str}/reactivate",
+        operation_id="reactivateAgent",
+        status_code=200,
+        responses=MUTATION,
+    )
+    async def reactivate(self, agent_id: str, uow: UnitOfWork) -> Envelope[ManagedAgentOut]:
+        """Lift a suspension."""
+        return ok(ManagedAgentOut.of(await admin.reactivate_agent(uow, parse_id(agent_id, "Agent"))))
+
+    @get("/accounts", operation_id="listAccounts", responses=errors(*AUTHENTICATED))
+    async def accounts(
+        self,
+        uow: UnitOfWork,
+        cursor: str | None = None,
+        limit: int = Parameter(default=DEFAULT_LIMIT, description="1-100 accounts per page"),
+        kind: Literal["operator_wallet", "task_escrow", "platform_revenue", "platform_issuance"] | None = None,
+    ) -> Paged[list[AccountOut]]:
+        """Every ledger account with its balance, by id."""
+        check_limit(limit)
+        position = decode_cursor(cursor)
+        rows = await admin.list_accounts(
+            uow,
+            after_id=position["id"] if position else 0,
+            limit=limit + 1,
+            kind=AccountKind(kind) if kind else None,
+        )
+        accounts, next_cursor = split_page(rows, limit, lambda a: {"id": a.id})
+        return page(
+            [AccountOut.of(a) for a in accounts],
+            cursor=next_cursor,
+            has_more=next_cursor is not None,
+            count=len(accounts),
+        )

@@ -1,0 +1,90 @@
+"""/api/v1/agents: the calling agent's profile and credits, public profiles, self-registration."""
+
+from __future__ import annotations
+
+from litestar import Controller, Request, get, patch, post
+from litestar.params import Parameter
+
+from app.http.envelope import Envelope, Paged, ok, page
+from app.http.pagination import check_limit, decode_cursor, parse_id, split_page
+from app.http.routes.docs import AUTHENTICATED, WITH_BODY, errors
+from app.http.schemas.agents import AgentMeOut, AgentPublicOut, AgentUpdateIn, RegisteredOut, RegisterIn
+from app.http.schemas.credits import CreditsOut
+from app.http.security import agent_only, public
+from app.services import agents
+from app.services.auth import Principal
+from app.services.uow import UnitOfWork
+from domain.errors import Unprocessable
+
+
+class AgentsController(Controller):
+    path = "/api/v1/agents"
+    tags = ["agents"]
+
+    @get("/me", operation_id="getMyAgent", guards=[agent_only], responses=errors(*AUTHENTICATED))
+    async def me(self, principal: Principal, uow: UnitOfWork) -> Envelope[AgentMeOut]:
+        """The calling agent's profile."""
+        return ok(AgentMeOut.of(await agents.get_agent(uow, principal.agent_id)))
+
+    @patch("/me", operation_id="updateMyAgent", guards=[agent_only], responses=errors(*AUTHENTICATED, *WITH_BODY))
+    async def update_me(self, data: AgentUpdateIn, principal: Principal, uow: UnitOfWork) -> Envelope[AgentMeOut]:
+        """Change the calling agent's profile (at least one field)."""
+        changes = data.changes()
+        if not changes:
+            raise Unprocessable(
+                "No valid fields to update",
+                "Send at least one of: name, description, capabilities, category_ids, hourly_rate_credits.",
+                code="VALIDATION_ERROR",
+            )
+        return ok(AgentMeOut.of(await agents.update_profile(uow, principal.agent_id, changes)))
+
+    @get("/me/credits", operation_id="getMyCredits", guards=[agent_only], responses=errors(*AUTHENTICATED))
+    async def credits(
+        self,
+        principal: Principal,
+        uow: UnitOfWork,
+        cursor: str | None = None,
+        limit: int = Parameter(default=10, description="1-100 history rows per page"),
+    ) -> Paged[CreditsOut]:
+        """The operator's wallet balance, credits held in escrow, and its history (newest first)."""
+        check_limit(limit)
+        position = decode_cursor(cursor)
+        statement = await agents.agent_credits(
+            uow,
+            operator_id=principal.operator_id,
+            before_id=position["id"] if position else None,
+            limit=limit + 1,
+        )
+        entries, next_cursor = split_page(statement.entries, limit, lambda e: {"id": e.id})
+        body = CreditsOut.of(statement)
+        body.recent_transactions = body.recent_transactions[: len(entries)]
+        return page(body, cursor=next_cursor, has_more=next_cursor is not None, count=len(entries))
+
+    @get("/{agent_id:str}", operation_id="getAgent", guards=[agent_only], responses=errors(*AUTHENTICATED, 404))
+    async def get_agent(self, agent_id: str, uow: UnitOfWork) -> Envelope[AgentPublicOut]:
+        """Another agent's public profile."""
+        return ok(AgentPublicOut.of(await agents.get_agent(uow, parse_id(agent_id, "Agent"))))
+
+    @post(
+        "/register",
+        operation_id="registerAgent",
+        guards=[public],
+        status_code=201,
+        responses=errors(*WITH_BODY),
+    )
+    async def register(self, data: RegisterIn, uow: UnitOfWork, request: Request) -> Envelope[RegisteredOut]:
+        """Self-register an agent; it stays pending_claim until an operator claims it by its verification code."""
+        registered = await agents.register(uow, name=data.name, description=data.description)
+        agent = registered.agent
+        base = request.app.state.settings.public_base_url or str(request.base_url).rstrip("/")
+        return ok(
+            RegisteredOut(
+                id=agent.id,
+                name=agent.name,
+                api_key=registered.api_key,
+                verification_code=registered.verification_code,
+                profile_url=f"{base}/api/v1/agents/{agent.id}",
+                status=agent.status.value,
+                created_at=agent.created_at,
+            )
+        )

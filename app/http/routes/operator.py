@@ -1,0 +1,137 @@
+"""/api/v1/operator: an operator's own profile, agents, keys and wallet statement."""
+
+from __future__ import annotations
+
+from litestar import Controller, get, post
+from litestar.params import Parameter
+
+from app.http.envelope import Envelope, Paged, ok, page
+from app.http.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, parse_id, split_page
+from app.http.routes.docs import AUTHENTICATED, WITH_BODY, errors
+from app.http.schemas.credits import CreditsOut
+from app.http.schemas.operators import (
+    AgentIn,
+    ClaimAgentIn,
+    ManagedAgentOut,
+    ManagedAgentWithKeyOut,
+    OperatorMeOut,
+)
+from app.http.security import operator_only
+from app.services import credits, operators
+from app.services.auth import Principal
+from app.services.uow import UnitOfWork
+
+MUTATION = errors(*AUTHENTICATED, *WITH_BODY, 404)
+
+
+class OperatorController(Controller):
+    path = "/api/v1/operator"
+    tags = ["operator"]
+    guards = [operator_only]
+
+    @get("/me", operation_id="getOperator", responses=errors(*AUTHENTICATED))
+    async def me(self, principal: Principal, uow: UnitOfWork) -> Envelope[OperatorMeOut]:
+        """The calling operator, its wallet balance and how many agents it has."""
+        found = await operators.profile(uow, principal.operator_id)
+        return ok(
+            OperatorMeOut(
+                id=found.operator.id,
+                name=found.operator.name,
+                credit_balance=found.credit_balance,
+                agents_count=found.agents_count,
+                created_at=found.operator.created_at,
+            )
+        )
+
+    @post("/agents", operation_id="createAgent", status_code=201, responses=MUTATION)
+    async def create_agent(
+        self, data: AgentIn, principal: Principal, uow: UnitOfWork
+    ) -> Envelope[ManagedAgentWithKeyOut]:
+        """Create an agent; its API key is in this response only."""
+        created = await operators.create_agent(uow, operator_id=principal.operator_id, profile=data.profile())
+        return ok(ManagedAgentWithKeyOut.with_key(created.agent, created.api_key))
+
+    @get("/agents", operation_id="listOperatorAgents", responses=errors(*AUTHENTICATED))
+    async def list_agents(
+        self,
+        principal: Principal,
+        uow: UnitOfWork,
+        cursor: str | None = None,
+        limit: int = Parameter(default=DEFAULT_LIMIT, description="1-100 agents per page"),
+    ) -> Paged[list[ManagedAgentOut]]:
+        """The operator's agents, oldest first."""
+        check_limit(limit)
+        position = decode_cursor(cursor)
+        rows = await operators.list_agents(
+            uow,
+            operator_id=principal.operator_id,
+            after_id=position["id"] if position else 0,
+            limit=limit + 1,
+        )
+        agents, next_cursor = split_page(rows, limit, lambda a: {"id": a.id})
+        return page(
+            [ManagedAgentOut.of(a) for a in agents],
+            cursor=next_cursor,
+            has_more=next_cursor is not None,
+            count=len(agents),
+        )
+
+    @post("/agents/claim", operation_id="claimAgent", status_code=200, responses=MUTATION)
+    async def claim(self, data: ClaimAgentIn, principal: Principal, uow: UnitOfWork) -> Envelope[ManagedAgentOut]:
+        """Claim a self-registered agent by its verification code."""
+        agent = await operators.claim_agent(
+            uow, operator_id=principal.operator_id, verification_code=data.verification_code
+        )
+        return ok(ManagedAgentOut.of(agent))
+
+    @post(
+        "/agents/{agent_id:str}/rotate-key",
+        operation_id="rotateAgentKey",
+        status_code=200,
+        responses=MUTATION,
+    )
+    async def rotate_key(
+        self, agent_id: str, principal: Principal, uow: UnitOfWork
+    ) -> Envelope[ManagedAgentWithKeyOut]:
+        """Revoke the agent's key and issue a new one (shown once)."""
+        rotated = await operators.rotate_key(
+            uow, operator_id=principal.operator_id, agent_id=parse_id(agent_id, "Agent")
+        )
+        return ok(ManagedAgentWithKeyOut.with_key(rotated.agent, rotated.api_key))
+
+    @post("/agents/{agent_id:str}/pause", operation_id="pauseAgent", status_code=200, responses=MUTATION)
+    async def pause(self, agent_id: str, principal: Principal, uow: UnitOfWork) -> Envelope[ManagedAgentOut]:
+        """Pause an agent: its key is refused (403) until resumed."""
+        agent = await operators.pause_agent(
+            uow, operator_id=principal.operator_id, agent_id=parse_id(agent_id, "Agent")
+        )
+        return ok(ManagedAgentOut.of(agent))
+
+    @post("/agents/{agent_id:str}/resume", operation_id="resumeAgent", status_code=200, responses=MUTATION)
+    async def resume(self, agent_id: str, principal: Principal, uow: UnitOfWork) -> Envelope[ManagedAgentOut]:
+        """Resume a paused agent."""
+        agent = await operators.resume_agent(
+            uow, operator_id=principal.operator_id, agent_id=parse_id(agent_id, "Agent")
+        )
+        return ok(ManagedAgentOut.of(agent))
+
+    @get("/credits", operation_id="getOperatorCredits", responses=errors(*AUTHENTICATED))
+    async def statement(
+        self,
+        principal: Principal,
+        uow: UnitOfWork,
+        cursor: str | None = None,
+        limit: int = Parameter(default=DEFAULT_LIMIT, description="1-100 history rows per page"),
+    ) -> Paged[CreditsOut]:
+        """The wallet statement: balance, escrow held and history, newest first."""
+        check_limit(limit)
+        position = decode_cursor(cursor)
+        found = await credits.statement(
+            uow,
+            operator_id=principal.operator_id,
+            before_id=position["id"] if position else None,
+            limit=limit + 1,
+        )
+        entries, next_cursor = split_page(found.entries, limit, lambda e: {"id": e.id})
+        body = CreditsOut.of(credits.Statement(found.balance, found.escrow_held, entries))
+        return page(body, cursor=next_cursor, has_more=next_cursor is not None, count=len(entries))

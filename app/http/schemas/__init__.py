@@ -1,0 +1,1 @@
+"""msgspec wire types: *In for request bodies (unknown fields refused), *Out for responses."""

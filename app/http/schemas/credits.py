@@ -1,0 +1,82 @@
+"""Wire types for wallets, credit history and ledger accounts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+from app.services.credits import Statement
+from domain.ledger import TASKHIVE_TYPE, Account, HistoryEntry
+
+
+class CreditTransactionOut(msgspec.Struct, kw_only=True):
+    id: int
+    amount: int
+    type: str  # TaskHive's name: bonus, deposit, debit, ...
+    kind: str  # Agora's precise transfer kind
+    task_id: int | None
+    description: str
+    balance_after: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, entry: HistoryEntry) -> CreditTransactionOut:
+        return cls(
+            id=entry.id,
+            amount=entry.amount,
+            type=TASKHIVE_TYPE.get(entry.kind, entry.kind.value),
+            kind=entry.kind.value,
+            task_id=entry.task_id,
+            description=entry.reason,
+            balance_after=entry.balance_after,
+            created_at=entry.created_at,
+        )
+
+
+class CreditsOut(msgspec.Struct, kw_only=True):
+    credit_balance: int
+    escrow_held: int
+    recent_transactions: list[CreditTransactionOut]
+
+    @classmethod
+    def of(cls, statement: Statement) -> CreditsOut:
+        return cls(
+            credit_balance=statement.balance,
+            escrow_held=statement.escrow_held,
+            recent_transactions=[CreditTransactionOut.of(e) for e in statement.entries],
+        )
+
+
+class CreditAdjustIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    amount: Annotated[int, Meta(ge=-1_000_000_000, le=1_000_000_000, description="positive grants, negative debits")]
+    reason: Annotated[str, Meta(min_length=1, max_length=500)]
+
+
+class CreditAdjustOut(msgspec.Struct, kw_only=True):
+    transfer_id: int
+    operator_id: int
+    amount: int
+    balance_after: int
+
+
+class AccountOut(msgspec.Struct, kw_only=True):
+    id: int
+    kind: str
+    operator_id: int | None
+    task_id: int | None
+    balance: int
+    version: int
+
+    @classmethod
+    def of(cls, account: Account) -> AccountOut:
+        return cls(
+            id=account.id,
+            kind=account.kind.value,
+            operator_id=account.operator_id,
+            task_id=account.task_id,
+            balance=account.balance,
+            version=account.version,
+        )

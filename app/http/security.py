@@ -1,0 +1,132 @@
+"""Guards (authentication, rate limit, idempotency claim) and the dependencies handlers receive.
+
+Guards run before the body is parsed, so the check order is TaskHive's: auth, rate limit, then the route's own
+validation and logic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+import structlog
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.di import Provide
+from litestar.handlers import BaseRouteHandler
+
+from app.http import context
+from app.services import auth as auth_service
+from app.services.auth import Principal, RateLimitExceeded
+from app.services.idempotency import MAX_KEY_LENGTH, IdempotencyRequest, IdempotentCall
+from app.services.uow import UnitOfWork
+from domain.errors import InvalidParameter
+from domain.keys import KeyKind
+
+IDEMPOTENT_METHODS = frozenset({"POST", "PATCH", "DELETE"})
+
+
+class IdempotencyKeyTooLong(InvalidParameter):
+    code = "IDEMPOTENCY_KEY_TOO_LONG"
+
+    def __init__(self) -> None:
+        super().__init__(
+            f"Idempotency-Key must be at most {MAX_KEY_LENGTH} characters",
+            "Use a UUID (36 characters) as the Idempotency-Key.",
+        )
+
+
+class IdempotencyKeyInvalid(InvalidParameter):
+    code = "INVALID_PARAMETER"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Idempotency-Key must be 1 to 255 printable ASCII characters",
+            "Use a UUID as the Idempotency-Key.",
+        )
+
+
+def _fingerprint(method: str, path: str, body: bytes) -> str:
+    # Equivalent JSON bodies (key order, whitespace) are the same request.
+    try:
+        canonical = msgspec.json.encode(msgspec.json.decode(body), order="sorted") if body else b""
+    except msgspec.DecodeError:
+        canonical = body
+    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + canonical).hexdigest()
+
+
+async def _claim_idempotency(connection: ASGIConnection, ctx: context.RequestContext, principal: str) -> None:
+    if connection.scope.get("method") not in IDEMPOTENT_METHODS:
+        return
+    key = connection.headers.get("idempotency-key")
+    if key is None:
+        return
+    if len(key) > MAX_KEY_LENGTH:
+        raise IdempotencyKeyTooLong()
+    if not key or not key.isascii() or not key.isprintable():
+        raise IdempotencyKeyInvalid()
+    body = await connection.body() if isinstance(connection, Request) else b""
+    method, path = connection.scope["method"], connection.scope["path"]
+    settings = connection.app.state.settings
+    ctx.idempotent_call = IdempotentCall(
+        IdempotencyRequest(
+            principal=principal,
+            key=key,
+            method=method,
+            path=path,
+            fingerprint=_fingerprint(method, path, body),
+            ttl_hours=settings.idempotency_ttl_hours,
+            nested=ctx.lease.nested,
+        )
+    )
+
+
+def requires(kind: KeyKind):
+    """A guard admitting only callers holding a live key of `kind` (and, for agents, an active agent)."""
+
+    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+        ctx = context.current()
+        try:
+            principal, rate = await auth_service.authenticate(
+                ctx.lease,
+                authorization=connection.headers.get("authorization"),
+                kind=kind,
+                limit_per_minute=connection.app.state.settings.rate_limit_per_minute,
+            )
+        except RateLimitExceeded as exceeded:
+            ctx.rate = exceeded.state
+            raise
+        ctx.principal, ctx.rate = principal, rate
+        structlog.contextvars.bind_contextvars(principal=principal.name, agent_id=principal.agent_id)
+        await _claim_idempotency(connection, ctx, principal.name)
+
+    guard.__name__ = f"requires_{kind.value}"
+    return guard
+
+
+async def public(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """A guard for unauthenticated routes: idempotency keys are scoped to anonymous callers together."""
+    await _claim_idempotency(connection, context.current(), "anonymous")
+
+
+agent_only = requires(KeyKind.AGENT)
+operator_only = requires(KeyKind.OPERATOR)
+admin_only = requires(KeyKind.ADMIN)
+
+
+def provide_uow() -> UnitOfWork:
+    ctx = context.current()
+    return UnitOfWork(ctx.lease, ctx.idempotent_call)
+
+
+def provide_principal() -> Principal:
+    principal = context.current().principal
+    if principal is None:
+        raise RuntimeError("route has no authentication guard")
+    return principal
+
+
+DEPENDENCIES = {
+    "uow": Provide(provide_uow, sync_to_thread=False),
+    "principal": Provide(provide_principal, sync_to_thread=False),
+}

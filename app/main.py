@@ -1,0 +1,113 @@
+"""create_app(settings): the one place where Agora is wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from litestar import Litestar
+from litestar.config.app import ExperimentalFeatures  # noqa: F401 - kept for readers looking for app options
+
+from app.config import Settings, load_settings
+from app.http.errors import EXCEPTION_HANDLERS
+from app.http.lifecycle import handle_http
+from app.http.openapi import OPENAPI
+from app.http.routes.admin import AdminController
+from app.http.routes.agents import AgentsController
+from app.http.routes.health import HealthController
+from app.http.routes.operator import OperatorController
+from app.http.security import DEPENDENCIES
+from app.logging import configure_logging
+from app.repo import migrate
+from app.repo.connections import ConnectionLease, ConnectionSource, PoolSource, open_pool
+from app.repo.database import resolve_database_url
+from app.services import idempotency
+
+log = structlog.get_logger("agora")
+
+IDEMPOTENCY_SWEEP_SECONDS = 600
+
+
+class AgoraApp(Litestar):
+    """Litestar, with Agora's request lifecycle around every HTTP request (404s and 405s included)."""
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[override]
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        await handle_http(super().__call__, self.state.source, scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, *, source: ConnectionSource | None = None) -> Litestar:
+    """Build the application. Tests pass `source` (one connection inside a transaction); otherwise the lifespan
+    opens a pool on the configured or embedded database."""
+    settings = settings or load_settings()
+
+    @contextlib.asynccontextmanager
+    async def database(app: Litestar) -> AsyncIterator[None]:
+        if source is not None:
+            app.state.source = source
+            yield
+            return
+        url = await asyncio.to_thread(resolve_database_url, settings)
+        pool = open_pool(
+            url,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            statement_timeout_ms=settings.db_statement_timeout_ms,
+            name="agora-api",
+        )
+        await pool.open(wait=True, timeout=30)
+        app.state.source = PoolSource(pool)
+        sweeper = asyncio.create_task(_sweep_idempotency_keys(app.state.source))
+        log.info("started", database="configured" if settings.database_url else "embedded")
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await pool.close()
+            log.info("stopped")
+
+    return AgoraApp(
+        route_handlers=[HealthController, AgentsController, OperatorController, AdminController],
+        dependencies=DEPENDENCIES,
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=[database],
+        openapi_config=OPENAPI,
+        request_max_body_size=settings.max_body_bytes,
+        state=_initial_state(settings, source),
+        debug=False,
+        logging_config=None,
+    )
+
+
+def _initial_state(settings: Settings, source: ConnectionSource | None):
+    from litestar.datastructures import State
+
+    return State({"settings": settings, "source": source, "expected_revision": migrate.head_revision()})
+
+
+async def _sweep_idempotency_keys(source: ConnectionSource) -> None:
+    """Delete expired idempotency records now and then; any process may do it, deletes are idempotent."""
+    while True:
+        await asyncio.sleep(IDEMPOTENCY_SWEEP_SECONDS)
+        lease = ConnectionLease(source)
+        try:
+            removed = await idempotency.delete_expired(await lease.connection())
+            if removed:
+                log.info("idempotency_keys_expired", removed=removed)
+        except Exception as exc:
+            log.warning("idempotency_sweep_failed", error=str(exc))
+        finally:
+            await lease.release()
+
+
+def app_from_environment() -> Litestar:
+    """The factory uvicorn workers call (`agora serve`): settings from the environment."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

@@ -1,0 +1,69 @@
+"""Authentication and the rate limit, decided together in one statement on the request's connection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from app.repo.connections import Connection
+
+
+@dataclass(frozen=True, slots=True)
+class KeyOwner:
+    key_id: int
+    kind: str
+    principal: str  # who the rate limit and idempotency keys belong to: "agent:7", "operator:3", "admin:12"
+    agent_id: int | None
+    operator_id: int | None
+    agent_status: str | None
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    admitted_tat: datetime | None  # the new theoretical arrival time when admitted, else None
+    current_tat: datetime | None  # the arrival time before this request
+    now: datetime
+
+
+# GCRA (one timestamp per caller): a request is admitted when the caller's theoretical arrival time, pushed one
+# emission interval on, stays within one window of now. Exact across any number of server processes, because the
+# decision is a single row update. Only active callers are counted (TaskHive: auth, then the rate limit).
+_AUTHENTICATE = """
+WITH owner AS (
+    SELECT k.id AS key_id, k.kind, k.agent_id, coalesce(k.operator_id, a.operator_id) AS operator_id,
+           a.status AS agent_status,
+           CASE k.kind WHEN 'agent' THEN 'agent:' || k.agent_id
+                       WHEN 'operator' THEN 'operator:' || k.operator_id
+                       ELSE 'admin:' || k.id END AS principal,
+           (k.kind <> 'agent' OR a.status = 'active') AS active
+      FROM api_key k LEFT JOIN agent a ON a.id = k.agent_id
+     WHERE k.key_hash = %(key_hash)s AND k.kind = %(kind)s AND k.revoked_at IS NULL
+), touched AS (
+    UPDATE api_key SET last_used_at = statement_timestamp()
+     WHERE id = (SELECT key_id FROM owner)
+       AND (last_used_at IS NULL OR last_used_at < statement_timestamp() - interval '1 minute')
+), admitted AS (
+    INSERT INTO rate_limit AS r (principal, tat)
+    SELECT principal, statement_timestamp() + %(emission)s FROM owner WHERE active
+    ON CONFLICT (principal) DO UPDATE SET tat = greatest(r.tat, statement_timestamp()) + %(emission)s
+     WHERE greatest(r.tat, statement_timestamp()) + %(emission)s <= statement_timestamp() + %(window)s
+    RETURNING tat
+)
+SELECT o.key_id, o.kind, o.principal, o.agent_id, o.operator_id, o.agent_status, o.active,
+       (SELECT tat FROM admitted), (SELECT tat FROM rate_limit WHERE principal = o.principal), statement_timestamp()
+  FROM owner o
+"""
+
+
+async def authenticate(
+    connection: Connection, *, key_hash: str, kind: str, emission: timedelta, window: timedelta
+) -> tuple[KeyOwner, RateDecision] | None:
+    cursor = await connection.execute(
+        _AUTHENTICATE, {"key_hash": key_hash, "kind": kind, "emission": emission, "window": window}
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        return None
+    owner = KeyOwner(*row[:7])
+    return owner, RateDecision(admitted_tat=row[7], current_tat=row[8], now=row[9])

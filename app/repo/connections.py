@@ -1,0 +1,97 @@
+"""Connections for request paths: a psycopg pool in production, one shared connection in tests.
+
+A request leases at most one connection and keeps it until its response is sent, so authentication, rate limit,
+idempotency and the use case's transaction share it (fewest round trips, one checkout).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+
+Connection = AsyncConnection[TupleRow]
+
+
+class ConnectionSource(Protocol):
+    #: True when every transaction must nest as a savepoint inside one already open (the test harness).
+    nested: bool
+
+    async def acquire(self) -> Connection: ...
+
+    async def release(self, connection: Connection) -> None: ...
+
+
+async def _configure(connection: Connection) -> None:
+    await connection.set_autocommit(True)
+
+
+def open_pool(url: str, *, min_size: int, max_size: int, statement_timeout_ms: int, name: str) -> AsyncConnectionPool:
+    """A pool of autocommit connections; transactions are opened explicitly by the unit of work."""
+    options = f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={statement_timeout_ms}"
+    return AsyncConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"autocommit": True, "application_name": name, "options": options},
+        configure=_configure,
+        open=False,
+        name=name,
+        timeout=10.0,
+    )
+
+
+class PoolSource:
+    nested = False
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def acquire(self) -> Connection:
+        return await self.pool.getconn()
+
+    async def release(self, connection: Connection) -> None:
+        await self.pool.putconn(connection)
+
+
+class SharedConnectionSource:
+    """Hands out one connection that sits inside an open transaction; the test rolls it back at the end."""
+
+    nested = True
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    async def acquire(self) -> Connection:
+        return self.connection
+
+    async def release(self, connection: Connection) -> None:
+        return None
+
+
+class ConnectionLease:
+    """One request's connection, taken from the source on first use and given back once."""
+
+    def __init__(self, source: ConnectionSource) -> None:
+        self.source = source
+        self._connection: Connection | None = None
+
+    @property
+    def nested(self) -> bool:
+        return self.source.nested
+
+    async def connection(self) -> Connection:
+        if self._connection is None:
+            self._connection = await self.source.acquire()
+        return self._connection
+
+    async def release(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        if not self.source.nested and not connection.closed and connection.info.transaction_status != 0:
+            # A transaction left open by an interrupted request must not leak into the next one.
+            await connection.execute("ROLLBACK")
+        await self.source.release(connection)

@@ -1,0 +1,46 @@
+"""Where the database is: a configured URL, or an embedded PostgreSQL (pgserver) in the data folder.
+
+pgserver shares one server among every process that asks for the same folder (server, CLI, tests) and stops it
+when the last of them exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from pathlib import Path
+
+from app.config import Settings
+
+DATABASE_NAME = "agora"
+
+_embedded: dict[Path, object] = {}
+
+
+def embedded_server_url(data_dir: Path, database: str = DATABASE_NAME) -> str:
+    """Start (or join) the embedded PostgreSQL in `data_dir` and return a URL for `database`, creating it."""
+    import pgserver  # imported here: a configured database never needs it
+
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    data_dir = data_dir.expanduser().resolve()
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    server = _embedded.get(data_dir)
+    if server is None:
+        server = _embedded[data_dir] = pgserver.get_server(data_dir, cleanup_mode="stop")
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
+    if "(1 row)" not in exists:
+        server.psql(f'CREATE DATABASE "{database}";')
+    return server.get_uri(database)
+
+
+def resolve_database_url(settings: Settings) -> str:
+    """The URL to connect to: the configured one, else the embedded server's (started if needed)."""
+    if settings.database_url:
+        return settings.database_url
+    return embedded_server_url(settings.data_path / "postgres")
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The same database as a SQLAlchemy URL on the psycopg 3 driver (Alembic's input)."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(scheme="postgresql+psycopg"))

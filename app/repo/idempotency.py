@@ -1,0 +1,114 @@
+"""Stored responses for Idempotency-Key, and the lock that tells a retry its first request is still running."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg import errors
+
+from app.repo import transactions
+from app.repo.connections import Connection
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    fingerprint: str
+    status: int
+    content_type: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    locked: bool
+    stored: StoredResponse | None
+
+
+_LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 7302))"
+_FIND = """
+SELECT fingerprint, response_status, response_content_type, response_body
+  FROM idempotency_key
+ WHERE principal = %s AND key = %s AND expires_at > statement_timestamp()
+"""
+# An expired record for the same key is replaced; a live one makes the INSERT fail, which aborts the
+# transaction and so keeps a second effect from committing.
+_STORE = """
+WITH expired AS (
+    DELETE FROM idempotency_key
+     WHERE principal = %(principal)s AND key = %(key)s AND expires_at <= statement_timestamp()
+)
+INSERT INTO idempotency_key
+       (principal, key, fingerprint, method, path, response_status, response_content_type, response_body, expires_at)
+VALUES (%(principal)s, %(key)s, %(fingerprint)s, %(method)s, %(path)s, %(status)s, %(content_type)s, %(body)s,
+        statement_timestamp() + make_interval(hours => %(ttl_hours)s))
+"""
+
+
+def _lock_name(principal: str, key: str) -> str:
+    return f"{principal}|{key}"  # a principal never contains "|"
+
+
+async def claim(connection: Connection, principal: str, key: str) -> Claim:
+    """Try the key's lock, then read any live stored response, in one round trip.
+
+    The read is a statement of its own so its snapshot is taken after the lock is held: a first request that
+    committed just before is then seen, and never run twice.
+    """
+    async with connection.pipeline():
+        locked = await connection.execute(_LOCK, (_lock_name(principal, key),))
+        found = await connection.execute(_FIND, (principal, key))
+    (is_locked,) = await locked.fetchone()
+    row = await found.fetchone()
+    stored = StoredResponse(row[0], row[1], row[2], bytes(row[3])) if row else None
+    return Claim(bool(is_locked), stored)
+
+
+async def find(connection: Connection, principal: str, key: str) -> StoredResponse | None:
+    cursor = await connection.execute(_FIND, (principal, key))
+    row = await cursor.fetchone()
+    return StoredResponse(row[0], row[1], row[2], bytes(row[3])) if row else None
+
+
+async def store_and_commit(
+    connection: Connection,
+    *,
+    principal: str,
+    key: str,
+    method: str,
+    path: str,
+    response: StoredResponse,
+    ttl_hours: int,
+    nested: bool,
+) -> bool:
+    """Store the response and commit, in one round trip.
+
+    False when another request already holds the key: nothing was committed and the transaction is aborted,
+    for the caller to roll back.
+    """
+    params = {
+        "principal": principal,
+        "key": key,
+        "fingerprint": response.fingerprint,
+        "method": method,
+        "path": path,
+        "status": response.status,
+        "content_type": response.content_type,
+        "body": response.body,
+        "ttl_hours": ttl_hours,
+    }
+    try:
+        async with connection.pipeline():
+            await connection.execute(_STORE, params)
+            await connection.execute(transactions.commit_statement(nested=nested))
+    except errors.UniqueViolation:
+        return False
+    return True
+
+
+async def delete_expired(connection: Connection, *, batch: int = 5000) -> int:
+    cursor = await connection.execute(
+        "DELETE FROM idempotency_key WHERE id IN (SELECT id FROM idempotency_key"
+        " WHERE expires_at <= statement_timestamp() LIMIT %s)",
+        (batch,),
+    )
+    return cursor.rowcount

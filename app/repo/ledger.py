@@ -1,0 +1,117 @@
+"""The ledger: transfers and entries. Balances move only through entries (a trigger applies each one)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import errors
+
+from app.repo.connections import Connection
+from domain.ledger import Account, AccountKind, HistoryEntry, TransferKind, TransferRequest
+
+
+class Overdraft(Exception):
+    """An entry would have taken a wallet or escrow account below zero; the statement was refused."""
+
+
+_POST = """
+WITH t AS (
+    INSERT INTO transfer (kind, reason, operator_id, agent_id, task_id)
+    VALUES (%(kind)s, %(reason)s, %(operator_id)s, %(agent_id)s, %(task_id)s) RETURNING id
+)
+INSERT INTO entry (transfer_id, account_id, amount)
+SELECT t.id, p.account_id, p.amount
+  FROM t, unnest(%(accounts)s::bigint[], %(amounts)s::bigint[]) WITH ORDINALITY AS p (account_id, amount, n)
+ ORDER BY p.n
+RETURNING transfer_id, account_id, balance_after
+"""
+
+
+async def post(connection: Connection, transfer: TransferRequest) -> tuple[int, dict[int, int]]:
+    """Write the transfer and its entries in one statement; returns its id and each account's new balance.
+
+    Entries are inserted in account id order (`domain.ledger.balanced` sorts them), so concurrent transfers
+    lock accounts in the same order and cannot deadlock.
+    """
+    params = {
+        "kind": transfer.kind.value,
+        "reason": transfer.reason,
+        "operator_id": transfer.operator_id,
+        "agent_id": transfer.agent_id,
+        "task_id": transfer.task_id,
+        "accounts": [p.account_id for p in transfer.postings],
+        "amounts": [p.amount for p in transfer.postings],
+    }
+    try:
+        cursor = await connection.execute(_POST, params)
+    except errors.CheckViolation as error:
+        if error.diag.constraint_name == "ck_account_no_overdraft":
+            raise Overdraft(str(error)) from error
+        raise
+    rows = await cursor.fetchall()
+    return rows[0][0], {account_id: balance for _, account_id, balance in rows}
+
+
+def _to_account(row: Sequence[Any]) -> Account:
+    return Account(
+        id=row[0],
+        kind=AccountKind(row[1]),
+        operator_id=row[2],
+        task_id=row[3],
+        balance=row[4],
+        version=row[5],
+    )
+
+
+_ACCOUNT = "SELECT id, kind, operator_id, task_id, balance, version FROM account"
+
+
+async def wallet(connection: Connection, operator_id: int, *, for_update: bool = False) -> Account | None:
+    lock = " FOR UPDATE" if for_update else ""
+    cursor = await connection.execute(f"{_ACCOUNT} WHERE operator_id = %s{lock}", (operator_id,))
+    row = await cursor.fetchone()
+    return _to_account(row) if row else None
+
+
+async def platform_account(connection: Connection, kind: AccountKind) -> int:
+    cursor = await connection.execute("SELECT id FROM account WHERE kind = %s", (kind.value,))
+    (account_id,) = await cursor.fetchone()
+    return account_id
+
+
+async def list_accounts(
+    connection: Connection, *, after_id: int, limit: int, kind: AccountKind | None = None
+) -> list[Account]:
+    cursor = await connection.execute(
+        f"{_ACCOUNT} WHERE id > %s AND (%s::text IS NULL OR kind = %s) ORDER BY id LIMIT %s",
+        (after_id, kind and kind.value, kind and kind.value, limit),
+    )
+    return [_to_account(row) for row in await cursor.fetchall()]
+
+
+async def history(connection: Connection, account_id: int, *, before_id: int | None, limit: int) -> list[HistoryEntry]:
+    """An account's entries, newest first, keyset-paginated on the entry id."""
+    cursor = await connection.execute(
+        """
+        SELECT e.id, e.transfer_id, e.amount, t.kind, t.reason, t.task_id, e.balance_after, e.created_at
+          FROM entry e JOIN transfer t ON t.id = e.transfer_id
+         WHERE e.account_id = %s AND (%s::bigint IS NULL OR e.id < %s)
+         ORDER BY e.id DESC
+         LIMIT %s
+        """,
+        (account_id, before_id, before_id, limit),
+    )
+    return [
+        HistoryEntry(
+            id=r[0],
+            transfer_id=r[1],
+            amount=r[2],
+            kind=TransferKind(r[3]),
+            reason=r[4],
+            task_id=r[5],
+            balance_after=r[6],
+            created_at=r[7],
+        )
+        for r in await cursor.fetchall()
+    ]

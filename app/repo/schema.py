@@ -1,0 +1,194 @@
+"""The schema's source of truth for Alembic. Request paths never use the ORM; see DESIGN §9.
+
+Constraints, triggers and seed rows that SQLAlchemy cannot express are written by hand in the migrations.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _created_at() -> Column:
+    return Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+operator = Table(
+    "operator",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("name", Text, nullable=False),
+    _created_at(),
+    CheckConstraint("char_length(name) BETWEEN 1 AND 200", name="name_length"),
+)
+
+agent = Table(
+    "agent",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("operator_id", BigInteger, ForeignKey("operator.id"), nullable=True),
+    Column("name", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("capabilities", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    Column("category_ids", ARRAY(Integer), nullable=False, server_default=text("'{}'")),
+    Column("hourly_rate_credits", Integer, nullable=True),
+    Column("status", Text, nullable=False, server_default=text("'active'")),
+    Column("reputation_score", Float, nullable=False, server_default=text("50")),
+    Column("tasks_completed", Integer, nullable=False, server_default=text("0")),
+    Column("avg_rating", Float, nullable=True),
+    Column("verification_code", Text, nullable=True, unique=True),
+    Column("claimed_at", DateTime(timezone=True), nullable=True),
+    _created_at(),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("status IN ('active','paused','suspended','pending_claim')", name="status_known"),
+    # Only an unclaimed agent lacks an operator; suspension may strike either.
+    CheckConstraint(
+        "(status = 'pending_claim' AND operator_id IS NULL) OR (status IN ('active','paused') AND operator_id IS NOT NULL)"
+        " OR status = 'suspended'",
+        name="status_matches_operator",
+    ),
+    CheckConstraint("hourly_rate_credits IS NULL OR hourly_rate_credits >= 0", name="hourly_rate_non_negative"),
+    CheckConstraint("tasks_completed >= 0", name="tasks_completed_non_negative"),
+    Index(None, "operator_id"),
+)
+
+api_key = Table(
+    "api_key",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("key_hash", Text, nullable=False, unique=True),
+    Column("prefix", Text, nullable=False),
+    Column("name", Text, nullable=True),
+    Column("agent_id", BigInteger, ForeignKey("agent.id"), nullable=True),
+    Column("operator_id", BigInteger, ForeignKey("operator.id"), nullable=True),
+    _created_at(),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
+    CheckConstraint("kind IN ('agent','operator','admin')", name="kind_known"),
+    CheckConstraint("char_length(key_hash) = 64", name="hash_is_sha256_hex"),
+    CheckConstraint("char_length(prefix) = 14", name="prefix_length"),
+    CheckConstraint("(kind = 'agent') = (agent_id IS NOT NULL)", name="agent_key_has_agent"),
+    CheckConstraint("(kind = 'operator') = (operator_id IS NOT NULL)", name="operator_key_has_operator"),
+    # An agent holds one live key: rotation revokes the old one in the same transaction.
+    Index("uq_api_key_live_agent_key", "agent_id", unique=True, postgresql_where=text("revoked_at IS NULL")),
+)
+
+category = Table(
+    "category",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("slug", Text, nullable=False, unique=True),
+    Column("description", Text, nullable=True),
+    Column("icon", Text, nullable=True),
+    Column("sort_order", Integer, nullable=False, server_default=text("0")),
+)
+
+account = Table(
+    "account",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("operator_id", BigInteger, ForeignKey("operator.id"), nullable=True, unique=True),
+    Column("task_id", BigInteger, nullable=True, unique=True),  # the FK arrives with the task table
+    Column("balance", BigInteger, nullable=False, server_default=text("0")),
+    Column("version", BigInteger, nullable=False, server_default=text("0")),
+    _created_at(),
+    CheckConstraint(
+        "kind IN ('operator_wallet','task_escrow','platform_revenue','platform_issuance')", name="kind_known"
+    ),
+    CheckConstraint("kind = 'platform_issuance' OR balance >= 0", name="no_overdraft"),
+    CheckConstraint("(kind = 'operator_wallet') = (operator_id IS NOT NULL)", name="wallet_has_operator"),
+    CheckConstraint("(kind = 'task_escrow') = (task_id IS NOT NULL)", name="escrow_has_task"),
+    # The two platform accounts are singletons.
+    Index(
+        "uq_account_platform_kind",
+        "kind",
+        unique=True,
+        postgresql_where=text("kind IN ('platform_revenue','platform_issuance')"),
+    ),
+)
+
+transfer = Table(
+    "transfer",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("operator_id", BigInteger, ForeignKey("operator.id"), nullable=True),
+    Column("agent_id", BigInteger, ForeignKey("agent.id"), nullable=True),
+    Column("task_id", BigInteger, nullable=True),
+    _created_at(),
+    CheckConstraint("char_length(reason) BETWEEN 1 AND 500", name="reason_length"),
+    Index(None, "task_id", postgresql_where=text("task_id IS NOT NULL")),
+)
+
+entry = Table(
+    "entry",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("transfer_id", BigInteger, ForeignKey("transfer.id"), nullable=False),
+    Column("account_id", BigInteger, ForeignKey("account.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("balance_after", BigInteger, nullable=False),
+    Column("account_version", BigInteger, nullable=False),
+    _created_at(),
+    CheckConstraint("amount <> 0", name="amount_non_zero"),
+    # One entry per account version: the history of an account is a chain without gaps or forks.
+    UniqueConstraint("account_id", "account_version"),
+    Index(None, "transfer_id"),
+)
+
+idempotency_key = Table(
+    "idempotency_key",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("principal", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("fingerprint", Text, nullable=False),
+    Column("method", Text, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("response_status", Integer, nullable=False),
+    Column("response_body", LargeBinary, nullable=False),
+    Column("response_content_type", Text, nullable=False),
+    _created_at(),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("char_length(key) BETWEEN 1 AND 255", name="key_length"),
+    UniqueConstraint("principal", "key"),
+    Index(None, "expires_at"),
+)
+
+rate_limit = Table(
+    "rate_limit",
+    metadata,
+    Column("principal", Text, primary_key=True),
+    # GCRA's theoretical arrival time: one row and one timestamp per caller.
+    Column("tat", DateTime(timezone=True), nullable=False),
+)

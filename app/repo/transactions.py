@@ -1,0 +1,42 @@
+"""Transaction control statements, issued on behalf of the unit of work.
+
+At the top level these are BEGIN/COMMIT/ROLLBACK; nested (tests) they are savepoints, so a test's outer
+transaction can roll everything back.
+"""
+
+from __future__ import annotations
+
+from app.repo.connections import Connection
+
+_TOP = "uow"
+
+
+async def begin(connection: Connection, *, nested: bool, savepoint: str | None = None) -> None:
+    """Open the transaction and, when `savepoint` is given, a savepoint inside it, in one round trip."""
+    statements = [f"SAVEPOINT {_TOP}" if nested else "BEGIN"]
+    if savepoint:
+        statements.append(f"SAVEPOINT {savepoint}")
+    await connection.execute("; ".join(statements))
+
+
+async def check_deferred_constraints(connection: Connection) -> None:
+    """Run deferred constraint triggers now, so a violation surfaces inside the use case, not at COMMIT."""
+    await connection.execute("SET CONSTRAINTS ALL IMMEDIATE")
+
+
+def commit_statement(*, nested: bool) -> str:
+    return f"RELEASE SAVEPOINT {_TOP}" if nested else "COMMIT"
+
+
+async def commit(connection: Connection, *, nested: bool) -> None:
+    await connection.execute(commit_statement(nested=nested))
+
+
+async def rollback(connection: Connection, *, nested: bool) -> None:
+    if connection.closed:
+        return
+    await connection.execute(f"ROLLBACK TO SAVEPOINT {_TOP}; RELEASE SAVEPOINT {_TOP}" if nested else "ROLLBACK")
+
+
+async def rollback_to(connection: Connection, savepoint: str) -> None:
+    await connection.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")

@@ -1,0 +1,91 @@
+"""Agents acting for themselves: profile, public view, credits, and self-registration."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from app.repo import agents as agent_rows
+from app.repo import keys
+from app.repo.connections import Connection
+from app.services import credits
+from app.services.uow import UnitOfWork
+from domain.agents import Agent, AgentStatus
+from domain.errors import NotFound
+from domain.keys import KeyKind, generate_key, verification_code
+
+
+@dataclass(frozen=True, slots=True)
+class AgentProfile:
+    name: str
+    description: str
+    capabilities: tuple[str, ...] = ()
+    category_ids: tuple[int, ...] = ()
+    hourly_rate_credits: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    agent: Agent
+    api_key: str
+    verification_code: str
+
+
+def agent_not_found(agent_id: int) -> NotFound:
+    return NotFound(f"Agent {agent_id} not found", "Check the agent id.", code="AGENT_NOT_FOUND")
+
+
+async def check_categories(connection: Connection, category_ids: Sequence[int]) -> None:
+    if not category_ids:
+        return
+    unknown = sorted(set(category_ids) - await agent_rows.known_category_ids(connection, category_ids))
+    if unknown:
+        raise NotFound(
+            f"Category {unknown[0]} not found",
+            "Use one of the category ids 1-7 (Coding, Writing, Research, Data Processing, Design, Translation, "
+            "General).",
+            code="CATEGORY_NOT_FOUND",
+        )
+
+
+async def get_agent(uow: UnitOfWork, agent_id: int) -> Agent:
+    agent = await agent_rows.get(await uow.reader(), agent_id)
+    if agent is None:
+        raise agent_not_found(agent_id)
+    return agent
+
+
+async def update_profile(uow: UnitOfWork, agent_id: int, changes: dict[str, object]) -> Agent:
+    async with uow:
+        if "category_ids" in changes:
+            await check_categories(uow.connection, changes["category_ids"])  # type: ignore[arg-type]
+        await agent_rows.update_profile(uow.connection, agent_id, changes)
+        agent = await agent_rows.get(uow.connection, agent_id)
+        await uow.commit()
+    if agent is None:
+        raise agent_not_found(agent_id)
+    return agent
+
+
+async def register(uow: UnitOfWork, *, name: str, description: str) -> Registered:
+    """Self-registration: the agent waits in pending_claim until an operator claims it by its code."""
+    key = generate_key(KeyKind.AGENT)
+    code = verification_code()
+    async with uow:
+        agent_id = await agent_rows.insert(
+            uow.connection,
+            operator_id=None,
+            name=name.lower(),
+            description=description,
+            status=AgentStatus.PENDING_CLAIM,
+            verification_code=code,
+        )
+        await keys.insert(uow.connection, key, agent_id=agent_id)
+        agent = await agent_rows.get(uow.connection, agent_id)
+        await uow.commit()
+    return Registered(agent, key.plaintext, code)
+
+
+async def agent_credits(uow: UnitOfWork, *, operator_id: int, before_id: int | None, limit: int) -> credits.Statement:
+    """The calling agent's credits are its operator's wallet, shared by all the operator's agents."""
+    return await credits.statement(uow, operator_id=operator_id, before_id=before_id, limit=limit)

@@ -1,0 +1,84 @@
+"""Credits: bonuses and admin grants from platform issuance, wallet statements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.repo import ledger
+from app.repo.connections import Connection
+from app.services.uow import UnitOfWork
+from domain.errors import InsufficientCredits, NotFound
+from domain.ledger import AccountKind, HistoryEntry, TransferKind, move
+
+
+@dataclass(frozen=True, slots=True)
+class Posted:
+    transfer_id: int
+    amount: int
+    balance_after: int
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    balance: int
+    escrow_held: int
+    entries: list[HistoryEntry]
+
+
+def operator_not_found(operator_id: int) -> NotFound:
+    return NotFound(
+        f"Operator {operator_id} not found",
+        "List operators' wallets with GET /api/v1/admin/accounts.",
+        code="OPERATOR_NOT_FOUND",
+    )
+
+
+async def issue(
+    connection: Connection,
+    *,
+    wallet_id: int,
+    amount: int,
+    kind: TransferKind,
+    reason: str,
+    **refs: int | None,
+) -> Posted:
+    """Move credits between platform issuance and a wallet: positive grants, negative debits."""
+    issuance = await ledger.platform_account(connection, AccountKind.PLATFORM_ISSUANCE)
+    source, destination = (issuance, wallet_id) if amount > 0 else (wallet_id, issuance)
+    transfer_id, balances = await ledger.post(
+        connection, move(kind, reason, source=source, destination=destination, amount=abs(amount), **refs)
+    )
+    return Posted(transfer_id, amount, balances[wallet_id])
+
+
+async def adjust_operator(uow: UnitOfWork, *, operator_id: int, amount: int, reason: str) -> Posted:
+    """An admin grant (amount > 0) or debit (amount < 0); a debit never takes the wallet below zero."""
+    async with uow:
+        wallet = await ledger.wallet(uow.connection, operator_id, for_update=True)
+        if wallet is None:
+            raise operator_not_found(operator_id)
+        if amount < 0 and wallet.balance + amount < 0:
+            raise InsufficientCredits(balance=wallet.balance, needed=-amount)
+        kind = TransferKind.ADMIN_GRANT if amount > 0 else TransferKind.ADMIN_DEBIT
+        posted = await issue(
+            uow.connection,
+            wallet_id=wallet.id,
+            amount=amount,
+            kind=kind,
+            reason=reason,
+            operator_id=operator_id,
+        )
+        await uow.commit()
+    return posted
+
+
+async def statement(uow: UnitOfWork, *, operator_id: int, before_id: int | None, limit: int) -> Statement:
+    """The wallet's balance, the credits it has in escrow, and a page of its history (newest first)."""
+    async with uow:
+        wallet = await ledger.wallet(uow.connection, operator_id)
+        if wallet is None:
+            raise operator_not_found(operator_id)
+        entries = await ledger.history(uow.connection, wallet.id, before_id=before_id, limit=limit)
+        await uow.commit()
+    # Escrow accounts arrive with tasks; until then nothing is held.
+    return Statement(balance=wallet.balance, escrow_held=0, entries=entries)

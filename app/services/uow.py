@@ -1,0 +1,99 @@
+"""The unit of work: one transaction on the request's connection, rolled back unless the use case commits.
+
+    async with uow:
+        ...                      # repositories on uow.connection
+        await uow.commit()
+
+When the request carries an Idempotency-Key, the HTTP layer attaches an `IdempotentCall` (see
+`app.services.idempotency`). It claims the key inside this transaction before the use case runs, and the commit is
+completed by the call once the response is rendered, so that the effect and its stored response commit together.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Protocol
+
+from app.repo import transactions
+from app.repo.connections import Connection, ConnectionLease
+from domain.errors import DomainError
+
+
+class TransactionHooks(Protocol):
+    #: A savepoint opened right after BEGIN, to which a business error rolls back (keeping the claim).
+    savepoint: str | None
+
+    async def on_begin(self, connection: Connection) -> None: ...
+
+    def on_commit(self) -> bool:
+        """Return True when the hook takes over the final COMMIT."""
+        ...
+
+    def on_business_error(self, error: DomainError) -> bool:
+        """Return True when the hook keeps the transaction open to record the error."""
+        ...
+
+
+class UnitOfWork:
+    def __init__(self, lease: ConnectionLease, hooks: TransactionHooks | None = None) -> None:
+        self.lease = lease
+        self.hooks = hooks
+        self._connection: Connection | None = None
+        self._active_hooks: TransactionHooks | None = None
+        self._done = False
+
+    @property
+    def connection(self) -> Connection:
+        if self._connection is None:
+            raise RuntimeError("the unit of work is not open: use `async with uow:`")
+        return self._connection
+
+    async def reader(self) -> Connection:
+        """The request's connection outside any transaction, for a read that is a single statement."""
+        return await self.lease.connection()
+
+    async def __aenter__(self) -> UnitOfWork:
+        if self._connection is not None:
+            raise RuntimeError("a unit of work runs one transaction; open a new one")
+        connection = await self.lease.connection()
+        hooks, self.hooks = self.hooks, None  # the hooks belong to the request's first transaction only
+        self._active_hooks = hooks
+        await transactions.begin(connection, nested=self.lease.nested, savepoint=hooks.savepoint if hooks else None)
+        self._connection = connection
+        self._done = False
+        if hooks is not None:
+            try:
+                await hooks.on_begin(connection)
+            except BaseException:
+                await self._rollback()
+                raise
+        return self
+
+    async def commit(self) -> None:
+        connection = self.connection
+        hooks = self._active_hooks
+        if hooks is not None and hooks.on_commit():
+            # Surface deferred-constraint violations now, while the use case can still fail cleanly.
+            await transactions.check_deferred_constraints(connection)
+        else:
+            await transactions.commit(connection, nested=self.lease.nested)
+        self._done = True
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if self._done:
+                return
+            hooks = self._active_hooks
+            if isinstance(exc, DomainError) and hooks is not None and hooks.on_business_error(exc):
+                await transactions.rollback_to(self.connection, hooks.savepoint or "")
+            else:
+                await self._rollback()
+        finally:
+            self._connection = None
+            self._active_hooks = None
+
+    async def _rollback(self) -> None:
+        if self._connection is not None:
+            await transactions.rollback(self._connection, nested=self.lease.nested)

@@ -1,0 +1,1 @@
+"""Agora's pure domain: rules, value objects and errors. Standard library only."""

@@ -1,0 +1,63 @@
+"""Domain errors with stable codes; `app.http.errors` alone maps them to HTTP statuses."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """A rule was broken; `code` is the stable, documented error code a client can branch on."""
+
+    code: str = "DOMAIN_ERROR"
+
+    def __init__(self, message: str, suggestion: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.suggestion = suggestion
+        if code is not None:
+            self.code = code
+
+
+class NotFound(DomainError):
+    """The named resource does not exist, or the caller may not know that it does."""
+
+
+class Forbidden(DomainError):
+    code = "FORBIDDEN"
+
+
+class Conflict(DomainError):
+    """The resource is in a state that does not allow the change."""
+
+
+class Unprocessable(DomainError):
+    """The request is well formed but breaks a business rule (insufficient credits, bad deadline...)."""
+
+
+class InvalidParameter(DomainError):
+    code = "INVALID_PARAMETER"
+
+
+class InsufficientCredits(Unprocessable):
+    code = "INSUFFICIENT_CREDITS"
+
+    def __init__(self, *, balance: int, needed: int) -> None:
+        super().__init__(
+            f"Insufficient credits: the wallet holds {balance} and this needs {needed}",
+            "Ask an admin to grant credits, or use a smaller amount.",
+        )
+        self.balance = balance
+        self.needed = needed
+
+
+class Unauthenticated(DomainError):
+    code = "UNAUTHORIZED"
+
+
+class RateLimited(DomainError):
+    code = "RATE_LIMITED"
+
+    def __init__(self, *, limit: int, retry_after: int) -> None:
+        super().__init__(
+            f"Rate limit exceeded ({limit} requests/minute)",
+            f"Wait {retry_after} seconds before retrying. Check X-RateLimit-Reset header.",
+        )
+        self.retry_after = retry_after

@@ -1,0 +1,102 @@
+"""The credit ledger's rules: account kinds, transfer kinds and balanced postings.
+
+Credits are integers. Every movement is a transfer of two or more postings that sum to zero; only the
+platform issuance account may go below zero (it is where granted credits come from).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class AccountKind(StrEnum):
+    OPERATOR_WALLET = "operator_wallet"
+    TASK_ESCROW = "task_escrow"
+    PLATFORM_REVENUE = "platform_revenue"
+    PLATFORM_ISSUANCE = "platform_issuance"
+
+
+class TransferKind(StrEnum):
+    OPERATOR_BONUS = "operator_bonus"
+    AGENT_BONUS = "agent_bonus"
+    ADMIN_GRANT = "admin_grant"
+    ADMIN_DEBIT = "admin_debit"
+
+
+# The `type` TaskHive clients read on a credit history row.
+TASKHIVE_TYPE: dict[TransferKind, str] = {
+    TransferKind.OPERATOR_BONUS: "bonus",
+    TransferKind.AGENT_BONUS: "bonus",
+    TransferKind.ADMIN_GRANT: "deposit",
+    TransferKind.ADMIN_DEBIT: "debit",
+}
+
+
+class UnbalancedTransfer(ValueError):
+    """A programming error: postings must sum to zero and touch at least two accounts."""
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    account_id: int
+    amount: int  # signed: positive credits the account, negative debits it
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferRequest:
+    kind: TransferKind
+    reason: str
+    postings: tuple[Posting, ...]
+    operator_id: int | None = None
+    agent_id: int | None = None
+    task_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Account:
+    id: int
+    kind: AccountKind
+    operator_id: int | None
+    task_id: int | None
+    balance: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryEntry:
+    """One entry of an account's history, as an operator or agent sees it."""
+
+    id: int
+    transfer_id: int
+    amount: int
+    kind: TransferKind
+    reason: str
+    task_id: int | None
+    balance_after: int
+    created_at: datetime
+
+
+def balanced(kind: TransferKind, reason: str, postings: Iterable[Posting], **refs: int | None) -> TransferRequest:
+    """Build a transfer whose postings are merged per account, sorted by account id and checked to balance.
+
+    Sorting fixes the order in which PostgreSQL locks the accounts, so two transfers never deadlock.
+    """
+    merged: dict[int, int] = {}
+    for posting in postings:
+        merged[posting.account_id] = merged.get(posting.account_id, 0) + posting.amount
+    legs = tuple(Posting(account, amount) for account, amount in sorted(merged.items()) if amount != 0)
+    if len(legs) < 2 or sum(leg.amount for leg in legs) != 0:
+        raise UnbalancedTransfer(f"{kind}: postings {legs} do not balance")
+    return TransferRequest(kind=kind, reason=reason, postings=legs, **refs)
+
+
+def move(
+    kind: TransferKind, reason: str, *, source: int, destination: int, amount: int, **refs: int | None
+) -> TransferRequest:
+    """Move `amount` credits from `source` to `destination`."""
+    if amount <= 0:
+        raise UnbalancedTransfer(f"{kind}: amount must be positive, got {amount}")
+    return balanced(kind, reason, (Posting(source, -amount), Posting(destination, amount)), **refs)
