@@ -33,6 +33,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     public_base_url: str = ""
+    # Fault injection for crash tests only (reliability.md §7.2): the process exits at this point of an idempotent
+    # request. "before_commit" or "after_commit_before_response"; empty in any real deployment.
+    fault_point: Literal["", "before_commit", "after_commit_before_response"] = ""
 
     def __post_init__(self) -> None:
         if self.db_pool_min > self.db_pool_max:

@@ -37,7 +37,7 @@ class AgoraApp(Litestar):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-        await handle_http(super().__call__, self.state.source, scope, receive, send)
+        await handle_http(super().__call__, self.state.source, scope, receive, send, self.state.settings.fault_point)
 
 
 def create_app(settings: Settings | None = None, *, source: ConnectionSource | None = None) -> Litestar:

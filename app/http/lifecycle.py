@@ -6,6 +6,7 @@ It wraps the whole Litestar application (not a route), so 404s and 405s get the 
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -38,7 +39,15 @@ def _rate_headers(ctx: context.RequestContext) -> list[tuple[bytes, bytes]]:
     return headers
 
 
-async def handle_http(app: ASGIApp, source: ConnectionSource, scope: dict, receive: Callable, send: Callable) -> None:
+def _crash_at(point: str, fault_point: str) -> None:
+    if fault_point == point:
+        log.warning("fault_injected", point=point)
+        os._exit(137)
+
+
+async def handle_http(
+    app: ASGIApp, source: ConnectionSource, scope: dict, receive: Callable, send: Callable, fault_point: str = ""
+) -> None:
     started = time.perf_counter()
     ctx = context.RequestContext(request_id=new_request_id(), lease=ConnectionLease(source))
     token = context.enter(ctx)
@@ -68,7 +77,8 @@ async def handle_http(app: ASGIApp, source: ConnectionSource, scope: dict, recei
             held_body.append(message.get("body", b""))
             if message.get("more_body", False):
                 return
-            await _finish_idempotent(ctx, held_start, b"".join(held_body), send, outcome)
+            _crash_at("before_commit", fault_point)
+            await _finish_idempotent(ctx, held_start, b"".join(held_body), send, outcome, fault_point)
             return
         await send(message)
 
@@ -99,7 +109,7 @@ async def handle_http(app: ASGIApp, source: ConnectionSource, scope: dict, recei
 
 
 async def _finish_idempotent(
-    ctx: context.RequestContext, start: dict, body: bytes, send: Callable, outcome: dict[str, Any]
+    ctx: context.RequestContext, start: dict, body: bytes, send: Callable, outcome: dict[str, Any], fault_point: str
 ) -> None:
     call = ctx.idempotent_call
     assert call is not None
@@ -112,6 +122,7 @@ async def _finish_idempotent(
         await call.abandon()
         replacement = exc
     if replacement is None:
+        _crash_at("after_commit_before_response", fault_point)
         await send(start)
         await send({"type": "http.response.body", "body": body, "more_body": False})
         return

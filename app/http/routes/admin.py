@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Literal
 
 from litestar import Controller, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from app.http.envelope import Envelope, Paged, ok, page
 from app.http.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, parse_id, split_page
+from app.http.params import Cursor, Limit
 from app.http.routes.docs import AUTHENTICATED, WITH_BODY, errors
 from app.http.schemas.credits import AccountOut, CreditAdjustIn, CreditAdjustOut
 from app.http.schemas.operators import ManagedAgentOut, OperatorCreatedOut, OperatorIn
@@ -32,7 +34,9 @@ class AdminController(Controller):
         status_code=201,
         responses=errors(*AUTHENTICATED, *WITH_BODY),
     )
-    async def create_operator(self, data: OperatorIn, uow: UnitOfWork) -> Envelope[OperatorCreatedOut]:
+    async def create_operator(
+        self, data: JSONBody[OperatorIn], uow: NamedDependency[UnitOfWork]
+    ) -> Envelope[OperatorCreatedOut]:
         """Create an operator with its wallet (and the 500-credit welcome bonus); its key is shown once."""
         created = await operators.create_operator(uow, name=data.name)
         return ok(
@@ -52,7 +56,7 @@ class AdminController(Controller):
         responses=MUTATION,
     )
     async def adjust_credits(
-        self, operator_id: str, data: CreditAdjustIn, uow: UnitOfWork
+        self, operator_id: FromPath[str], data: JSONBody[CreditAdjustIn], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[CreditAdjustOut]:
         """Grant (amount > 0) or debit (amount < 0) an operator's wallet; a debit never overdraws it."""
         if data.amount == 0:
@@ -73,7 +77,7 @@ class AdminController(Controller):
         )
 
     @post("/agents/{agent_id:str}/suspend", operation_id="suspendAgent", status_code=200, responses=MUTATION)
-    async def suspend(self, agent_id: str, uow: UnitOfWork) -> Envelope[ManagedAgentOut]:
+    async def suspend(self, agent_id: FromPath[str], uow: NamedDependency[UnitOfWork]) -> Envelope[ManagedAgentOut]:
         """Suspend an agent: its key is refused (403) until an admin reactivates it."""
         return ok(ManagedAgentOut.of(await admin.suspend_agent(uow, parse_id(agent_id, "Agent"))))
 
@@ -83,17 +87,19 @@ class AdminController(Controller):
         status_code=200,
         responses=MUTATION,
     )
-    async def reactivate(self, agent_id: str, uow: UnitOfWork) -> Envelope[ManagedAgentOut]:
+    async def reactivate(self, agent_id: FromPath[str], uow: NamedDependency[UnitOfWork]) -> Envelope[ManagedAgentOut]:
         """Lift a suspension."""
         return ok(ManagedAgentOut.of(await admin.reactivate_agent(uow, parse_id(agent_id, "Agent"))))
 
     @get("/accounts", operation_id="listAccounts", responses=errors(*AUTHENTICATED))
     async def accounts(
         self,
-        uow: UnitOfWork,
-        cursor: str | None = None,
-        limit: int = Parameter(default=DEFAULT_LIMIT, description="1-100 accounts per page"),
-        kind: Literal["operator_wallet", "task_escrow", "platform_revenue", "platform_issuance"] | None = None,
+        uow: NamedDependency[UnitOfWork],
+        cursor: Cursor = None,
+        limit: Limit = DEFAULT_LIMIT,
+        kind: FromQuery[
+            Literal["operator_wallet", "task_escrow", "platform_revenue", "platform_issuance"] | None
+        ] = None,
     ) -> Paged[list[AccountOut]]:
         """Every ledger account with its balance, by id."""
         check_limit(limit)

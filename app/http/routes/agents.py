@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from litestar import Controller, Request, get, patch, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 
 from app.http.envelope import Envelope, Paged, ok, page
 from app.http.pagination import check_limit, decode_cursor, parse_id, split_page
+from app.http.params import Cursor, Limit
 from app.http.routes.docs import AUTHENTICATED, WITH_BODY, errors
 from app.http.schemas.agents import AgentMeOut, AgentPublicOut, AgentUpdateIn, RegisteredOut, RegisterIn
 from app.http.schemas.credits import CreditsOut
@@ -22,12 +24,14 @@ class AgentsController(Controller):
     tags = ["agents"]
 
     @get("/me", operation_id="getMyAgent", guards=[agent_only], responses=errors(*AUTHENTICATED))
-    async def me(self, principal: Principal, uow: UnitOfWork) -> Envelope[AgentMeOut]:
+    async def me(self, principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]) -> Envelope[AgentMeOut]:
         """The calling agent's profile."""
         return ok(AgentMeOut.of(await agents.get_agent(uow, principal.agent_id)))
 
     @patch("/me", operation_id="updateMyAgent", guards=[agent_only], responses=errors(*AUTHENTICATED, *WITH_BODY))
-    async def update_me(self, data: AgentUpdateIn, principal: Principal, uow: UnitOfWork) -> Envelope[AgentMeOut]:
+    async def update_me(
+        self, data: JSONBody[AgentUpdateIn], principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
+    ) -> Envelope[AgentMeOut]:
         """Change the calling agent's profile (at least one field)."""
         changes = data.changes()
         if not changes:
@@ -41,10 +45,10 @@ class AgentsController(Controller):
     @get("/me/credits", operation_id="getMyCredits", guards=[agent_only], responses=errors(*AUTHENTICATED))
     async def credits(
         self,
-        principal: Principal,
-        uow: UnitOfWork,
-        cursor: str | None = None,
-        limit: int = Parameter(default=10, description="1-100 history rows per page"),
+        principal: NamedDependency[Principal],
+        uow: NamedDependency[UnitOfWork],
+        cursor: Cursor = None,
+        limit: Limit = 10,
     ) -> Paged[CreditsOut]:
         """The operator's wallet balance, credits held in escrow, and its history (newest first)."""
         check_limit(limit)
@@ -61,7 +65,7 @@ class AgentsController(Controller):
         return page(body, cursor=next_cursor, has_more=next_cursor is not None, count=len(entries))
 
     @get("/{agent_id:str}", operation_id="getAgent", guards=[agent_only], responses=errors(*AUTHENTICATED, 404))
-    async def get_agent(self, agent_id: str, uow: UnitOfWork) -> Envelope[AgentPublicOut]:
+    async def get_agent(self, agent_id: FromPath[str], uow: NamedDependency[UnitOfWork]) -> Envelope[AgentPublicOut]:
         """Another agent's public profile."""
         return ok(AgentPublicOut.of(await agents.get_agent(uow, parse_id(agent_id, "Agent"))))
 
@@ -72,7 +76,9 @@ class AgentsController(Controller):
         status_code=201,
         responses=errors(*WITH_BODY),
     )
-    async def register(self, data: RegisterIn, uow: UnitOfWork, request: Request) -> Envelope[RegisteredOut]:
+    async def register(
+        self, data: JSONBody[RegisterIn], uow: NamedDependency[UnitOfWork], request: Request
+    ) -> Envelope[RegisteredOut]:
         """Self-register an agent; it stays pending_claim until an operator claims it by its verification code."""
         registered = await agents.register(uow, name=data.name, description=data.description)
         agent = registered.agent

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from litestar import Controller, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 
 from app.http.envelope import Envelope, Paged, ok, page
 from app.http.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, parse_id, split_page
+from app.http.params import Cursor, Limit
 from app.http.routes.docs import AUTHENTICATED, WITH_BODY, errors
 from app.http.schemas.credits import CreditsOut
 from app.http.schemas.operators import (
@@ -30,7 +32,9 @@ class OperatorController(Controller):
     guards = [operator_only]
 
     @get("/me", operation_id="getOperator", responses=errors(*AUTHENTICATED))
-    async def me(self, principal: Principal, uow: UnitOfWork) -> Envelope[OperatorMeOut]:
+    async def me(
+        self, principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
+    ) -> Envelope[OperatorMeOut]:
         """The calling operator, its wallet balance and how many agents it has."""
         found = await operators.profile(uow, principal.operator_id)
         return ok(
@@ -45,7 +49,7 @@ class OperatorController(Controller):
 
     @post("/agents", operation_id="createAgent", status_code=201, responses=MUTATION)
     async def create_agent(
-        self, data: AgentIn, principal: Principal, uow: UnitOfWork
+        self, data: JSONBody[AgentIn], principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[ManagedAgentWithKeyOut]:
         """Create an agent; its API key is in this response only."""
         created = await operators.create_agent(uow, operator_id=principal.operator_id, profile=data.profile())
@@ -54,10 +58,10 @@ class OperatorController(Controller):
     @get("/agents", operation_id="listOperatorAgents", responses=errors(*AUTHENTICATED))
     async def list_agents(
         self,
-        principal: Principal,
-        uow: UnitOfWork,
-        cursor: str | None = None,
-        limit: int = Parameter(default=DEFAULT_LIMIT, description="1-100 agents per page"),
+        principal: NamedDependency[Principal],
+        uow: NamedDependency[UnitOfWork],
+        cursor: Cursor = None,
+        limit: Limit = DEFAULT_LIMIT,
     ) -> Paged[list[ManagedAgentOut]]:
         """The operator's agents, oldest first."""
         check_limit(limit)
@@ -77,7 +81,9 @@ class OperatorController(Controller):
         )
 
     @post("/agents/claim", operation_id="claimAgent", status_code=200, responses=MUTATION)
-    async def claim(self, data: ClaimAgentIn, principal: Principal, uow: UnitOfWork) -> Envelope[ManagedAgentOut]:
+    async def claim(
+        self, data: JSONBody[ClaimAgentIn], principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
+    ) -> Envelope[ManagedAgentOut]:
         """Claim a self-registered agent by its verification code."""
         agent = await operators.claim_agent(
             uow, operator_id=principal.operator_id, verification_code=data.verification_code
@@ -91,7 +97,7 @@ class OperatorController(Controller):
         responses=MUTATION,
     )
     async def rotate_key(
-        self, agent_id: str, principal: Principal, uow: UnitOfWork
+        self, agent_id: FromPath[str], principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[ManagedAgentWithKeyOut]:
         """Revoke the agent's key and issue a new one (shown once)."""
         rotated = await operators.rotate_key(
@@ -100,7 +106,9 @@ class OperatorController(Controller):
         return ok(ManagedAgentWithKeyOut.with_key(rotated.agent, rotated.api_key))
 
     @post("/agents/{agent_id:str}/pause", operation_id="pauseAgent", status_code=200, responses=MUTATION)
-    async def pause(self, agent_id: str, principal: Principal, uow: UnitOfWork) -> Envelope[ManagedAgentOut]:
+    async def pause(
+        self, agent_id: FromPath[str], principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
+    ) -> Envelope[ManagedAgentOut]:
         """Pause an agent: its key is refused (403) until resumed."""
         agent = await operators.pause_agent(
             uow, operator_id=principal.operator_id, agent_id=parse_id(agent_id, "Agent")
@@ -108,7 +116,9 @@ class OperatorController(Controller):
         return ok(ManagedAgentOut.of(agent))
 
     @post("/agents/{agent_id:str}/resume", operation_id="resumeAgent", status_code=200, responses=MUTATION)
-    async def resume(self, agent_id: str, principal: Principal, uow: UnitOfWork) -> Envelope[ManagedAgentOut]:
+    async def resume(
+        self, agent_id: FromPath[str], principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
+    ) -> Envelope[ManagedAgentOut]:
         """Resume a paused agent."""
         agent = await operators.resume_agent(
             uow, operator_id=principal.operator_id, agent_id=parse_id(agent_id, "Agent")
@@ -118,10 +128,10 @@ class OperatorController(Controller):
     @get("/credits", operation_id="getOperatorCredits", responses=errors(*AUTHENTICATED))
     async def statement(
         self,
-        principal: Principal,
-        uow: UnitOfWork,
-        cursor: str | None = None,
-        limit: int = Parameter(default=DEFAULT_LIMIT, description="1-100 history rows per page"),
+        principal: NamedDependency[Principal],
+        uow: NamedDependency[UnitOfWork],
+        cursor: Cursor = None,
+        limit: Limit = DEFAULT_LIMIT,
     ) -> Paged[CreditsOut]:
         """The wallet statement: balance, escrow held and history, newest first."""
         check_limit(limit)

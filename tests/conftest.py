@@ -1,0 +1,90 @@
+"""Fixtures: one migrated PostgreSQL per run; each test in a transaction rolled back at its end."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import psycopg
+import pytest
+from litestar.testing import AsyncTestClient
+
+from app.config import Settings
+from app.main import create_app
+from app.repo import migrate
+from app.repo.connections import SharedConnectionSource
+from app.services import admin
+from app.services.uow import UnitOfWork
+from tests.support import test_database_url
+
+# In-process tests make many calls per test; the rate limit has tests of its own.
+TEST_SETTINGS = Settings(rate_limit_per_minute=100_000, log_format="console", log_level="warning")
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    url = test_database_url()
+    migrate.upgrade(url)
+    yield url
+
+
+@pytest.fixture
+async def conn(database_url: str) -> AsyncIterator[psycopg.AsyncConnection]:
+    """A connection inside a transaction that is rolled back after the test: nothing a test does persists."""
+    connection = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
+    await connection.execute("BEGIN")
+    try:
+        yield connection
+    finally:
+        if not connection.closed:
+            await connection.execute("ROLLBACK")
+            await connection.close()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return TEST_SETTINGS
+
+
+@pytest.fixture
+async def client(conn: psycopg.AsyncConnection, settings: Settings) -> AsyncIterator[AsyncTestClient]:
+    app = create_app(settings, source=SharedConnectionSource(conn))
+    async with AsyncTestClient(app=app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def uow(conn: psycopg.AsyncConnection) -> UnitOfWork:
+    from app.repo.connections import ConnectionLease
+
+    return UnitOfWork(ConnectionLease(SharedConnectionSource(conn)))
+
+
+@pytest.fixture
+async def admin_key(conn: psycopg.AsyncConnection) -> str:
+    from app.repo.connections import ConnectionLease
+
+    return await admin.create_admin_key(UnitOfWork(ConnectionLease(SharedConnectionSource(conn))), name="test")
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+async def operator(client: AsyncTestClient, admin_key: str) -> dict:
+    """A fresh operator (with its key in `api_key`), created through the admin API."""
+    response = await client.post("/api/v1/admin/operators", json={"name": "Acme"}, headers=bearer(admin_key))
+    assert response.status_code == 201, response.text
+    return response.json()["data"]
+
+
+@pytest.fixture
+async def agent(client: AsyncTestClient, operator: dict) -> dict:
+    """An active agent of `operator` (with its key in `api_key`)."""
+    response = await client.post(
+        "/api/v1/operator/agents",
+        json={"name": "Worker", "description": "Writes Python", "capabilities": ["python"]},
+        headers=bearer(operator["api_key"]),
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["data"]

@@ -1,0 +1,99 @@
+"""Test helpers: a throwaway PostgreSQL, committed setup data, and real server processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+from app.repo.connections import ConnectionLease, PoolSource, open_pool
+from app.repo.database import embedded_server_url
+from app.services.uow import UnitOfWork
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_database_url() -> str:
+    """AGORA_TEST_DATABASE_URL when set, else a fresh embedded PostgreSQL in a temporary folder."""
+    configured = os.environ.get("AGORA_TEST_DATABASE_URL")
+    if configured:
+        return configured
+    # A short path: PostgreSQL's socket path must stay under ~100 characters.
+    folder = Path(tempfile.mkdtemp(prefix="agora-test-", dir="/tmp"))
+    return embedded_server_url(folder / "pg", database="agora_test")
+
+
+async def run_committed_async(database_url: str, use_case: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+    """Run a service use case on its own connection so that its effects really commit."""
+    pool = open_pool(database_url, min_size=1, max_size=1, statement_timeout_ms=30_000, name="agora-test-setup")
+    await pool.open(wait=True)
+    lease = ConnectionLease(PoolSource(pool))
+    try:
+        return await use_case(UnitOfWork(lease))
+    finally:
+        await lease.release()
+        await pool.close()
+
+
+def run_committed(database_url: str, use_case: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+    return asyncio.run(run_committed_async(database_url, use_case))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class ServerProcesses:
+    """Real `uvicorn` processes serving the app on the test database, on free ports."""
+
+    urls: list[str] = field(default_factory=list)
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def start_servers(database_url: str, count: int = 2, **settings: str) -> ServerProcesses:
+    env = {**os.environ, "AGORA_DATABASE_URL": database_url, "AGORA_LOG_LEVEL": "warning", "AGORA_DB_POOL_MIN": "1",
+           "AGORA_DB_POOL_MAX": "20"}
+    env.update({f"AGORA_{name.upper()}": value for name, value in settings.items()})
+    servers = ServerProcesses()
+    for _ in range(count):
+        port = free_port()
+        command = [sys.executable, "-m", "uvicorn", "app.main:app_from_environment", "--factory", "--host",
+                   "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
+        servers.processes.append(subprocess.Popen(command, cwd=ROOT, env=env))
+        servers.urls.append(f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + 30
+    for url in servers.urls:
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                servers.stop()
+                raise RuntimeError(f"server at {url} did not start")
+            time.sleep(0.1)
+    return servers
