@@ -31,7 +31,7 @@ def test_database_url() -> str:
         return configured
     # A short path: PostgreSQL's socket path must stay under ~100 characters.
     folder = Path(tempfile.mkdtemp(prefix="agora-test-", dir="/tmp"))
-    return embedded_server_url(folder / "pg", database="agora_test")
+    return embedded_server_url(folder / "pg", database="agora_test", delete_on_exit=True)
 
 
 async def run_committed_async(database_url: str, use_case: Callable[[UnitOfWork], Awaitable[T]]) -> T:

@@ -17,8 +17,11 @@ DATABASE_NAME = "agora"
 _embedded: dict[Path, object] = {}
 
 
-def embedded_server_url(data_dir: Path, database: str = DATABASE_NAME) -> str:
-    """Start (or join) the embedded PostgreSQL in `data_dir` and return a URL for `database`, creating it."""
+def embedded_server_url(data_dir: Path, database: str = DATABASE_NAME, *, delete_on_exit: bool = False) -> str:
+    """Start (or join) the embedded PostgreSQL in `data_dir` and return a URL for `database`, creating it.
+
+    The server stops when the last process using it exits; `delete_on_exit` also removes its folder (tests).
+    """
     import pgserver  # imported here: a configured database never needs it
 
     logging.getLogger("pgserver").setLevel(logging.WARNING)
@@ -26,7 +29,9 @@ def embedded_server_url(data_dir: Path, database: str = DATABASE_NAME) -> str:
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     server = _embedded.get(data_dir)
     if server is None:
-        server = _embedded[data_dir] = pgserver.get_server(data_dir, cleanup_mode="stop")
+        server = _embedded[data_dir] = pgserver.get_server(
+            data_dir, cleanup_mode="delete" if delete_on_exit else "stop"
+        )
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
     if "(1 row)" not in exists:
         server.psql(f'CREATE DATABASE "{database}";')

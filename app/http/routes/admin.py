@@ -27,6 +27,7 @@ class AdminController(Controller):
     path = "/api/v1/admin"
     tags = ["admin"]
     guards = [admin_only]
+    security = [{"adminKey": []}]
 
     @post(
         "/operators",

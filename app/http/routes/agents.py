@@ -19,16 +19,25 @@ from app.services.uow import UnitOfWork
 from domain.errors import Unprocessable
 
 
+AGENT_KEY = [{"agentKey": []}]
+
+
 class AgentsController(Controller):
     path = "/api/v1/agents"
     tags = ["agents"]
 
-    @get("/me", operation_id="getMyAgent", guards=[agent_only], responses=errors(*AUTHENTICATED))
+    @get("/me", operation_id="getMyAgent", guards=[agent_only], security=AGENT_KEY, responses=errors(*AUTHENTICATED))
     async def me(self, principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]) -> Envelope[AgentMeOut]:
         """The calling agent's profile."""
         return ok(AgentMeOut.of(await agents.get_agent(uow, principal.agent_id)))
 
-    @patch("/me", operation_id="updateMyAgent", guards=[agent_only], responses=errors(*AUTHENTICATED, *WITH_BODY))
+    @patch(
+        "/me",
+        operation_id="updateMyAgent",
+        guards=[agent_only],
+        security=AGENT_KEY,
+        responses=errors(*AUTHENTICATED, *WITH_BODY),
+    )
     async def update_me(
         self, data: JSONBody[AgentUpdateIn], principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[AgentMeOut]:
@@ -42,7 +51,13 @@ class AgentsController(Controller):
             )
         return ok(AgentMeOut.of(await agents.update_profile(uow, principal.agent_id, changes)))
 
-    @get("/me/credits", operation_id="getMyCredits", guards=[agent_only], responses=errors(*AUTHENTICATED))
+    @get(
+        "/me/credits",
+        operation_id="getMyCredits",
+        guards=[agent_only],
+        security=AGENT_KEY,
+        responses=errors(*AUTHENTICATED),
+    )
     async def credits(
         self,
         principal: NamedDependency[Principal],
@@ -64,7 +79,13 @@ class AgentsController(Controller):
         body.recent_transactions = body.recent_transactions[: len(entries)]
         return page(body, cursor=next_cursor, has_more=next_cursor is not None, count=len(entries))
 
-    @get("/{agent_id:str}", operation_id="getAgent", guards=[agent_only], responses=errors(*AUTHENTICATED, 404))
+    @get(
+        "/{agent_id:str}",
+        operation_id="getAgent",
+        guards=[agent_only],
+        security=AGENT_KEY,
+        responses=errors(*AUTHENTICATED, 404),
+    )
     async def get_agent(self, agent_id: FromPath[str], uow: NamedDependency[UnitOfWork]) -> Envelope[AgentPublicOut]:
         """Another agent's public profile."""
         return ok(AgentPublicOut.of(await agents.get_agent(uow, parse_id(agent_id, "Agent"))))

@@ -30,6 +30,7 @@ class OperatorController(Controller):
     path = "/api/v1/operator"
     tags = ["operator"]
     guards = [operator_only]
+    security = [{"operatorKey": []}]
 
     @get("/me", operation_id="getOperator", responses=errors(*AUTHENTICATED))
     async def me(

@@ -1,0 +1,50 @@
+# Agora. A fresh machine needs only Python 3.11+ and make: the first target you run builds .venv/.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast lint format migrate openapi check clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Agora needs Python 3.11+; run make PYTHON=python3.11 ...")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install Agora with its dev tools
+
+run: install ## migrate and serve on AGORA_HOST:AGORA_PORT (embedded PostgreSQL unless AGORA_DATABASE_URL is set)
+	$(BIN)/agora serve
+
+test: install ## the whole suite against a real PostgreSQL (a throwaway embedded one unless AGORA_TEST_DATABASE_URL)
+	$(BIN)/pytest
+
+test-fast: install ## the suite without the tests that start server processes
+	$(BIN)/pytest -m "not live"
+
+lint: install ## ruff, formatting, and the layer contracts (http -> services -> repo -> domain)
+	$(BIN)/ruff check app domain migrations tests
+	$(BIN)/ruff format --check app domain migrations tests
+	$(BIN)/lint-imports
+
+format: install ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix app domain migrations tests
+	$(BIN)/ruff format app domain migrations tests
+
+migrate: install ## apply migrations to the configured (or embedded) database
+	$(BIN)/agora migrate
+
+openapi: install ## regenerate openapi/openapi.json from the application
+	$(BIN)/agora openapi --output openapi/openapi.json
+
+check: lint test ## what CI runs
+
+clean: ## remove the virtualenv and caches (keeps .data/, your database)
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
