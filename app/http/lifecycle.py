@@ -96,9 +96,7 @@ async def handle_http(
                 "request",
                 method=scope.get("method"),
                 path=scope.get("path"),
-                route=(scope.get("route_handler").paths and next(iter(scope["route_handler"].paths)))
-                if scope.get("route_handler") is not None
-                else None,
+                route=scope.get("path_template"),
                 status=outcome["status"],
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 principal=principal.name if principal else None,

@@ -13,7 +13,8 @@ _TOP = "uow"
 
 async def begin(connection: Connection, *, nested: bool, savepoint: str | None = None) -> None:
     """Open the transaction and, when `savepoint` is given, a savepoint inside it, in one round trip."""
-    statements = [f"SAVEPOINT {_TOP}" if nested else "BEGIN"]
+    # Pool connections default to asynchronous commit (see connections.open_pool); a use case's commit is durable.
+    statements = [f"SAVEPOINT {_TOP}"] if nested else ["BEGIN", "SET LOCAL synchronous_commit TO on"]
     if savepoint:
         statements.append(f"SAVEPOINT {savepoint}")
     await connection.execute("; ".join(statements))

@@ -108,9 +108,10 @@ class IdempotentCall:
         """
         if not self.awaiting_response or self._connection is None:
             return None
+        committed = self._state is _State.COMMITTED
         connection, self._state = self._connection, _State.FINISHED
         nested = self.request.nested
-        if status >= 500:
+        if status >= 500 or (committed and status >= 400):
             # The response failed after the use case: keep neither the effect nor the key.
             await transactions.rollback(connection, nested=nested)
             return None
