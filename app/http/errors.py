@@ -24,7 +24,7 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
 from app.http.envelope import ErrorEnvelope, error
 from app.services.auth import RateLimitExceeded
-from app.services.idempotency import IdempotentReplay
+from app.services.idempotency import IdempotencyKeyInFlight, IdempotentReplay
 from domain.errors import (
     Conflict,
     DomainError,
@@ -66,6 +66,8 @@ def domain_error(request: Request, exc: DomainError) -> Response:
     headers = {}
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(exc.retry_after)
+    elif isinstance(exc, IdempotencyKeyInFlight):
+        headers["Retry-After"] = "1"
     return _json(error(exc.code, exc.message, exc.suggestion), status_of(exc), headers)
 
 
@@ -233,7 +235,10 @@ def encode_error(exc: Exception) -> tuple[int, dict[str, str], bytes]:
         )
     if isinstance(exc, DomainError):
         body = msgspec.json.encode(error(exc.code, exc.message, exc.suggestion))
-        return status_of(exc), {"content-type": "application/json"}, body
+        headers = {"content-type": "application/json"}
+        if isinstance(exc, IdempotencyKeyInFlight):
+            headers["retry-after"] = "1"
+        return status_of(exc), headers, body
     body = msgspec.json.encode(error("INTERNAL_ERROR", "An unexpected error occurred", "Retry later."))
     return 500, {"content-type": "application/json"}, body
 

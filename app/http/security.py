@@ -105,8 +105,10 @@ def requires(kind: KeyKind):
 
 
 async def public(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-    """A guard for unauthenticated routes: idempotency keys are scoped to anonymous callers together."""
-    await _claim_idempotency(connection, context.current(), "anonymous")
+    """A guard for unauthenticated routes: idempotency keys are scoped by the client's address, so that another
+    anonymous caller cannot be replayed someone else's response (it may hold a new key)."""
+    client = connection.client.host if connection.client else "unknown"
+    await _claim_idempotency(connection, context.current(), f"anonymous:{client}")
 
 
 agent_only = requires(KeyKind.AGENT)

@@ -36,8 +36,7 @@ def open_pool(url: str, *, min_size: int, max_size: int, statement_timeout_ms: i
     commits back on for its own transaction (`transactions.begin`).
     """
     options = (
-        f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={statement_timeout_ms}"
-        " -c synchronous_commit=off"
+        f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={statement_timeout_ms} -c synchronous_commit=off"
     )
     return AsyncConnectionPool(
         url,

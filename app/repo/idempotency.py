@@ -30,13 +30,14 @@ SELECT fingerprint, response_status, response_content_type, response_body
   FROM idempotency_key
  WHERE principal = %s AND key = %s AND expires_at > statement_timestamp()
 """
-# An expired record for the same key is replaced; a live one makes the INSERT fail, which aborts the
+# An expired record for the same key is replaced: deleted by its own statement first (a DELETE in a CTE of the
+# INSERT would run after the INSERT's uniqueness check). A live record makes the INSERT fail, which aborts the
 # transaction and so keeps a second effect from committing.
+_DELETE_EXPIRED_RECORD = """
+DELETE FROM idempotency_key
+ WHERE principal = %(principal)s AND key = %(key)s AND expires_at <= statement_timestamp()
+"""
 _STORE = """
-WITH expired AS (
-    DELETE FROM idempotency_key
-     WHERE principal = %(principal)s AND key = %(key)s AND expires_at <= statement_timestamp()
-)
 INSERT INTO idempotency_key
        (principal, key, fingerprint, method, path, response_status, response_content_type, response_body, expires_at)
 VALUES (%(principal)s, %(key)s, %(fingerprint)s, %(method)s, %(path)s, %(status)s, %(content_type)s, %(body)s,
@@ -98,6 +99,7 @@ async def store_and_commit(
     }
     try:
         async with connection.pipeline():
+            await connection.execute(_DELETE_EXPIRED_RECORD, params)
             await connection.execute(_STORE, params)
             await connection.execute(transactions.commit_statement(nested=nested))
     except errors.UniqueViolation:

@@ -18,7 +18,6 @@ from app.services.auth import Principal
 from app.services.uow import UnitOfWork
 from domain.errors import Unprocessable
 
-
 AGENT_KEY = [{"agentKey": []}]
 
 
