@@ -14,6 +14,7 @@ from app.config import Settings, load_settings
 from app.http.errors import EXCEPTION_HANDLERS
 from app.http.lifecycle import handle_http
 from app.http.openapi import OPENAPI
+from app.http.request import StrictJSONRequest
 from app.http.routes.admin import AdminController
 from app.http.routes.agents import AgentsController
 from app.http.routes.health import HealthController
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None, *, source: ConnectionSource | N
         lifespan=[database],
         openapi_config=OPENAPI,
         request_max_body_size=settings.max_body_bytes,
+        request_class=StrictJSONRequest,
         state=_initial_state(settings, source),
         debug=False,
         logging_config=None,

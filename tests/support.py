@@ -74,14 +74,31 @@ class ServerProcesses:
 
 
 def start_servers(database_url: str, count: int = 2, **settings: str) -> ServerProcesses:
-    env = {**os.environ, "AGORA_DATABASE_URL": database_url, "AGORA_LOG_LEVEL": "warning", "AGORA_DB_POOL_MIN": "1",
-           "AGORA_DB_POOL_MAX": "20"}
+    env = {
+        **os.environ,
+        "AGORA_DATABASE_URL": database_url,
+        "AGORA_LOG_LEVEL": "warning",
+        "AGORA_DB_POOL_MIN": "1",
+        "AGORA_DB_POOL_MAX": "20",
+    }
     env.update({f"AGORA_{name.upper()}": value for name, value in settings.items()})
     servers = ServerProcesses()
     for _ in range(count):
         port = free_port()
-        command = [sys.executable, "-m", "uvicorn", "app.main:app_from_environment", "--factory", "--host",
-                   "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:app_from_environment",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
         servers.processes.append(subprocess.Popen(command, cwd=ROOT, env=env))
         servers.urls.append(f"http://127.0.0.1:{port}")
     deadline = time.monotonic() + 30

@@ -82,8 +82,8 @@ def replay(request: Request, exc: IdempotentReplay) -> Response:
 
 
 def validation_error(request: Request, exc: ValidationException) -> Response:
-    problems = exc.extra if isinstance(exc.extra, list) else []
-    body_problems = [p for p in problems if isinstance(p, dict) and p.get("source") == "body"]
+    problems = [p for p in exc.extra if isinstance(p, dict)] if isinstance(exc.extra, list) else []
+    body_problems = [p for p in problems if p.get("source") == "body"]
     if body_problems or not problems:
         first = body_problems[0] if body_problems else {}
         message = str(first.get("message", exc.detail))
@@ -95,17 +95,18 @@ def validation_error(request: Request, exc: ValidationException) -> Response:
             field = None
         if message == "'data'":
             message = "A JSON request body is required"
-        text = f"Invalid field '{field}': {message}" if field else f"Invalid request body: {message}"
+        text = f"Invalid field '{field}': {message}" if field else message
         return _json(
             error("VALIDATION_ERROR", text, "Fix the named field and send the request again; see the API docs."),
             422,
         )
     first = problems[0]
     name = first.get("key", "parameter")
+    source = getattr(first.get("source"), "value", first.get("source")) or "query"
     return _json(
         error(
             "INVALID_PARAMETER",
-            f"Invalid {first.get('source', 'query')} parameter '{name}': {first.get('message')}",
+            f"Invalid {source} parameter '{name}': {first.get('message')}",
             f"Check the type and allowed values of '{name}'.",
         ),
         400,
@@ -143,15 +144,6 @@ def http_error(request: Request, exc: HTTPException) -> Response:
                 "Send a smaller body; the limit is in the API docs.",
             ),
             413,
-        )
-    if "JSON is malformed" in detail or "malformed" in detail.lower():
-        return _json(
-            error(
-                "VALIDATION_ERROR",
-                f"Request body is not valid JSON: {detail.split(': ', 1)[-1]}",
-                "Send a well-formed JSON object with Content-Type: application/json.",
-            ),
-            422,
         )
     if status == 415:
         return _json(error("UNSUPPORTED_MEDIA_TYPE", detail, "Send JSON with Content-Type: application/json."), 415)

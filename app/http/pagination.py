@@ -28,7 +28,7 @@ def decode_cursor(cursor: str | None, *, required: Sequence[str] = ("id",)) -> d
         position = msgspec.json.decode(raw)
     except (binascii.Error, ValueError, msgspec.DecodeError):
         position = None
-    if not isinstance(position, dict) or any(not isinstance(position.get(k), int) for k in required):
+    if not isinstance(position, dict) or any(type(position.get(k)) is not int for k in required):
         raise InvalidParameter("Invalid cursor", "Pass back the exact `meta.cursor` of the previous page, or omit it.")
     return position
 

@@ -74,6 +74,15 @@ async def wallet(connection: Connection, operator_id: int, *, for_update: bool =
     return _to_account(row) if row else None
 
 
+async def lock_accounts(connection: Connection, account_ids: Sequence[int]) -> dict[int, Account]:
+    """Lock accounts in id order, the order every transfer's entries lock them in, so no two transactions wait on
+    each other in a cycle."""
+    cursor = await connection.execute(
+        f"{_ACCOUNT} WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (sorted(set(account_ids)),)
+    )
+    return {row[0]: _to_account(row) for row in await cursor.fetchall()}
+
+
 async def platform_account(connection: Connection, kind: AccountKind) -> int:
     cursor = await connection.execute("SELECT id FROM account WHERE kind = %s", (kind.value,))
     (account_id,) = await cursor.fetchone()

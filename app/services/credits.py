@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from app.repo import ledger
 from app.repo.connections import Connection
 from app.services.uow import UnitOfWork
-from domain.errors import InsufficientCredits, NotFound
+from domain.errors import InsufficientCredits, NotFound, Unprocessable
 from domain.ledger import AccountKind, HistoryEntry, TransferKind, move
 
 
@@ -53,20 +53,24 @@ async def issue(
 
 async def adjust_operator(uow: UnitOfWork, *, operator_id: int, amount: int, reason: str) -> Posted:
     """An admin grant (amount > 0) or debit (amount < 0); a debit never takes the wallet below zero."""
+    if amount == 0:
+        raise Unprocessable(
+            "Invalid field 'amount': must not be 0",
+            "Send a positive amount to grant or a negative one to debit.",
+            code="VALIDATION_ERROR",
+        )
     async with uow:
-        wallet = await ledger.wallet(uow.connection, operator_id, for_update=True)
-        if wallet is None:
+        found = await ledger.wallet(uow.connection, operator_id)
+        if found is None:
             raise operator_not_found(operator_id)
+        issuance = await ledger.platform_account(uow.connection, AccountKind.PLATFORM_ISSUANCE)
+        # Lock both sides in id order before reading the balance the check depends on.
+        wallet = (await ledger.lock_accounts(uow.connection, [issuance, found.id]))[found.id]
         if amount < 0 and wallet.balance + amount < 0:
             raise InsufficientCredits(balance=wallet.balance, needed=-amount)
         kind = TransferKind.ADMIN_GRANT if amount > 0 else TransferKind.ADMIN_DEBIT
         posted = await issue(
-            uow.connection,
-            wallet_id=wallet.id,
-            amount=amount,
-            kind=kind,
-            reason=reason,
-            operator_id=operator_id,
+            uow.connection, wallet_id=wallet.id, amount=amount, kind=kind, reason=reason, operator_id=operator_id
         )
         await uow.commit()
     return posted

@@ -24,18 +24,29 @@ from domain.keys import hash_key
 from tests.support import run_committed_async, test_database_url
 
 # The same statement minus the limiter (and minus last_used_at, which is throttled to once a minute anyway).
-_AUTH_ONLY = auth_repo._AUTHENTICATE.split("), touched AS (")[0] + """)
+_AUTH_ONLY = (
+    auth_repo._AUTHENTICATE.split("), touched AS (")[0]
+    + """)
 SELECT o.key_id, o.kind, o.principal, o.agent_id, o.operator_id, o.agent_status, o.active FROM owner o"""
+)
 
 
 async def measure(calls: int) -> None:
     url = test_database_url()
     migrate.upgrade(url)
     created = await run_committed_async(url, lambda uow: operators.create_operator(uow, name="bench"))
-    agent = await run_committed_async(url, lambda uow: operators.create_agent(
-        uow, operator_id=created.operator.id, profile=AgentProfile("bench", "bench agent")))
-    params = {"key_hash": hash_key(agent.api_key), "kind": "agent",
-              "emission": timedelta(microseconds=1), "window": timedelta(minutes=1)}
+    agent = await run_committed_async(
+        url,
+        lambda uow: operators.create_agent(
+            uow, operator_id=created.operator.id, profile=AgentProfile("bench", "bench agent")
+        ),
+    )
+    params = {
+        "key_hash": hash_key(agent.api_key),
+        "kind": "agent",
+        "emission": timedelta(microseconds=1),
+        "window": timedelta(minutes=1),
+    }
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as connection:
         timings: dict[str, list[float]] = {"auth only": [], "auth + rate limit": []}
         for _round in range(3):

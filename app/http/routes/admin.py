@@ -17,7 +17,6 @@ from app.http.schemas.operators import ManagedAgentOut, OperatorCreatedOut, Oper
 from app.http.security import admin_only
 from app.services import admin, credits, operators
 from app.services.uow import UnitOfWork
-from domain.errors import Unprocessable
 from domain.ledger import AccountKind
 
 MUTATION = errors(*AUTHENTICATED, *WITH_BODY, 404)
@@ -60,12 +59,6 @@ class AdminController(Controller):
         self, operator_id: FromPath[str], data: JSONBody[CreditAdjustIn], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[CreditAdjustOut]:
         """Grant (amount > 0) or debit (amount < 0) an operator's wallet; a debit never overdraws it."""
-        if data.amount == 0:
-            raise Unprocessable(
-                "Invalid field 'amount': must not be 0",
-                "Send a positive amount to grant or a negative one to debit.",
-                code="VALIDATION_ERROR",
-            )
         wallet_owner = parse_id(operator_id, "Operator")
         posted = await credits.adjust_operator(uow, operator_id=wallet_owner, amount=data.amount, reason=data.reason)
         return ok(

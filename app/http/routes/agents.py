@@ -16,6 +16,7 @@ from app.http.security import agent_only, public
 from app.services import agents
 from app.services.auth import Principal
 from app.services.uow import UnitOfWork
+from domain.agents import REGISTER_NAME_PATTERN
 from domain.errors import Unprocessable
 
 AGENT_KEY = [{"agentKey": []}]
@@ -100,6 +101,12 @@ class AgentsController(Controller):
         self, data: JSONBody[RegisterIn], uow: NamedDependency[UnitOfWork], request: Request
     ) -> Envelope[RegisteredOut]:
         """Self-register an agent; it stays pending_claim until an operator claims it by its verification code."""
+        if not REGISTER_NAME_PATTERN.fullmatch(data.name):  # the schema's `$` would let a final newline through
+            raise Unprocessable(
+                "Invalid field 'name': use 3-30 letters, digits, _ or -",
+                "Pick a name like my-agent_1.",
+                code="VALIDATION_ERROR",
+            )
         registered = await agents.register(uow, name=data.name, description=data.description)
         agent = registered.agent
         base = request.app.state.settings.public_base_url or str(request.base_url).rstrip("/")
