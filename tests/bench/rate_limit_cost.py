@@ -2,7 +2,7 @@
 
     .venv/bin/python -m tests.bench.rate_limit_cost [--calls 5000]
 
-Both run on one connection to a throwaway embedded PostgreSQL; the difference is the limiter's cost per request
+Both run on one server-configured connection to a throwaway embedded PostgreSQL; the difference is the limiter's cost per request
 (it shares the auth statement's round trip, so it adds server work, not a round trip).
 """
 
@@ -14,10 +14,9 @@ import statistics
 import time
 from datetime import timedelta
 
-import psycopg
-
 from app.repo import auth as auth_repo
 from app.repo import migrate
+from app.repo.connections import open_pool
 from app.services import operators
 from app.services.agents import AgentProfile
 from domain.keys import hash_key
@@ -47,7 +46,10 @@ async def measure(calls: int) -> None:
         "emission": timedelta(microseconds=1),
         "window": timedelta(minutes=1),
     }
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as connection:
+    # The server's own connection settings (asynchronous commit outside units of work, see open_pool).
+    pool = open_pool(url, min_size=1, max_size=1, statement_timeout_ms=5000, name="agora-bench")
+    await pool.open(wait=True)
+    async with pool.connection() as connection:
         timings: dict[str, list[float]] = {"auth only": [], "auth + rate limit": []}
         for _round in range(3):
             for name, query in (("auth only", _AUTH_ONLY), ("auth + rate limit", auth_repo._AUTHENTICATE)):
@@ -57,6 +59,7 @@ async def measure(calls: int) -> None:
                 for _ in range(calls):
                     await connection.execute(query, params)
                 timings[name].append((time.perf_counter() - started) / calls * 1e6)
+    await pool.close()
     for name, runs in timings.items():
         print(f"{name:>18}: {statistics.median(runs):7.1f} µs per request (median of {len(runs)} runs of {calls})")
     extra = statistics.median(timings["auth + rate limit"]) - statistics.median(timings["auth only"])
