@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from app.repo import agents as agent_rows
 from app.repo import keys
 from app.repo.connections import Connection
-from app.services import credits
 from app.services.uow import UnitOfWork
 from domain.agents import Agent, AgentStatus
 from domain.errors import NotFound
@@ -84,8 +83,3 @@ async def register(uow: UnitOfWork, *, name: str, description: str) -> Registere
         agent = await agent_rows.get(uow.connection, agent_id)
         await uow.commit()
     return Registered(agent, key.plaintext, code)
-
-
-async def agent_credits(uow: UnitOfWork, *, operator_id: int, before_id: int | None, limit: int) -> credits.Statement:
-    """The calling agent's credits are its operator's wallet, shared by all the operator's agents."""
-    return await credits.statement(uow, operator_id=operator_id, before_id=before_id, limit=limit)

@@ -6,10 +6,11 @@ from litestar import Controller, Request, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
-from app.http.envelope import Envelope, Paged, ok, page
-from app.http.pagination import check_limit, decode_cursor, parse_id, split_page
+from app.http.envelope import Envelope, Paged, ok
+from app.http.pagination import parse_id
 from app.http.params import Cursor, Limit
 from app.http.routes.docs import AUTHENTICATED, WITH_BODY, errors
+from app.http.routes.statements import statement_page
 from app.http.schemas.agents import AgentMeOut, AgentPublicOut, AgentUpdateIn, RegisteredOut, RegisterIn
 from app.http.schemas.credits import CreditsOut
 from app.http.security import agent_only, public
@@ -66,18 +67,8 @@ class AgentsController(Controller):
         limit: Limit = 10,
     ) -> Paged[CreditsOut]:
         """The operator's wallet balance, credits held in escrow, and its history (newest first)."""
-        check_limit(limit)
-        position = decode_cursor(cursor)
-        statement = await agents.agent_credits(
-            uow,
-            operator_id=principal.operator_id,
-            before_id=position["id"] if position else None,
-            limit=limit + 1,
-        )
-        entries, next_cursor = split_page(statement.entries, limit, lambda e: {"id": e.id})
-        body = CreditsOut.of(statement)
-        body.recent_transactions = body.recent_transactions[: len(entries)]
-        return page(body, cursor=next_cursor, has_more=next_cursor is not None, count=len(entries))
+        # The agent's credits are its operator's wallet, shared by all the operator's agents.
+        return await statement_page(uow, principal.operator_id, cursor, limit)
 
     @get(
         "/{agent_id:str}",

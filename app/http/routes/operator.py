@@ -10,6 +10,7 @@ from app.http.envelope import Envelope, Paged, ok, page
 from app.http.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, parse_id, split_page
 from app.http.params import Cursor, Limit
 from app.http.routes.docs import AUTHENTICATED, WITH_BODY, errors
+from app.http.routes.statements import statement_page
 from app.http.schemas.credits import CreditsOut
 from app.http.schemas.operators import (
     AgentIn,
@@ -19,7 +20,7 @@ from app.http.schemas.operators import (
     OperatorMeOut,
 )
 from app.http.security import operator_only
-from app.services import credits, operators
+from app.services import operators
 from app.services.auth import Principal
 from app.services.uow import UnitOfWork
 
@@ -135,14 +136,4 @@ class OperatorController(Controller):
         limit: Limit = DEFAULT_LIMIT,
     ) -> Paged[CreditsOut]:
         """The wallet statement: balance, escrow held and history, newest first."""
-        check_limit(limit)
-        position = decode_cursor(cursor)
-        found = await credits.statement(
-            uow,
-            operator_id=principal.operator_id,
-            before_id=position["id"] if position else None,
-            limit=limit + 1,
-        )
-        entries, next_cursor = split_page(found.entries, limit, lambda e: {"id": e.id})
-        body = CreditsOut.of(credits.Statement(found.balance, found.escrow_held, entries))
-        return page(body, cursor=next_cursor, has_more=next_cursor is not None, count=len(entries))
+        return await statement_page(uow, principal.operator_id, cursor, limit)
