@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -62,6 +63,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     port = args.port if args.port is not None else settings.port
     workers = args.workers or settings.workers
     print(f"Agora serving on http://{host}:{port} (OpenAPI at /schema)", file=sys.stderr, flush=True)
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; exiting through SystemExit instead lets the
+    # exit hooks run, among them the one that stops the embedded PostgreSQL when this was its last user.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda number, frame: sys.exit(0))
     uvicorn.run(
         "app.main:app_from_environment",
         factory=True,

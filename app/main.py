@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import structlog
 from litestar import Litestar
-from litestar.config.app import ExperimentalFeatures  # noqa: F401 - kept for readers looking for app options
+from litestar.datastructures import State
 
 from app.config import Settings, load_settings
 from app.http.errors import EXCEPTION_HANDLERS
@@ -87,9 +87,7 @@ def create_app(settings: Settings | None = None, *, source: ConnectionSource | N
     )
 
 
-def _initial_state(settings: Settings, source: ConnectionSource | None):
-    from litestar.datastructures import State
-
+def _initial_state(settings: Settings, source: ConnectionSource | None) -> State:
     return State({"settings": settings, "source": source, "expected_revision": migrate.head_revision()})
 
 

@@ -29,6 +29,7 @@ def embedded_server_url(data_dir: Path, database: str = DATABASE_NAME, *, delete
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     server = _embedded.get(data_dir)
     if server is None:
+        _forget_dead_users(pgserver, data_dir)
         server = _embedded[data_dir] = pgserver.get_server(
             data_dir, cleanup_mode="delete" if delete_on_exit else "stop"
         )
@@ -36,6 +37,24 @@ def embedded_server_url(data_dir: Path, database: str = DATABASE_NAME, *, delete
     if "(1 row)" not in exists:
         server.psql(f'CREATE DATABASE "{database}";')
     return server.get_uri(database)
+
+
+def _forget_dead_users(pgserver, data_dir: Path) -> None:
+    """Drop processes that died without saying goodbye (SIGKILL) from pgserver's list of users of the server.
+
+    pgserver stops the server when the last process on that list exits; a dead entry would keep it running
+    forever after the real last user has gone.
+    """
+    import json
+
+    import psutil
+
+    handles = data_dir / ".handle_pids.json"
+    with pgserver.PostgresServer._lock:  # the lock pgserver itself takes around that list
+        if not handles.exists():
+            return
+        alive = [pid for pid in json.loads(handles.read_text() or "[]") if psutil.pid_exists(pid)]
+        handles.write_text(json.dumps(alive))
 
 
 def resolve_database_url(settings: Settings) -> str:
