@@ -94,6 +94,7 @@ async def handle_http(
             principal = ctx.principal
             log.info(
                 "request",
+                request_id=ctx.request_id,
                 method=scope.get("method"),
                 path=scope.get("path"),
                 route=scope.get("path_template"),

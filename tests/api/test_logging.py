@@ -1,0 +1,39 @@
+"""Logs: one line per request with its id and outcome, and never a key (reliability.md SEC-K3)."""
+
+from structlog.testing import capture_logs
+
+from tests.conftest import bearer
+
+
+async def test_one_request_line_with_request_id_route_and_caller(client, agent):
+    with capture_logs() as logs:
+        response = await client.get("/api/v1/agents/me", headers=bearer(agent["api_key"]))
+    lines = [entry for entry in logs if entry["event"] == "request"]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["request_id"] == response.headers["x-request-id"]
+    assert line["route"] == "/api/v1/agents/me"
+    assert line["status"] == 200
+    assert line["agent_id"] == agent["id"]
+    assert line["duration_ms"] >= 0
+
+
+async def test_no_log_line_contains_a_key_or_the_authorization_header(client, admin_key, operator, agent):
+    with capture_logs() as logs:
+        created = await client.post(
+            "/api/v1/operator/agents",
+            json={"name": "Logged", "description": "watch the logs"},
+            headers={**bearer(operator["api_key"]), "Idempotency-Key": "log-test"},
+        )
+        await client.post(
+            f"/api/v1/operator/agents/{created.json()['data']['id']}/rotate-key", headers=bearer(operator["api_key"])
+        )
+        await client.get("/api/v1/agents/me", headers=bearer(agent["api_key"]))
+        await client.get("/api/v1/agents/me", headers=bearer(agent["api_key"][:-1] + "0"))
+        await client.get("/api/v1/admin/accounts", headers=bearer(admin_key))
+        await client.get("/api/v1/nope", headers={"Authorization": "Bearer th_agent_secret-looking-value"})
+    secrets = [admin_key, operator["api_key"], agent["api_key"], created.json()["data"]["api_key"], "secret-looking"]
+    text = repr(logs)
+    assert len([entry for entry in logs if entry["event"] == "request"]) == 6
+    for secret in secrets:
+        assert secret not in text
