@@ -8,6 +8,7 @@ from __future__ import annotations
 from sqlalchemy import (
     ARRAY,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 
 metadata = MetaData(
     naming_convention={
@@ -117,7 +119,7 @@ account = Table(
     Column("id", BigInteger, primary_key=True),
     Column("kind", Text, nullable=False),
     Column("operator_id", BigInteger, ForeignKey("operator.id"), nullable=True, unique=True),
-    Column("task_id", BigInteger, nullable=True, unique=True),  # the FK arrives with the task table
+    Column("task_id", BigInteger, ForeignKey("task.id"), nullable=True, unique=True),
     Column("balance", BigInteger, nullable=False, server_default=text("0")),
     Column("version", BigInteger, nullable=False, server_default=text("0")),
     _created_at(),
@@ -144,7 +146,7 @@ transfer = Table(
     Column("reason", Text, nullable=False),
     Column("operator_id", BigInteger, ForeignKey("operator.id"), nullable=True),
     Column("agent_id", BigInteger, ForeignKey("agent.id"), nullable=True),
-    Column("task_id", BigInteger, nullable=True),
+    Column("task_id", BigInteger, ForeignKey("task.id"), nullable=True),
     _created_at(),
     CheckConstraint("char_length(reason) BETWEEN 1 AND 500", name="reason_length"),
     Index(None, "task_id", postgresql_where=text("task_id IS NOT NULL")),
@@ -191,4 +193,65 @@ rate_limit = Table(
     Column("principal", Text, primary_key=True),
     # GCRA's theoretical arrival time: one row and one timestamp per caller.
     Column("tat", DateTime(timezone=True), nullable=False),
+)
+
+task = Table(
+    "task",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("poster_operator_id", BigInteger, ForeignKey("operator.id"), nullable=False),
+    Column("poster_agent_id", BigInteger, ForeignKey("agent.id"), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("requirements", Text, nullable=True),
+    Column("budget_credits", BigInteger, nullable=False),
+    Column("category_id", Integer, ForeignKey("category.id"), nullable=True),
+    Column("status", Text, nullable=False, server_default=text("'open'")),
+    Column("claimed_by_agent_id", BigInteger, ForeignKey("agent.id"), nullable=True),
+    Column("accepted_claim_id", BigInteger, ForeignKey("claim.id", use_alter=True), nullable=True),
+    Column("price_credits", BigInteger, nullable=True),
+    Column("assignment", Integer, nullable=False, server_default=text("0")),
+    Column("deadline", DateTime(timezone=True), nullable=True),
+    Column("max_revisions", Integer, nullable=False, server_default=text("2")),
+    Column("claim_mode", Text, nullable=False, server_default=text("'bid'")),
+    Column("priority", Text, nullable=False, server_default=text("'normal'")),
+    Column("tags", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    Column("metadata", JSONB, nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("callback_url", Text, nullable=True),
+    Column("auto_review_enabled", Boolean, nullable=False, server_default=text("false")),
+    # Kept by a trigger on the text columns only (see the 0002 migration): status updates never re-parse text.
+    Column("search", TSVECTOR, nullable=False, server_default=text("''::tsvector")),
+    _created_at(),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+claim = Table(
+    "claim",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("task_id", BigInteger, ForeignKey("task.id"), nullable=False),
+    Column("agent_id", BigInteger, ForeignKey("agent.id"), nullable=False),
+    Column("operator_id", BigInteger, ForeignKey("operator.id"), nullable=False),
+    Column("proposed_credits", BigInteger, nullable=False),
+    Column("message", Text, nullable=True),
+    Column("status", Text, nullable=False, server_default=text("'pending'")),
+    _created_at(),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+deliverable = Table(
+    "deliverable",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("task_id", BigInteger, ForeignKey("task.id"), nullable=False),
+    Column("agent_id", BigInteger, ForeignKey("agent.id"), nullable=False),
+    Column("assignment", Integer, nullable=False),
+    Column("content", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'submitted'")),
+    Column("revision_notes", Text, nullable=True),
+    Column("revision_number", Integer, nullable=False),
+    Column("submitted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("task_id", "assignment", "revision_number"),
 )

@@ -1,0 +1,270 @@
+"""Tasks, bids (claims) and deliverables: the marketplace's state machines, checks in TaskHive's order, and the
+settlement arithmetic. Pure: the services load state under a lock, ask these rules, then write what they say.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from domain.errors import Conflict, Forbidden, NotFound, Unprocessable
+
+MIN_BUDGET = 10
+PLATFORM_FEE_PERCENT = 10
+DEFAULT_MAX_REVISIONS = 2
+
+
+class TaskStatus(StrEnum):
+    OPEN = "open"
+    CLAIMED = "claimed"
+    IN_PROGRESS = "in_progress"
+    DELIVERED = "delivered"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    DISPUTED = "disputed"
+
+
+# Statuses whose budget is still held in the task's escrow account.
+LIVE_STATUSES = (TaskStatus.OPEN, TaskStatus.CLAIMED, TaskStatus.IN_PROGRESS, TaskStatus.DELIVERED)
+WORKING_STATUSES = (TaskStatus.CLAIMED, TaskStatus.IN_PROGRESS, TaskStatus.DELIVERED)
+
+
+class ClaimStatus(StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    WITHDRAWN = "withdrawn"
+
+
+class DeliverableStatus(StrEnum):
+    SUBMITTED = "submitted"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    REVISION_REQUESTED = "revision_requested"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskState:
+    """What the rules need to know of a task, read under its row lock."""
+
+    id: int
+    poster_operator_id: int
+    status: TaskStatus
+    budget_credits: int
+    claimed_by_agent_id: int | None
+    price_credits: int | None
+    max_revisions: int
+    assignment: int
+    title: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Actor:
+    agent_id: int
+    operator_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """How an accepted deliverable splits the escrow: all of it, exactly once."""
+
+    worker: int
+    fee: int
+    refund: int
+
+    @property
+    def total(self) -> int:
+        return self.worker + self.fee + self.refund
+
+
+def settle(budget: int, price: int) -> Settlement:
+    """Price minus the fee to the worker, floor(price x 10%) to the platform, budget - price back to the poster."""
+    if not 1 <= price <= budget:
+        raise ValueError(f"price {price} outside 1..{budget}")
+    fee = price * PLATFORM_FEE_PERCENT // 100
+    return Settlement(worker=price - fee, fee=fee, refund=budget - price)
+
+
+def task_not_found(task_id: int) -> NotFound:
+    return NotFound(f"Task {task_id} not found", "Browse open tasks with GET /api/v1/tasks.", code="TASK_NOT_FOUND")
+
+
+def _not_poster(action: str) -> Forbidden:
+    return Forbidden(f"Only the poster's agents can {action}", "Act only on tasks your operator posted.")
+
+
+_NEXT_STEP = {
+    TaskStatus.CLAIMED: "It has been assigned; browse other open tasks.",
+    TaskStatus.IN_PROGRESS: "It is being worked on; browse other open tasks.",
+    TaskStatus.DELIVERED: "Work has been delivered; browse other open tasks.",
+    TaskStatus.COMPLETED: "It is finished; browse other open tasks.",
+    TaskStatus.CANCELLED: "It was cancelled; browse other open tasks.",
+    TaskStatus.EXPIRED: "It expired; browse other open tasks.",
+    TaskStatus.DISPUTED: "It is disputed; browse other open tasks.",
+}
+
+
+def not_open(task: TaskState) -> Conflict:
+    return Conflict(
+        f"Task {task.id} is not open (current status: {task.status})",
+        _NEXT_STEP.get(task.status, "Browse open tasks with GET /api/v1/tasks."),
+        code="TASK_NOT_OPEN",
+    )
+
+
+def invalid_status(message: str, suggestion: str) -> Conflict:
+    return Conflict(message, suggestion, code="INVALID_STATUS")
+
+
+def check_bid(task: TaskState, actor: Actor, proposed_credits: int, *, has_pending_bid: bool) -> None:
+    """TaskHive's order: SELF_CLAIM, TASK_NOT_OPEN, INVALID_CREDITS, DUPLICATE_CLAIM."""
+    if task.poster_operator_id == actor.operator_id:
+        raise Conflict(
+            "You cannot bid on a task your own operator posted",
+            "Bid on tasks posted by other operators.",
+            code="SELF_CLAIM",
+        )
+    if task.status is not TaskStatus.OPEN:
+        raise not_open(task)
+    if not 1 <= proposed_credits <= task.budget_credits:
+        raise Unprocessable(
+            f"proposed_credits must be between 1 and the budget ({task.budget_credits})",
+            f"Propose at most {task.budget_credits} credits.",
+            code="INVALID_CREDITS",
+        )
+    if has_pending_bid:
+        raise Conflict(
+            f"You already have a pending bid on task {task.id}",
+            "Withdraw it first, or wait for the poster's decision.",
+            code="DUPLICATE_CLAIM",
+        )
+
+
+def check_accept_bid(
+    task: TaskState, actor: Actor, claim_task_id: int | None, claim_status: ClaimStatus | None, claim_id: int
+) -> None:
+    """TaskHive's order: FORBIDDEN, TASK_NOT_OPEN, CLAIM_NOT_FOUND, INVALID_STATUS."""
+    if task.poster_operator_id != actor.operator_id:
+        raise _not_poster("accept bids")
+    if task.status is not TaskStatus.OPEN:
+        raise not_open(task)
+    if claim_status is None or claim_task_id != task.id:
+        raise claim_not_found(claim_id)
+    if claim_status is not ClaimStatus.PENDING:
+        raise invalid_status(f"Claim is already {claim_status}", "Accept a pending bid.")
+
+
+def claim_not_found(claim_id: int) -> NotFound:
+    return NotFound(
+        f"Claim {claim_id} not found on this task",
+        "List bids with GET /api/v1/tasks/{id}/claims.",
+        code="CLAIM_NOT_FOUND",
+    )
+
+
+def check_withdraw(
+    task: TaskState,
+    actor: Actor,
+    claim_agent_id: int | None,
+    claim_task_id: int | None,
+    claim_status: ClaimStatus | None,
+    claim_id: int,
+) -> None:
+    if claim_status is None or claim_task_id != task.id:
+        raise claim_not_found(claim_id)
+    if claim_agent_id != actor.agent_id:
+        raise Forbidden("You can only withdraw your own bids", "Withdraw a bid your agent placed.")
+    if claim_status is not ClaimStatus.PENDING:
+        raise invalid_status(f"Claim is already {claim_status}", "Only a pending bid can be withdrawn.")
+
+
+def check_deliver(task: TaskState, actor: Actor, deliveries_this_assignment: int) -> int:
+    """Return the new deliverable's revision number. Order: NOT_CLAIMED_BY_YOU, INVALID_STATUS, MAX_REVISIONS."""
+    if task.claimed_by_agent_id != actor.agent_id:
+        raise Forbidden(
+            "This task is not claimed by you", "Deliver only tasks assigned to your agent.", code="NOT_CLAIMED_BY_YOU"
+        )
+    if task.status not in (TaskStatus.CLAIMED, TaskStatus.IN_PROGRESS):
+        raise invalid_status(
+            f"Task {task.id} is {task.status}; deliverables are accepted while claimed or in_progress",
+            "Wait for the poster's review of your current delivery.",
+        )
+    revision_number = deliveries_this_assignment + 1
+    if revision_number > task.max_revisions + 1:
+        raise Conflict(
+            f"Maximum revisions reached ({deliveries_this_assignment} of {task.max_revisions + 1} deliveries)",
+            "No more deliveries are allowed on this task.",
+            code="MAX_REVISIONS",
+        )
+    return revision_number
+
+
+def check_review(
+    task: TaskState,
+    actor: Actor,
+    deliverable_task_id: int | None,
+    deliverable_status: DeliverableStatus | None,
+    deliverable_id: int,
+) -> None:
+    """Accept or revision: FORBIDDEN, INVALID_STATUS (task), DELIVERABLE_NOT_FOUND, INVALID_STATUS (deliverable)."""
+    if task.poster_operator_id != actor.operator_id:
+        raise _not_poster("review deliverables")
+    if task.status is not TaskStatus.DELIVERED:
+        raise invalid_status(f"Task {task.id} is {task.status}, not delivered", "Wait for a delivery.")
+    if deliverable_status is None or deliverable_task_id != task.id:
+        raise NotFound(
+            f"Deliverable {deliverable_id} not found on this task",
+            "List deliverables with GET /api/v1/tasks/{id}/deliverables.",
+            code="DELIVERABLE_NOT_FOUND",
+        )
+    if deliverable_status is not DeliverableStatus.SUBMITTED:
+        raise invalid_status(f"Deliverable is already {deliverable_status}", "Review the latest submitted delivery.")
+
+
+def check_revision_round(task: TaskState, revision_number: int) -> None:
+    if revision_number >= task.max_revisions + 1:
+        raise Conflict(
+            f"Maximum revisions reached ({revision_number} of {task.max_revisions + 1} deliveries)",
+            "Accept this deliverable: no revision rounds are left.",
+            code="MAX_REVISIONS",
+        )
+
+
+def check_cancel(task: TaskState, actor: Actor) -> None:
+    if task.poster_operator_id != actor.operator_id:
+        raise _not_poster("cancel this task")
+    if task.status not in (TaskStatus.OPEN, TaskStatus.CLAIMED):
+        raise invalid_status(
+            f"Task {task.id} is {task.status}; only open or claimed tasks can be cancelled",
+            "A delivered task must be accepted or sent back for revision.",
+        )
+
+
+def check_rollback(task: TaskState, actor: Actor) -> None:
+    if task.poster_operator_id != actor.operator_id:
+        raise _not_poster("roll this task back")
+    if task.status not in (TaskStatus.CLAIMED, TaskStatus.IN_PROGRESS):
+        raise invalid_status(
+            f"Task {task.id} is {task.status}; only claimed or in_progress tasks can be rolled back",
+            "Cancel an open task instead, or review a delivered one.",
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewTask:
+    title: str
+    description: str
+    budget_credits: int
+    category_id: int | None = None
+    requirements: str | None = None
+    deadline: datetime | None = None
+    max_revisions: int = DEFAULT_MAX_REVISIONS
+
+
+def check_new_task(task: NewTask, now: datetime) -> None:
+    if task.deadline is not None and task.deadline <= now:
+        raise Unprocessable(
+            "deadline must be in the future", "Send an ISO 8601 deadline later than now.", code="INVALID_DEADLINE"
+        )
