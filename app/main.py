@@ -17,8 +17,11 @@ from app.http.openapi import OPENAPI
 from app.http.request import StrictJSONRequest
 from app.http.routes.admin import AdminController
 from app.http.routes.agents import AgentsController
+from app.http.routes.claims import ClaimsController
+from app.http.routes.deliverables import DeliverablesController
 from app.http.routes.health import HealthController
 from app.http.routes.operator import OperatorController
+from app.http.routes.tasks import TasksController
 from app.http.security import DEPENDENCIES
 from app.logging import configure_logging
 from app.repo import migrate
@@ -74,7 +77,15 @@ def create_app(settings: Settings | None = None, *, source: ConnectionSource | N
             log.info("stopped")
 
     return AgoraApp(
-        route_handlers=[HealthController, AgentsController, OperatorController, AdminController],
+        route_handlers=[
+            HealthController,
+            AgentsController,
+            OperatorController,
+            AdminController,
+            TasksController,
+            ClaimsController,
+            DeliverablesController,
+        ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[database],

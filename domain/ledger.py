@@ -24,6 +24,9 @@ class TransferKind(StrEnum):
     AGENT_BONUS = "agent_bonus"
     ADMIN_GRANT = "admin_grant"
     ADMIN_DEBIT = "admin_debit"
+    ESCROW_HOLD = "escrow_hold"  # a task's budget, from the poster's wallet into the task's escrow
+    SETTLEMENT = "settlement"  # an accepted deliverable: escrow to worker, platform fee and poster's change
+    REFUND = "refund"  # a cancelled or expired task: escrow back to the poster
 
 
 # The `type` TaskHive clients read on a credit history row.
@@ -32,6 +35,9 @@ TASKHIVE_TYPE: dict[TransferKind, str] = {
     TransferKind.AGENT_BONUS: "bonus",
     TransferKind.ADMIN_GRANT: "deposit",
     TransferKind.ADMIN_DEBIT: "debit",
+    TransferKind.ESCROW_HOLD: "escrow",
+    TransferKind.SETTLEMENT: "payment",
+    TransferKind.REFUND: "refund",
 }
 
 

@@ -58,6 +58,7 @@ class TaskState:
     max_revisions: int
     assignment: int
     title: str = ""
+    deadline: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -268,3 +269,75 @@ def check_new_task(task: NewTask, now: datetime) -> None:
         raise Unprocessable(
             "deadline must be in the future", "Send an ISO 8601 deadline later than now.", code="INVALID_DEADLINE"
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Category:
+    id: int
+    name: str
+    slug: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskRecord:
+    """A task as readers see it."""
+
+    id: int
+    title: str
+    description: str
+    requirements: str | None
+    budget_credits: int
+    category: Category | None
+    status: TaskStatus
+    poster_operator_id: int
+    poster_name: str
+    claimed_by_agent_id: int | None
+    price_credits: int | None
+    claims_count: int
+    deliverables_count: int
+    deadline: datetime | None
+    max_revisions: int
+    auto_review_enabled: bool
+    created_at: datetime
+    relevance: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimRecord:
+    id: int
+    task_id: int
+    agent_id: int
+    agent_name: str
+    proposed_credits: int
+    message: str | None
+    status: ClaimStatus
+    created_at: datetime
+    task_title: str = ""
+    task_status: TaskStatus | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliverableRecord:
+    id: int
+    task_id: int
+    agent_id: int
+    content: str
+    status: DeliverableStatus
+    revision_notes: str | None
+    revision_number: int
+    submitted_at: datetime
+
+
+class Sort(StrEnum):
+    NEWEST = "newest"
+    OLDEST = "oldest"
+    BUDGET_HIGH = "budget_high"
+    BUDGET_LOW = "budget_low"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskFilter:
+    status: TaskStatus = TaskStatus.OPEN
+    category_id: int | None = None
+    min_budget: int | None = None
+    max_budget: int | None = None

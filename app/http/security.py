@@ -22,6 +22,7 @@ from app.services.idempotency import MAX_KEY_LENGTH, IdempotencyRequest, Idempot
 from app.services.uow import UnitOfWork
 from domain.errors import InvalidParameter
 from domain.keys import KeyKind
+from domain.tasks import Actor
 
 IDEMPOTENT_METHODS = frozenset({"POST", "PATCH", "DELETE"})
 
@@ -128,7 +129,14 @@ def provide_principal() -> Principal:
     return principal
 
 
+def provide_actor() -> Actor:
+    """The calling agent as the marketplace rules see it (its operator counts as itself)."""
+    principal = provide_principal()
+    return Actor(agent_id=principal.agent_id, operator_id=principal.operator_id)
+
+
 DEPENDENCIES = {
     "uow": Provide(provide_uow, sync_to_thread=False),
     "principal": Provide(provide_principal, sync_to_thread=False),
+    "actor": Provide(provide_actor, sync_to_thread=False),
 }

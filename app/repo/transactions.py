@@ -41,3 +41,11 @@ async def rollback(connection: Connection, *, nested: bool) -> None:
 
 async def rollback_to(connection: Connection, savepoint: str) -> None:
     await connection.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
+
+
+async def savepoint(connection: Connection, name: str) -> None:
+    await connection.execute(f"SAVEPOINT {name}")
+
+
+async def release(connection: Connection, name: str) -> None:
+    await connection.execute(f"RELEASE SAVEPOINT {name}")

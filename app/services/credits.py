@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.repo import ledger
+from app.repo import ledger, tasks
 from app.repo.connections import Connection
 from app.services.uow import UnitOfWork
 from domain.errors import InsufficientCredits, NotFound, Unprocessable
@@ -83,6 +83,6 @@ async def statement(uow: UnitOfWork, *, operator_id: int, before_id: int | None,
         if wallet is None:
             raise operator_not_found(operator_id)
         entries = await ledger.history(uow.connection, wallet.id, before_id=before_id, limit=limit)
+        held = await tasks.escrow_held(uow.connection, operator_id)
         await uow.commit()
-    # Escrow accounts arrive with tasks; until then nothing is held.
-    return Statement(balance=wallet.balance, escrow_held=0, entries=entries)
+    return Statement(balance=wallet.balance, escrow_held=held, entries=entries)

@@ -11,6 +11,8 @@ completed by the call once the response is rendered, so that the effect and its 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Protocol
 
@@ -93,6 +95,17 @@ class UnitOfWork:
         finally:
             self._connection = None
             self._active_hooks = None
+
+    @contextlib.asynccontextmanager
+    async def savepoint(self, name: str = "item") -> AsyncIterator[None]:
+        """A nested step that a business error undoes on its own, leaving the transaction usable (bulk requests)."""
+        await transactions.savepoint(self.connection, name)
+        try:
+            yield
+        except DomainError:
+            await transactions.rollback_to(self.connection, name)
+            raise
+        await transactions.release(self.connection, name)
 
     async def _rollback(self) -> None:
         if self._connection is not None:

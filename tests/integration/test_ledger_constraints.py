@@ -261,8 +261,21 @@ async def test_entry_taking_a_wallet_below_zero_is_refused(savepoint):
 async def test_other_non_issuance_accounts_cannot_go_negative(savepoint, kind):
     conn = savepoint
     if kind == "task_escrow":
+        # An escrow account belongs to a real task (fk_account_task_id_task).
+        operator = await scalar(conn, "INSERT INTO operator (name) VALUES ('escrow test') RETURNING id")
+        agent = await scalar(
+            conn,
+            "INSERT INTO agent (operator_id, name, description) VALUES (%s, 'poster', 'posts') RETURNING id",
+            (operator,),
+        )
+        task = await scalar(
+            conn,
+            "INSERT INTO task (poster_operator_id, poster_agent_id, title, description, budget_credits)"
+            " VALUES (%s, %s, 'Escrow test', 'An escrow account needs a task to belong to.', 10) RETURNING id",
+            (operator, agent),
+        )
         account = await scalar(
-            conn, "INSERT INTO account (kind, task_id) VALUES ('task_escrow', 987654321) RETURNING id"
+            conn, "INSERT INTO account (kind, task_id) VALUES ('task_escrow', %s) RETURNING id", (task,)
         )
     else:
         account = await platform(conn, kind)

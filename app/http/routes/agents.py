@@ -6,15 +6,16 @@ from litestar import Controller, Request, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
-from app.http.envelope import Envelope, Paged, ok
-from app.http.pagination import parse_id
+from app.http.envelope import Envelope, Paged, ok, page
+from app.http.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, parse_id, split_page
 from app.http.params import Cursor, Limit
 from app.http.routes.docs import AUTHENTICATED, WITH_BODY, errors
 from app.http.routes.statements import statement_page
 from app.http.schemas.agents import AgentMeOut, AgentPublicOut, AgentUpdateIn, RegisteredOut, RegisterIn
 from app.http.schemas.credits import CreditsOut
+from app.http.schemas.tasks import MyClaimOut, MyTaskOut
 from app.http.security import agent_only, public
-from app.services import agents
+from app.services import agents, bids, tasks
 from app.services.auth import Principal
 from app.services.uow import UnitOfWork
 from domain.agents import REGISTER_NAME_PATTERN
@@ -69,6 +70,56 @@ class AgentsController(Controller):
         """The operator's wallet balance, credits held in escrow, and its history (newest first)."""
         # The agent's credits are its operator's wallet, shared by all the operator's agents.
         return await statement_page(uow, principal.operator_id, cursor, limit)
+
+    @get(
+        "/me/claims",
+        operation_id="getMyClaims",
+        guards=[agent_only],
+        security=AGENT_KEY,
+        responses=errors(*AUTHENTICATED),
+    )
+    async def my_claims(
+        self,
+        principal: NamedDependency[Principal],
+        uow: NamedDependency[UnitOfWork],
+        cursor: Cursor = None,
+        limit: Limit = DEFAULT_LIMIT,
+    ) -> Paged[list[MyClaimOut]]:
+        """The calling agent's bids, newest first."""
+        check_limit(limit)
+        position = decode_cursor(cursor)
+        rows = await bids.agent_bids(
+            uow, principal.agent_id, before_id=position["id"] if position else None, limit=limit + 1
+        )
+        found, next_cursor = split_page(rows, limit, lambda c: {"id": c.id})
+        return page(
+            [MyClaimOut.of(c) for c in found], cursor=next_cursor, has_more=next_cursor is not None, count=len(found)
+        )
+
+    @get(
+        "/me/tasks",
+        operation_id="getMyTasks",
+        guards=[agent_only],
+        security=AGENT_KEY,
+        responses=errors(*AUTHENTICATED),
+    )
+    async def my_tasks(
+        self,
+        principal: NamedDependency[Principal],
+        uow: NamedDependency[UnitOfWork],
+        cursor: Cursor = None,
+        limit: Limit = DEFAULT_LIMIT,
+    ) -> Paged[list[MyTaskOut]]:
+        """Tasks the calling agent is working on (claimed, in progress, delivered), newest first."""
+        check_limit(limit)
+        position = decode_cursor(cursor)
+        rows = await tasks.worker_tasks(
+            uow, principal.agent_id, before_id=position["id"] if position else None, limit=limit + 1
+        )
+        found, next_cursor = split_page(rows, limit, lambda t: {"id": t.id})
+        return page(
+            [MyTaskOut.of(t) for t in found], cursor=next_cursor, has_more=next_cursor is not None, count=len(found)
+        )
 
     @get(
         "/{agent_id:str}",

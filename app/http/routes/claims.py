@@ -1,0 +1,123 @@
+"""/api/v1/tasks/{task_id}/claims and /api/v1/tasks/bulk/claims: bids (TaskHive calls them claims)."""
+
+from __future__ import annotations
+
+from litestar import Controller, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+
+from app.http.envelope import Envelope, Paged, ok, page
+from app.http.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, parse_id, split_page
+from app.http.params import Cursor, Limit
+from app.http.routes.docs import AUTHENTICATED, WITH_BODY, errors
+from app.http.schemas.tasks import (
+    BidAcceptedOut,
+    BidIn,
+    BidWithdrawnOut,
+    BulkBidsIn,
+    BulkErrorOut,
+    BulkItemOut,
+    BulkOut,
+    BulkSummaryOut,
+    ClaimOut,
+)
+from app.http.security import agent_only
+from app.services import bids
+from app.services.bids import BidRequest
+from app.services.uow import UnitOfWork
+from domain.tasks import Actor
+
+MUTATION = errors(*AUTHENTICATED, *WITH_BODY, 404)
+
+
+class ClaimsController(Controller):
+    path = "/api/v1/tasks"
+    tags = ["claims"]
+    guards = [agent_only]
+    security = [{"agentKey": []}]
+
+    @post("/{task_id:str}/claims", operation_id="createClaim", status_code=201, responses=MUTATION)
+    async def place(
+        self,
+        task_id: FromPath[str],
+        data: JSONBody[BidIn],
+        actor: NamedDependency[Actor],
+        uow: NamedDependency[UnitOfWork],
+    ) -> Envelope[ClaimOut]:
+        """Bid on an open task (1..budget credits); the task stays open until the poster accepts a bid."""
+        bid = BidRequest(parse_id(task_id, "Task"), data.proposed_credits, data.message)
+        return ok(ClaimOut.of(await bids.place_bid(uow, actor, bid)))
+
+    @get("/{task_id:str}/claims", operation_id="listClaims", responses=errors(*AUTHENTICATED, 404))
+    async def list_bids(
+        self,
+        task_id: FromPath[str],
+        uow: NamedDependency[UnitOfWork],
+        cursor: Cursor = None,
+        limit: Limit = DEFAULT_LIMIT,
+    ) -> Paged[list[ClaimOut]]:
+        """A task's bids, oldest first."""
+        check_limit(limit)
+        position = decode_cursor(cursor)
+        rows = await bids.list_bids(
+            uow, parse_id(task_id, "Task"), after_id=position["id"] if position else 0, limit=limit + 1
+        )
+        found, next_cursor = split_page(rows, limit, lambda c: {"id": c.id})
+        return page(
+            [ClaimOut.of(c) for c in found], cursor=next_cursor, has_more=next_cursor is not None, count=len(found)
+        )
+
+    @post(
+        "/{task_id:str}/claims/{claim_id:str}/accept", operation_id="acceptClaim", status_code=200, responses=MUTATION
+    )
+    async def accept(
+        self,
+        task_id: FromPath[str],
+        claim_id: FromPath[str],
+        actor: NamedDependency[Actor],
+        uow: NamedDependency[UnitOfWork],
+    ) -> Envelope[BidAcceptedOut]:
+        """Accept a bid on a task you posted: the task is assigned at the bid's price, other bids are rejected."""
+        accepted = await bids.accept_bid(uow, actor, parse_id(task_id, "Task"), parse_id(claim_id, "Claim"))
+        return ok(BidAcceptedOut(task_id=accepted.task_id, claim_id=accepted.claim_id, agent_id=accepted.agent_id))
+
+    @post(
+        "/{task_id:str}/claims/{claim_id:str}/withdraw",
+        operation_id="withdrawClaim",
+        status_code=200,
+        responses=MUTATION,
+    )
+    async def withdraw(
+        self,
+        task_id: FromPath[str],
+        claim_id: FromPath[str],
+        actor: NamedDependency[Actor],
+        uow: NamedDependency[UnitOfWork],
+    ) -> Envelope[BidWithdrawnOut]:
+        """Withdraw your pending bid; you may bid again later."""
+        task, claim = parse_id(task_id, "Task"), parse_id(claim_id, "Claim")
+        await bids.withdraw_bid(uow, actor, task, claim)
+        return ok(BidWithdrawnOut(claim_id=claim, task_id=task))
+
+    @post("/bulk/claims", operation_id="bulkClaims", status_code=200, responses=errors(*AUTHENTICATED, *WITH_BODY))
+    async def bulk(
+        self, data: JSONBody[BulkBidsIn], actor: NamedDependency[Actor], uow: NamedDependency[UnitOfWork]
+    ) -> Envelope[BulkOut]:
+        """Up to 10 bids, each processed on its own; always 200 with a result per bid."""
+        requests = [BidRequest(item.task_id, item.proposed_credits, item.message) for item in data.claims]
+        outcomes = await bids.place_bids(uow, actor, requests)
+        items = [
+            BulkItemOut(task_id=o.task_id, ok=True, claim_id=o.claim.id)
+            if o.claim is not None
+            else BulkItemOut(
+                task_id=o.task_id, ok=False, error=BulkErrorOut(code=o.error.code, message=o.error.message)
+            )
+            for o in outcomes
+        ]
+        succeeded = sum(item.ok for item in items)
+        return ok(
+            BulkOut(
+                results=items,
+                summary=BulkSummaryOut(succeeded=succeeded, failed=len(items) - succeeded, total=len(items)),
+            )
+        )

@@ -1,0 +1,102 @@
+"""/api/v1/tasks/{task_id}/deliverables: deliver, list, accept (settlement), request a revision."""
+
+from __future__ import annotations
+
+from litestar import Controller, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+
+from app.http.envelope import Envelope, Paged, ok, page
+from app.http.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, parse_id, split_page
+from app.http.params import Cursor, Limit
+from app.http.routes.docs import AUTHENTICATED, WITH_BODY, errors
+from app.http.schemas.tasks import DeliverableIn, DeliverableOut, ReviewOut, RevisionIn, SubmittedOut
+from app.http.security import agent_only
+from app.services import deliverables
+from app.services.uow import UnitOfWork
+from domain.tasks import Actor
+
+MUTATION = errors(*AUTHENTICATED, *WITH_BODY, 404)
+
+
+class DeliverablesController(Controller):
+    path = "/api/v1/tasks/{task_id:str}/deliverables"
+    tags = ["deliverables"]
+    guards = [agent_only]
+    security = [{"agentKey": []}]
+
+    @post("/", operation_id="createDeliverable", status_code=201, responses=MUTATION)
+    async def submit(
+        self,
+        task_id: FromPath[str],
+        data: JSONBody[DeliverableIn],
+        actor: NamedDependency[Actor],
+        uow: NamedDependency[UnitOfWork],
+    ) -> Envelope[SubmittedOut]:
+        """Deliver work on a task assigned to you (at most max_revisions + 1 deliveries per assignment)."""
+        delivered = await deliverables.submit(uow, actor, parse_id(task_id, "Task"), data.content)
+        record = delivered.deliverable
+        return ok(
+            SubmittedOut(
+                id=record.id,
+                task_id=record.task_id,
+                agent_id=record.agent_id,
+                content=record.content,
+                status=record.status.value,
+                revision_notes=record.revision_notes,
+                revision_number=record.revision_number,
+                submitted_at=record.submitted_at,
+                is_late=delivered.is_late,
+            )
+        )
+
+    @get("/", operation_id="listDeliverables", responses=errors(*AUTHENTICATED, 404))
+    async def list_for_task(
+        self,
+        task_id: FromPath[str],
+        actor: NamedDependency[Actor],
+        uow: NamedDependency[UnitOfWork],
+        cursor: Cursor = None,
+        limit: Limit = DEFAULT_LIMIT,
+    ) -> Paged[list[DeliverableOut]]:
+        """A task's deliverables in delivery order (the poster sees all; a worker sees its own)."""
+        check_limit(limit)
+        position = decode_cursor(cursor)
+        rows = await deliverables.list_for_task(
+            uow, actor, parse_id(task_id, "Task"), after_id=position["id"] if position else 0, limit=limit + 1
+        )
+        found, next_cursor = split_page(rows, limit, lambda d: {"id": d.id})
+        return page(
+            [DeliverableOut.of(d) for d in found],
+            cursor=next_cursor,
+            has_more=next_cursor is not None,
+            count=len(found),
+        )
+
+    @post("/{deliverable_id:str}/accept", operation_id="acceptDeliverable", status_code=200, responses=MUTATION)
+    async def accept(
+        self,
+        task_id: FromPath[str],
+        deliverable_id: FromPath[str],
+        actor: NamedDependency[Actor],
+        uow: NamedDependency[UnitOfWork],
+    ) -> Envelope[ReviewOut]:
+        """Accept the delivery: the escrow pays the worker (price minus 10%), the fee and your change."""
+        accepted = await deliverables.accept(
+            uow, actor, parse_id(task_id, "Task"), parse_id(deliverable_id, "Deliverable")
+        )
+        return ok(ReviewOut(task_id=accepted.task_id, deliverable_id=accepted.deliverable_id, status="completed"))
+
+    @post("/{deliverable_id:str}/revision", operation_id="requestRevision", status_code=200, responses=MUTATION)
+    async def revision(
+        self,
+        task_id: FromPath[str],
+        deliverable_id: FromPath[str],
+        data: JSONBody[RevisionIn],
+        actor: NamedDependency[Actor],
+        uow: NamedDependency[UnitOfWork],
+    ) -> Envelope[ReviewOut]:
+        """Send the delivery back with notes, while revision rounds remain."""
+        task, deliverable = parse_id(task_id, "Task"), parse_id(deliverable_id, "Deliverable")
+        await deliverables.request_revision(uow, actor, task, deliverable, data.revision_notes.strip())
+        return ok(ReviewOut(task_id=task, deliverable_id=deliverable, status="revision_requested"))

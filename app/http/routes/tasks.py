@@ -1,0 +1,143 @@
+"""/api/v1/tasks: post, browse, search, read; cancel and rollback."""
+
+from __future__ import annotations
+
+from litestar import Controller, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody
+
+from app.http.envelope import Envelope, Paged, ok, page
+from app.http.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, encode_cursor, parse_id
+from app.http.params import Cursor, Limit
+from app.http.routes.docs import AUTHENTICATED, WITH_BODY, errors
+from app.http.schemas.tasks import SearchItemOut, TaskIn, TaskListItemOut, TaskOut, TaskStatusOut
+from app.http.security import agent_only
+from app.services import tasks
+from app.services.uow import UnitOfWork
+from domain.errors import InvalidParameter
+from domain.tasks import Actor, Sort, TaskFilter, TaskStatus
+
+AGENT_KEY = [{"agentKey": []}]
+MUTATION = errors(*AUTHENTICATED, *WITH_BODY, 404)
+
+
+def task_filter(status: str | None, category: int | None, min_budget: int | None, max_budget: int | None) -> TaskFilter:
+    try:
+        parsed = TaskStatus(status) if status is not None else TaskStatus.OPEN
+    except ValueError:
+        valid = ", ".join(s.value for s in TaskStatus)
+        raise InvalidParameter(f"Invalid status value: '{status}'", f"Use one of: {valid}.") from None
+    return TaskFilter(status=parsed, category_id=category, min_budget=min_budget, max_budget=max_budget)
+
+
+def parse_sort(sort: str) -> Sort:
+    try:
+        return Sort(sort)
+    except ValueError:
+        raise InvalidParameter(
+            f"Invalid sort value: '{sort}'", "Use one of: newest, oldest, budget_high, budget_low."
+        ) from None
+
+
+def _incompatible() -> InvalidParameter:
+    return InvalidParameter(
+        "Cursor is not compatible with this sort order",
+        "Start again without a cursor, or keep the sort the cursor came from.",
+    )
+
+
+class TasksController(Controller):
+    path = "/api/v1/tasks"
+    tags = ["tasks"]
+    guards = [agent_only]
+    security = AGENT_KEY
+
+    @post("/", operation_id="createTask", status_code=201, responses=errors(*AUTHENTICATED, *WITH_BODY, 404))
+    async def create(
+        self, data: JSONBody[TaskIn], actor: NamedDependency[Actor], uow: NamedDependency[UnitOfWork]
+    ) -> Envelope[TaskOut]:
+        """Post a task; its budget moves from your operator's wallet into the task's escrow."""
+        return ok(TaskOut.detail(await tasks.post_task(uow, actor, data.new_task())))
+
+    @get("/", operation_id="browseTasks", responses=errors(*AUTHENTICATED))
+    async def browse(
+        self,
+        uow: NamedDependency[UnitOfWork],
+        status: FromQuery[str | None] = None,
+        category: FromQuery[int | None] = None,
+        min_budget: FromQuery[int | None] = None,
+        max_budget: FromQuery[int | None] = None,
+        sort: FromQuery[str] = "newest",
+        cursor: Cursor = None,
+        limit: Limit = DEFAULT_LIMIT,
+    ) -> Paged[list[TaskListItemOut]]:
+        """Browse tasks (open by default), newest first or by budget; keyset-paginated."""
+        order = parse_sort(sort)
+        filters = task_filter(status, category, min_budget, max_budget)
+        check_limit(limit)
+        position = decode_cursor(cursor)
+        if position is not None and (
+            position.get("s") != order.value
+            or (order in (Sort.BUDGET_HIGH, Sort.BUDGET_LOW) and type(position.get("v")) is not int)
+        ):
+            raise _incompatible()
+        after = {"id": position["id"], "v": position.get("v")} if position else None
+        rows = await tasks.browse(uow, filters, order, after, limit + 1)
+        found, more = rows[:limit], len(rows) > limit
+        next_cursor = None
+        if more:
+            last = found[-1]
+            next_cursor = encode_cursor({"s": order.value, "id": last.id, "v": last.budget_credits})
+        return page([TaskListItemOut.of(t) for t in found], cursor=next_cursor, has_more=more, count=len(found))
+
+    @get("/search", operation_id="searchTasks", responses=errors(*AUTHENTICATED))
+    async def search(
+        self,
+        uow: NamedDependency[UnitOfWork],
+        q: FromQuery[str | None] = None,
+        status: FromQuery[str | None] = None,
+        category: FromQuery[int | None] = None,
+        min_budget: FromQuery[int | None] = None,
+        max_budget: FromQuery[int | None] = None,
+        cursor: Cursor = None,
+        limit: Limit = DEFAULT_LIMIT,
+    ) -> Paged[list[SearchItemOut]]:
+        """Full-text search (stemmed, prefix-matched, weighted title > description > requirements), ranked."""
+        if q is None or not 1 <= len(q) <= 200:
+            raise InvalidParameter("q is required, 1 to 200 characters", "Search with e.g. ?q=parse pdf.")
+        filters = task_filter(status, category, min_budget, max_budget)
+        check_limit(limit)
+        position = decode_cursor(cursor)
+        if position is not None and type(position.get("r")) not in (int, float):
+            raise _incompatible()
+        rows = await tasks.search(
+            uow, q, filters, position and {"rank": position["r"], "id": position["id"]}, limit + 1
+        )
+        found, more = rows[:limit], len(rows) > limit
+        next_cursor = encode_cursor({"r": found[-1].relevance, "id": found[-1].id}) if more else None
+        return page([SearchItemOut.ranked(t) for t in found], cursor=next_cursor, has_more=more, count=len(found))
+
+    @get("/{task_id:str}", operation_id="getTask", responses=errors(*AUTHENTICATED, 404))
+    async def get_task(self, task_id: FromPath[str], uow: NamedDependency[UnitOfWork]) -> Envelope[TaskOut]:
+        """One task."""
+        return ok(TaskOut.detail(await tasks.get_task(uow, parse_id(task_id, "Task"))))
+
+    @post("/{task_id:str}/cancel", operation_id="cancelTask", status_code=200, responses=MUTATION)
+    async def cancel(
+        self, task_id: FromPath[str], actor: NamedDependency[Actor], uow: NamedDependency[UnitOfWork]
+    ) -> Envelope[TaskStatusOut]:
+        """Cancel an open or claimed task you posted: bids are rejected and the escrow is refunded in full."""
+        change = await tasks.cancel(uow, actor, parse_id(task_id, "Task"))
+        return ok(
+            TaskStatusOut(
+                task_id=change.task_id, status=change.status.value, message="Task cancelled; its escrow was refunded"
+            )
+        )
+
+    @post("/{task_id:str}/rollback", operation_id="rollbackTask", status_code=200, responses=MUTATION)
+    async def rollback(
+        self, task_id: FromPath[str], actor: NamedDependency[Actor], uow: NamedDependency[UnitOfWork]
+    ) -> Envelope[TaskStatusOut]:
+        """Reopen a claimed or in-progress task you posted; the escrow stays held."""
+        change = await tasks.rollback(uow, actor, parse_id(task_id, "Task"))
+        return ok(TaskStatusOut(task_id=change.task_id, status=change.status.value, message="Task rolled back to open"))

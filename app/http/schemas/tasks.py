@@ -1,0 +1,278 @@
+"""Wire types for tasks, bids and deliverables (TaskHive's field names)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+from domain.tasks import ClaimRecord, DeliverableRecord, NewTask, TaskRecord
+
+
+class TaskIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    title: Annotated[str, Meta(min_length=5, max_length=200)]
+    description: Annotated[str, Meta(min_length=20, max_length=5000)]
+    budget_credits: Annotated[int, Meta(ge=10, le=1_000_000_000)]
+    category_id: Annotated[int, Meta(ge=1)] | None = None
+    requirements: Annotated[str, Meta(max_length=5000)] | None = None
+    deadline: datetime | None = None
+    max_revisions: Annotated[int, Meta(ge=0, le=5)] = 2
+
+    def new_task(self) -> NewTask:
+        return NewTask(
+            title=self.title,
+            description=self.description,
+            budget_credits=self.budget_credits,
+            category_id=self.category_id,
+            requirements=self.requirements,
+            deadline=self.deadline,
+            max_revisions=self.max_revisions,
+        )
+
+
+class CategoryOut(msgspec.Struct, kw_only=True):
+    id: int
+    name: str
+    slug: str
+
+
+class PosterOut(msgspec.Struct, kw_only=True):
+    id: int
+    name: str
+
+
+class TaskListItemOut(msgspec.Struct, kw_only=True):
+    id: int
+    title: str
+    description: str
+    budget_credits: int
+    category: CategoryOut | None
+    status: str
+    poster: PosterOut
+    claims_count: int
+    deadline: datetime | None
+    max_revisions: int
+    created_at: datetime
+
+    @classmethod
+    def fields_of(cls, task: TaskRecord) -> dict[str, object]:
+        category = task.category
+        return {
+            "id": task.id,
+            "title": task.title,
+            "description": task.description,
+            "budget_credits": task.budget_credits,
+            "category": CategoryOut(id=category.id, name=category.name, slug=category.slug) if category else None,
+            "status": task.status.value,
+            "poster": PosterOut(id=task.poster_operator_id, name=task.poster_name),
+            "claims_count": task.claims_count,
+            "deadline": task.deadline,
+            "max_revisions": task.max_revisions,
+            "created_at": task.created_at,
+        }
+
+    @classmethod
+    def of(cls, task: TaskRecord) -> TaskListItemOut:
+        return cls(**cls.fields_of(task))
+
+
+class SearchItemOut(TaskListItemOut, kw_only=True):
+    relevance: float
+
+    @classmethod
+    def ranked(cls, task: TaskRecord) -> SearchItemOut:
+        return cls(**cls.fields_of(task), relevance=round(task.relevance or 0.0, 3))
+
+
+class TaskOut(TaskListItemOut, kw_only=True):
+    requirements: str | None
+    claimed_by_agent_id: int | None
+    price_credits: int | None
+    deliverables_count: int
+    auto_review_enabled: bool
+
+    @classmethod
+    def detail(cls, task: TaskRecord) -> TaskOut:
+        return cls(
+            **cls.fields_of(task),
+            requirements=task.requirements,
+            claimed_by_agent_id=task.claimed_by_agent_id,
+            price_credits=task.price_credits,
+            deliverables_count=task.deliverables_count,
+            auto_review_enabled=task.auto_review_enabled,
+        )
+
+
+class BidIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    proposed_credits: Annotated[int, Meta(ge=1, le=1_000_000_000)]
+    message: Annotated[str, Meta(max_length=1000)] | None = None
+
+
+class BulkBidIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    task_id: Annotated[int, Meta(ge=1)]
+    proposed_credits: Annotated[int, Meta(ge=1, le=1_000_000_000)]
+    message: Annotated[str, Meta(max_length=1000)] | None = None
+
+
+class BulkBidsIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    claims: Annotated[list[BulkBidIn], Meta(min_length=1, max_length=10)]
+
+
+class ClaimOut(msgspec.Struct, kw_only=True):
+    id: int
+    task_id: int
+    agent_id: int
+    agent_name: str
+    proposed_credits: int
+    message: str | None
+    status: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, claim: ClaimRecord) -> ClaimOut:
+        return cls(
+            id=claim.id,
+            task_id=claim.task_id,
+            agent_id=claim.agent_id,
+            agent_name=claim.agent_name,
+            proposed_credits=claim.proposed_credits,
+            message=claim.message,
+            status=claim.status.value,
+            created_at=claim.created_at,
+        )
+
+
+class MyClaimOut(msgspec.Struct, kw_only=True):
+    id: int
+    task_id: int
+    task_title: str
+    task_status: str
+    proposed_credits: int
+    message: str | None
+    status: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, claim: ClaimRecord) -> MyClaimOut:
+        return cls(
+            id=claim.id,
+            task_id=claim.task_id,
+            task_title=claim.task_title,
+            task_status=claim.task_status.value if claim.task_status else "",
+            message=claim.message,
+            proposed_credits=claim.proposed_credits,
+            status=claim.status.value,
+            created_at=claim.created_at,
+        )
+
+
+class MyTaskOut(msgspec.Struct, kw_only=True):
+    id: int
+    title: str
+    status: str
+    budget_credits: int
+    price_credits: int | None
+    category: str | None
+    deadline: datetime | None
+    max_revisions: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, task: TaskRecord) -> MyTaskOut:
+        return cls(
+            id=task.id,
+            title=task.title,
+            status=task.status.value,
+            budget_credits=task.budget_credits,
+            price_credits=task.price_credits,
+            category=task.category.name if task.category else None,
+            deadline=task.deadline,
+            max_revisions=task.max_revisions,
+            created_at=task.created_at,
+        )
+
+
+class BidAcceptedOut(msgspec.Struct, kw_only=True):
+    task_id: int
+    claim_id: int
+    agent_id: int
+    status: str = "accepted"
+
+
+class BidWithdrawnOut(msgspec.Struct, kw_only=True):
+    claim_id: int
+    task_id: int
+    status: str = "withdrawn"
+
+
+class BulkErrorOut(msgspec.Struct, kw_only=True):
+    code: str
+    message: str
+
+
+class BulkItemOut(msgspec.Struct, kw_only=True, omit_defaults=True):
+    task_id: int
+    ok: bool
+    claim_id: int | None = None
+    error: BulkErrorOut | None = None
+
+
+class BulkSummaryOut(msgspec.Struct, kw_only=True):
+    succeeded: int
+    failed: int
+    total: int
+
+
+class BulkOut(msgspec.Struct, kw_only=True):
+    results: list[BulkItemOut]
+    summary: BulkSummaryOut
+
+
+class DeliverableIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    content: Annotated[str, Meta(min_length=1, max_length=50_000)]
+
+
+class DeliverableOut(msgspec.Struct, kw_only=True):
+    id: int
+    task_id: int
+    agent_id: int
+    content: str
+    status: str
+    revision_notes: str | None
+    revision_number: int
+    submitted_at: datetime
+
+    @classmethod
+    def of(cls, record: DeliverableRecord) -> DeliverableOut:
+        return cls(
+            id=record.id,
+            task_id=record.task_id,
+            agent_id=record.agent_id,
+            content=record.content,
+            status=record.status.value,
+            revision_notes=record.revision_notes,
+            revision_number=record.revision_number,
+            submitted_at=record.submitted_at,
+        )
+
+
+class SubmittedOut(DeliverableOut, kw_only=True):
+    is_late: bool
+
+
+class RevisionIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    revision_notes: Annotated[str, Meta(min_length=1, max_length=5000)]
+
+
+class ReviewOut(msgspec.Struct, kw_only=True):
+    task_id: int
+    deliverable_id: int
+    status: str
+
+
+class TaskStatusOut(msgspec.Struct, kw_only=True):
+    task_id: int
+    status: str
+    message: str

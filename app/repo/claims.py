@@ -1,0 +1,124 @@
+"""Bid rows. Callers hold the task's row lock (repo.tasks.lock) before changing any bid of that task."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from app.repo.connections import Connection
+from domain.tasks import ClaimRecord, ClaimStatus, TaskStatus
+
+_SELECT = """
+SELECT c.id, c.task_id, c.agent_id, a.name, c.proposed_credits, c.message, c.status, c.created_at, t.title, t.status
+  FROM claim c JOIN agent a ON a.id = c.agent_id JOIN task t ON t.id = c.task_id
+"""
+
+
+def _to_record(row: Sequence[Any]) -> ClaimRecord:
+    return ClaimRecord(
+        id=row[0],
+        task_id=row[1],
+        agent_id=row[2],
+        agent_name=row[3],
+        proposed_credits=row[4],
+        message=row[5],
+        status=ClaimStatus(row[6]),
+        created_at=row[7],
+        task_title=row[8],
+        task_status=TaskStatus(row[9]),
+    )
+
+
+async def find(connection: Connection, claim_id: int) -> tuple[int, int, ClaimStatus, int] | None:
+    """(task_id, agent_id, status, proposed_credits) of a bid."""
+    cursor = await connection.execute(
+        "SELECT task_id, agent_id, status, proposed_credits FROM claim WHERE id = %s", (claim_id,)
+    )
+    row = await cursor.fetchone()
+    return (row[0], row[1], ClaimStatus(row[2]), row[3]) if row else None
+
+
+async def has_pending(connection: Connection, task_id: int, agent_id: int) -> bool:
+    cursor = await connection.execute(
+        "SELECT EXISTS (SELECT 1 FROM claim WHERE task_id = %s AND agent_id = %s AND status = 'pending')",
+        (task_id, agent_id),
+    )
+    (exists,) = await cursor.fetchone()
+    return exists
+
+
+async def insert(
+    connection: Connection, *, task_id: int, agent_id: int, operator_id: int, proposed_credits: int, message: str | None
+) -> ClaimRecord:
+    cursor = await connection.execute(
+        """
+        WITH created AS (
+            INSERT INTO claim (task_id, agent_id, operator_id, proposed_credits, message)
+            VALUES (%s, %s, %s, %s, %s) RETURNING *
+        )
+        SELECT c.id, c.task_id, c.agent_id, a.name, c.proposed_credits, c.message, c.status, c.created_at,
+               t.title, t.status
+          FROM created c JOIN agent a ON a.id = c.agent_id JOIN task t ON t.id = c.task_id
+        """,
+        (task_id, agent_id, operator_id, proposed_credits, message),
+    )
+    return _to_record(await cursor.fetchone())
+
+
+async def accept(connection: Connection, task_id: int, claim_id: int) -> list[int]:
+    """Accept one bid and reject the task's other pending bids; returns the rejected bidders' agent ids."""
+    cursor = await connection.execute(
+        """
+        UPDATE claim SET status = CASE WHEN id = %(claim)s THEN 'accepted' ELSE 'rejected' END,
+                         updated_at = statement_timestamp()
+         WHERE task_id = %(task)s AND status = 'pending'
+        RETURNING agent_id, status
+        """,
+        {"claim": claim_id, "task": task_id},
+    )
+    return [agent_id for agent_id, status in await cursor.fetchall() if status == "rejected"]
+
+
+async def set_status(connection: Connection, claim_id: int, status: ClaimStatus) -> None:
+    await connection.execute(
+        "UPDATE claim SET status = %s, updated_at = statement_timestamp() WHERE id = %s", (status.value, claim_id)
+    )
+
+
+async def reject_open(connection: Connection, task_id: int) -> list[int]:
+    """Reject every pending or accepted bid of the task (cancel, rollback); returns the bidders' agent ids."""
+    cursor = await connection.execute(
+        "UPDATE claim SET status = 'rejected', updated_at = statement_timestamp()"
+        " WHERE task_id = %s AND status IN ('pending','accepted') RETURNING agent_id",
+        (task_id,),
+    )
+    return [agent_id for (agent_id,) in await cursor.fetchall()]
+
+
+async def reject_accepted(connection: Connection, task_id: int) -> list[int]:
+    cursor = await connection.execute(
+        "UPDATE claim SET status = 'rejected', updated_at = statement_timestamp()"
+        " WHERE task_id = %s AND status = 'accepted' RETURNING agent_id",
+        (task_id,),
+    )
+    return [agent_id for (agent_id,) in await cursor.fetchall()]
+
+
+async def get(connection: Connection, claim_id: int) -> ClaimRecord:
+    cursor = await connection.execute(f"{_SELECT} WHERE c.id = %s", (claim_id,))
+    return _to_record(await cursor.fetchone())
+
+
+async def for_task(connection: Connection, task_id: int, *, after_id: int, limit: int) -> list[ClaimRecord]:
+    cursor = await connection.execute(
+        f"{_SELECT} WHERE c.task_id = %s AND c.id > %s ORDER BY c.id LIMIT %s", (task_id, after_id, limit)
+    )
+    return [_to_record(row) for row in await cursor.fetchall()]
+
+
+async def for_agent(connection: Connection, agent_id: int, *, before_id: int | None, limit: int) -> list[ClaimRecord]:
+    cursor = await connection.execute(
+        f"{_SELECT} WHERE c.agent_id = %s AND (%s::bigint IS NULL OR c.id < %s) ORDER BY c.id DESC LIMIT %s",
+        (agent_id, before_id, before_id, limit),
+    )
+    return [_to_record(row) for row in await cursor.fetchall()]

@@ -1,0 +1,67 @@
+"""Deliverable rows. Callers hold the task's row lock (repo.tasks.lock) first."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from app.repo.connections import Connection
+from domain.tasks import DeliverableRecord, DeliverableStatus
+
+_COLUMNS = "id, task_id, agent_id, content, status, revision_notes, revision_number, submitted_at"
+
+
+def _to_record(row: Sequence[Any]) -> DeliverableRecord:
+    return DeliverableRecord(
+        id=row[0],
+        task_id=row[1],
+        agent_id=row[2],
+        content=row[3],
+        status=DeliverableStatus(row[4]),
+        revision_notes=row[5],
+        revision_number=row[6],
+        submitted_at=row[7],
+    )
+
+
+async def count_for_assignment(connection: Connection, task_id: int, assignment: int) -> int:
+    cursor = await connection.execute(
+        "SELECT count(*) FROM deliverable WHERE task_id = %s AND assignment = %s", (task_id, assignment)
+    )
+    (count,) = await cursor.fetchone()
+    return count
+
+
+async def insert(
+    connection: Connection, *, task_id: int, agent_id: int, assignment: int, content: str, revision_number: int
+) -> DeliverableRecord:
+    cursor = await connection.execute(
+        f"INSERT INTO deliverable (task_id, agent_id, assignment, content, revision_number)"
+        f" VALUES (%s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
+        (task_id, agent_id, assignment, content, revision_number),
+    )
+    return _to_record(await cursor.fetchone())
+
+
+async def find(connection: Connection, deliverable_id: int) -> DeliverableRecord | None:
+    cursor = await connection.execute(f"SELECT {_COLUMNS} FROM deliverable WHERE id = %s", (deliverable_id,))
+    row = await cursor.fetchone()
+    return _to_record(row) if row else None
+
+
+async def set_status(
+    connection: Connection, deliverable_id: int, status: DeliverableStatus, revision_notes: str | None = None
+) -> None:
+    await connection.execute(
+        "UPDATE deliverable SET status = %s, revision_notes = coalesce(%s, revision_notes),"
+        " updated_at = statement_timestamp() WHERE id = %s",
+        (status.value, revision_notes, deliverable_id),
+    )
+
+
+async def for_task(connection: Connection, task_id: int, *, after_id: int, limit: int) -> list[DeliverableRecord]:
+    cursor = await connection.execute(
+        f"SELECT {_COLUMNS} FROM deliverable WHERE task_id = %s AND id > %s ORDER BY id LIMIT %s",
+        (task_id, after_id, limit),
+    )
+    return [_to_record(row) for row in await cursor.fetchall()]

@@ -1,0 +1,272 @@
+"""Task rows: creation with its escrow account, the locked state the rules need, and reader views."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from app.repo.connections import Connection
+from domain.tasks import (
+    Category,
+    DeliverableStatus,
+    NewTask,
+    Sort,
+    TaskFilter,
+    TaskRecord,
+    TaskState,
+    TaskStatus,
+)
+
+
+async def insert(
+    connection: Connection, task: NewTask, *, poster_operator_id: int, poster_agent_id: int
+) -> tuple[int, int, datetime]:
+    """Insert the task and its escrow account; returns the task id, the escrow account id and now()."""
+    cursor = await connection.execute(
+        """
+        WITH created AS (
+            INSERT INTO task (poster_operator_id, poster_agent_id, title, description, requirements, budget_credits,
+                              category_id, deadline, max_revisions)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id
+        ), escrow AS (
+            INSERT INTO account (kind, task_id) SELECT 'task_escrow', id FROM created RETURNING id
+        )
+        SELECT created.id, escrow.id, now() FROM created, escrow
+        """,
+        (
+            poster_operator_id,
+            poster_agent_id,
+            task.title,
+            task.description,
+            task.requirements,
+            task.budget_credits,
+            task.category_id,
+            task.deadline,
+            task.max_revisions,
+        ),
+    )
+    task_id, escrow_id, now = await cursor.fetchone()
+    return task_id, escrow_id, now
+
+
+_STATE = """t.id, t.poster_operator_id, t.status, t.budget_credits, t.claimed_by_agent_id, t.price_credits,
+            t.max_revisions, t.assignment, t.title, t.deadline"""
+
+
+def to_state(row: Sequence[Any]) -> TaskState:
+    return TaskState(
+        id=row[0],
+        poster_operator_id=row[1],
+        status=TaskStatus(row[2]),
+        budget_credits=row[3],
+        claimed_by_agent_id=row[4],
+        price_credits=row[5],
+        max_revisions=row[6],
+        assignment=row[7],
+        title=row[8],
+        deadline=row[9],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewContext:
+    """A task under lock with one of its deliverables and the accounts a settlement or refund touches."""
+
+    task: TaskState
+    deliverable_task_id: int | None
+    deliverable_status: DeliverableStatus | None
+    deliverable_revision: int | None
+    escrow_account_id: int
+    worker_wallet_id: int | None
+    poster_wallet_id: int
+    revenue_account_id: int
+
+
+async def lock_for_review(connection: Connection, task_id: int, deliverable_id: int | None) -> ReviewContext | None:
+    """Lock the task and read, in the same statement, what accepting, revising or refunding it needs."""
+    cursor = await connection.execute(
+        f"""
+        SELECT {_STATE}, d.task_id, d.status, d.revision_number,
+               (SELECT e.id FROM account e WHERE e.task_id = t.id),
+               (SELECT w.id FROM agent a JOIN account w ON w.operator_id = a.operator_id
+                 WHERE a.id = t.claimed_by_agent_id),
+               (SELECT p.id FROM account p WHERE p.operator_id = t.poster_operator_id),
+               (SELECT r.id FROM account r WHERE r.kind = 'platform_revenue')
+          FROM task t LEFT JOIN deliverable d ON d.id = %(deliverable)s
+         WHERE t.id = %(task)s
+           FOR UPDATE OF t
+        """,
+        {"task": task_id, "deliverable": deliverable_id},
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        return None
+    n = 10
+    return ReviewContext(
+        task=to_state(row),
+        deliverable_task_id=row[n],
+        deliverable_status=DeliverableStatus(row[n + 1]) if row[n + 1] else None,
+        deliverable_revision=row[n + 2],
+        escrow_account_id=row[n + 3],
+        worker_wallet_id=row[n + 4],
+        poster_wallet_id=row[n + 5],
+        revenue_account_id=row[n + 6],
+    )
+
+
+async def lock(connection: Connection, task_id: int) -> TaskState | None:
+    """Lock the task row: every change to a task, its bids or its deliverables takes this lock first."""
+    cursor = await connection.execute(f"SELECT {_STATE} FROM task t WHERE t.id = %s FOR UPDATE", (task_id,))
+    row = await cursor.fetchone()
+    return to_state(row) if row else None
+
+
+_RECORD = """
+SELECT t.id, t.title, t.description, t.requirements, t.budget_credits, c.id, c.name, c.slug, t.status,
+       t.poster_operator_id, o.name, t.claimed_by_agent_id, t.price_credits,
+       (SELECT count(*) FROM claim cl WHERE cl.task_id = t.id),
+       (SELECT count(*) FROM deliverable d WHERE d.task_id = t.id),
+       t.deadline, t.max_revisions, t.auto_review_enabled, t.created_at
+"""
+_FROM = """
+  FROM task t JOIN operator o ON o.id = t.poster_operator_id LEFT JOIN category c ON c.id = t.category_id
+"""
+
+
+def to_record(row: Sequence[Any], relevance: float | None = None) -> TaskRecord:
+    category = Category(id=row[5], name=row[6], slug=row[7]) if row[5] is not None else None
+    return TaskRecord(
+        id=row[0],
+        title=row[1],
+        description=row[2],
+        requirements=row[3],
+        budget_credits=row[4],
+        category=category,
+        status=TaskStatus(row[8]),
+        poster_operator_id=row[9],
+        poster_name=row[10],
+        claimed_by_agent_id=row[11],
+        price_credits=row[12],
+        claims_count=row[13],
+        deliverables_count=row[14],
+        deadline=row[15],
+        max_revisions=row[16],
+        auto_review_enabled=row[17],
+        created_at=row[18],
+        relevance=relevance,
+    )
+
+
+async def get(connection: Connection, task_id: int) -> TaskRecord | None:
+    cursor = await connection.execute(f"{_RECORD}{_FROM} WHERE t.id = %s", (task_id,))
+    row = await cursor.fetchone()
+    return to_record(row) if row else None
+
+
+def _filters(task_filter: TaskFilter) -> tuple[str, dict[str, Any]]:
+    clauses, params = ["t.status = %(status)s"], {"status": task_filter.status.value}
+    for column, operator, name in (
+        ("category_id", "=", "category_id"),
+        ("budget_credits", ">=", "min_budget"),
+        ("budget_credits", "<=", "max_budget"),
+    ):
+        value = getattr(task_filter, name)
+        if value is not None:
+            clauses.append(f"t.{column} {operator} %({name})s")
+            params[name] = value
+    return " AND ".join(clauses), params
+
+
+# Keyset pagination: each sort orders by a unique key (its value, then id), and the cursor is that key.
+_ORDER = {
+    Sort.NEWEST: ("t.id DESC", "t.id < %(id)s"),
+    Sort.OLDEST: ("t.id ASC", "t.id > %(id)s"),
+    Sort.BUDGET_HIGH: ("t.budget_credits DESC, t.id DESC", "(t.budget_credits, t.id) < (%(v)s, %(id)s)"),
+    Sort.BUDGET_LOW: ("t.budget_credits ASC, t.id ASC", "(t.budget_credits, t.id) > (%(v)s, %(id)s)"),
+}
+
+
+async def browse(
+    connection: Connection, task_filter: TaskFilter, sort: Sort, after: dict[str, int] | None, limit: int
+) -> list[TaskRecord]:
+    where, named = _filters(task_filter)
+    order, seek = _ORDER[sort]
+    if after is not None:
+        where += " AND " + seek
+        named.update(after)
+    named["limit"] = limit
+    cursor = await connection.execute(f"{_RECORD}{_FROM} WHERE {where} ORDER BY {order} LIMIT %(limit)s", named)
+    return [to_record(row) for row in await cursor.fetchall()]
+
+
+async def search(
+    connection: Connection, query: str, task_filter: TaskFilter, after: dict[str, Any] | None, limit: int
+) -> tuple[bool, list[TaskRecord]]:
+    """Ranked full-text search; returns (the query had a usable term, the page). Keyset on (rank, id)."""
+    where, named = _filters(task_filter)
+    seek = ""
+    if after is not None:
+        seek = "AND (ts_rank(t.search, q.query)::float8, t.id) < (%(rank)s, %(id)s)"
+        named.update(rank=after["rank"], id=after["id"])
+    named.update(query=query, limit=limit)
+    cursor = await connection.execute(
+        f"""
+        WITH q AS (SELECT to_tsquery('english', %(query)s) AS query)
+        SELECT numnode(q.query) > 0, page.* FROM q LEFT JOIN LATERAL (
+            {_RECORD}, ts_rank(t.search, q.query)::float8 AS rank
+            {_FROM}
+            WHERE t.search @@ q.query AND {where} {seek}
+            ORDER BY rank DESC, t.id DESC
+            LIMIT %(limit)s
+        ) page ON true
+        """,
+        named,
+    )
+    rows = await cursor.fetchall()
+    usable = bool(rows and rows[0][0])
+    return usable, [to_record(row[1:-1], relevance=row[-1]) for row in rows if row[1] is not None]
+
+
+async def for_worker(connection: Connection, agent_id: int, *, before_id: int | None, limit: int) -> list[TaskRecord]:
+    """The tasks an agent is working on (claimed, in progress or delivered), newest first."""
+    cursor = await connection.execute(
+        f"""{_RECORD}{_FROM}
+        WHERE t.claimed_by_agent_id = %s AND t.status IN ('claimed','in_progress','delivered')
+          AND (%s::bigint IS NULL OR t.id < %s)
+        ORDER BY t.id DESC LIMIT %s""",
+        (agent_id, before_id, before_id, limit),
+    )
+    return [to_record(row) for row in await cursor.fetchall()]
+
+
+async def escrow_held(connection: Connection, operator_id: int) -> int:
+    """Credits held in escrow for the operator's live tasks."""
+    cursor = await connection.execute(
+        "SELECT coalesce(sum(a.balance), 0) FROM task t JOIN account a ON a.task_id = t.id"
+        " WHERE t.poster_operator_id = %s AND t.status IN ('open','claimed','in_progress','delivered')",
+        (operator_id,),
+    )
+    (held,) = await cursor.fetchone()
+    return int(held)
+
+
+async def complete_work(connection: Connection, task_id: int, worker_agent_id: int) -> None:
+    """The task is completed and its worker's record counts it."""
+    await connection.execute(
+        "UPDATE agent SET tasks_completed = tasks_completed + 1, updated_at = statement_timestamp() WHERE id = %s",
+        (worker_agent_id,),
+    )
+    await set_status(connection, task_id, TaskStatus.COMPLETED)
+
+
+async def set_status(connection: Connection, task_id: int, status: TaskStatus, **changes: Any) -> None:
+    """Write the task's new status (and worker/price/assignment changes) decided by the rules."""
+    allowed = {"claimed_by_agent_id", "accepted_claim_id", "price_credits", "assignment"}
+    columns = [name for name in changes if name in allowed]
+    assignments = "".join(f", {name} = %({name})s" for name in columns)
+    await connection.execute(
+        f"UPDATE task SET status = %(status)s, updated_at = statement_timestamp(){assignments} WHERE id = %(id)s",
+        {"status": status.value, "id": task_id, **{name: changes[name] for name in columns}},
+    )

@@ -1,0 +1,125 @@
+"""Bids (TaskHive's claims): place, list, accept, withdraw, bulk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg import errors
+
+from app.repo import claims as claim_rows
+from app.repo import tasks as task_rows
+from app.services.uow import UnitOfWork
+from domain import tasks as rules
+from domain.errors import Conflict, DomainError
+from domain.tasks import Actor, ClaimRecord, ClaimStatus, TaskStatus, task_not_found
+
+
+@dataclass(frozen=True, slots=True)
+class BidAccepted:
+    task_id: int
+    claim_id: int
+    agent_id: int
+    rejected_agent_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BidRequest:
+    task_id: int
+    proposed_credits: int
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResult:
+    task_id: int
+    claim: ClaimRecord | None = None
+    error: DomainError | None = None
+
+
+async def _place(uow: UnitOfWork, actor: Actor, bid: BidRequest) -> ClaimRecord:
+    task = await task_rows.lock(uow.connection, bid.task_id)
+    if task is None:
+        raise task_not_found(bid.task_id)
+    pending = await claim_rows.has_pending(uow.connection, bid.task_id, actor.agent_id)
+    rules.check_bid(task, actor, bid.proposed_credits, has_pending_bid=pending)
+    try:
+        return await claim_rows.insert(
+            uow.connection,
+            task_id=bid.task_id,
+            agent_id=actor.agent_id,
+            operator_id=actor.operator_id,
+            proposed_credits=bid.proposed_credits,
+            message=bid.message,
+        )
+    except errors.UniqueViolation:  # the partial unique index backs the check above
+        raise Conflict(
+            "You already have a pending bid on this task", "Withdraw it first.", code="DUPLICATE_CLAIM"
+        ) from None
+
+
+async def place_bid(uow: UnitOfWork, actor: Actor, bid: BidRequest) -> ClaimRecord:
+    async with uow:
+        claim = await _place(uow, actor, bid)
+        await uow.commit()
+    return claim
+
+
+async def place_bids(uow: UnitOfWork, actor: Actor, bids: list[BidRequest]) -> list[BulkResult]:
+    """Each bid on its own (a savepoint each): one failing leaves the others standing."""
+    results: list[BulkResult] = []
+    async with uow:
+        for bid in bids:
+            try:
+                async with uow.savepoint():
+                    results.append(BulkResult(bid.task_id, claim=await _place(uow, actor, bid)))
+            except DomainError as error:
+                results.append(BulkResult(bid.task_id, error=error))
+        await uow.commit()
+    return results
+
+
+async def list_bids(uow: UnitOfWork, task_id: int, *, after_id: int, limit: int) -> list[ClaimRecord]:
+    connection = await uow.reader()
+    records = await claim_rows.for_task(connection, task_id, after_id=after_id, limit=limit)
+    if not records and await task_rows.get(connection, task_id) is None:
+        raise task_not_found(task_id)
+    return records
+
+
+async def accept_bid(uow: UnitOfWork, actor: Actor, task_id: int, claim_id: int) -> BidAccepted:
+    """The poster picks a bid: the task is assigned at that price and every other pending bid is rejected."""
+    async with uow:
+        task = await task_rows.lock(uow.connection, task_id)
+        if task is None:
+            raise task_not_found(task_id)
+        claim = await claim_rows.find(uow.connection, claim_id)
+        claim_task_id, agent_id, status, price = claim if claim else (None, None, None, None)
+        rules.check_accept_bid(task, actor, claim_task_id, status, claim_id)
+        await task_rows.set_status(
+            uow.connection,
+            task_id,
+            TaskStatus.CLAIMED,
+            claimed_by_agent_id=agent_id,
+            accepted_claim_id=claim_id,
+            price_credits=price,
+            assignment=task.assignment + 1,
+        )
+        rejected = await claim_rows.accept(uow.connection, task_id, claim_id)
+        await uow.commit()
+    return BidAccepted(task_id, claim_id, agent_id, tuple(rejected))
+
+
+async def withdraw_bid(uow: UnitOfWork, actor: Actor, task_id: int, claim_id: int) -> None:
+    async with uow:
+        task = await task_rows.lock(uow.connection, task_id)
+        if task is None:
+            raise task_not_found(task_id)
+        claim = await claim_rows.find(uow.connection, claim_id)
+        claim_task_id, agent_id, status, _ = claim if claim else (None, None, None, None)
+        rules.check_withdraw(task, actor, agent_id, claim_task_id, status, claim_id)
+        await claim_rows.set_status(uow.connection, claim_id, ClaimStatus.WITHDRAWN)
+        await uow.commit()
+
+
+async def agent_bids(uow: UnitOfWork, agent_id: int, *, before_id: int | None, limit: int) -> list[ClaimRecord]:
+    return await claim_rows.for_agent(await uow.reader(), agent_id, before_id=before_id, limit=limit)

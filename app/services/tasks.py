@@ -1,0 +1,154 @@
+"""Tasks: posting with escrow, reading, browsing, searching; cancel and rollback."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from app.repo import claims as claim_rows
+from app.repo import ledger
+from app.repo import tasks as task_rows
+from app.repo.ledger import Overdraft
+from app.services.agents import check_categories
+from app.services.uow import UnitOfWork
+from domain import tasks as rules
+from domain.errors import InsufficientCredits, InvalidParameter
+from domain.ledger import TransferKind, move
+from domain.tasks import Actor, NewTask, Sort, TaskFilter, TaskRecord, TaskStatus, task_not_found
+
+_TERM = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskChange:
+    task_id: int
+    status: TaskStatus
+    affected_agent_ids: tuple[int, ...] = ()
+
+
+async def post_task(uow: UnitOfWork, actor: Actor, task: NewTask) -> TaskRecord:
+    """Post a task: its budget moves from the operator's wallet into the task's escrow, or nothing happens."""
+    rules.check_new_task(task, datetime.now(UTC))
+    async with uow:
+        if task.category_id is not None:
+            await check_categories(uow.connection, [task.category_id])
+        wallet = await ledger.wallet(uow.connection, actor.operator_id)
+        task_id, escrow_id, _ = await task_rows.insert(
+            uow.connection, task, poster_operator_id=actor.operator_id, poster_agent_id=actor.agent_id
+        )
+        hold = move(
+            TransferKind.ESCROW_HOLD,
+            f"Escrow for task {task_id}",
+            source=wallet.id,
+            destination=escrow_id,
+            amount=task.budget_credits,
+            task_id=task_id,
+            operator_id=actor.operator_id,
+            agent_id=actor.agent_id,
+        )
+        try:
+            await ledger.post(uow.connection, hold)
+        except Overdraft:
+            raise InsufficientCredits(balance=wallet.balance, needed=task.budget_credits) from None
+        record = await task_rows.get(uow.connection, task_id)
+        await uow.commit()
+    return record
+
+
+async def get_task(uow: UnitOfWork, task_id: int) -> TaskRecord:
+    record = await task_rows.get(await uow.reader(), task_id)
+    if record is None:
+        raise task_not_found(task_id)
+    return record
+
+
+async def browse(
+    uow: UnitOfWork, task_filter: TaskFilter, sort: Sort, after: dict | None, limit: int
+) -> list[TaskRecord]:
+    return await task_rows.browse(await uow.reader(), task_filter, sort, after, limit)
+
+
+def search_query(text: str) -> str:
+    """Every word, English-stemmed and prefix-matched, all required: "parse pdf" finds "parsing PDFs"."""
+    terms = _TERM.findall(text.replace("_", " "))
+    if not terms:
+        raise no_usable_terms()
+    return " & ".join(f"{term.lower()}:*" for term in terms)
+
+
+def no_usable_terms() -> InvalidParameter:
+    return InvalidParameter(
+        "Search query contains no valid terms",
+        "Use one or more words, e.g. q=parse pdf (very common words like 'the' are ignored).",
+    )
+
+
+async def search(
+    uow: UnitOfWork, text: str, task_filter: TaskFilter, after: dict | None, limit: int
+) -> list[TaskRecord]:
+    usable, records = await task_rows.search(await uow.reader(), search_query(text), task_filter, after, limit)
+    if not usable:
+        raise no_usable_terms()
+    return records
+
+
+async def worker_tasks(uow: UnitOfWork, agent_id: int, *, before_id: int | None, limit: int) -> list[TaskRecord]:
+    return await task_rows.for_worker(await uow.reader(), agent_id, before_id=before_id, limit=limit)
+
+
+async def cancel(uow: UnitOfWork, actor: Actor, task_id: int) -> TaskChange:
+    """Cancel an open or claimed task: every bid is rejected and the whole escrow goes back to the poster."""
+    async with uow:
+        context = await task_rows.lock_for_review(uow.connection, task_id, None)
+        if context is None:
+            raise task_not_found(task_id)
+        task = context.task
+        rules.check_cancel(task, actor)
+        rejected = await claim_rows.reject_open(uow.connection, task_id)
+        await task_rows.set_status(
+            uow.connection,
+            task_id,
+            TaskStatus.CANCELLED,
+            claimed_by_agent_id=None,
+            price_credits=None,
+            accepted_claim_id=None,
+        )
+        await ledger.post(
+            uow.connection,
+            move(
+                TransferKind.REFUND,
+                f"Refund for cancelled task {task_id}",
+                source=context.escrow_account_id,
+                destination=context.poster_wallet_id,
+                amount=task.budget_credits,
+                task_id=task_id,
+                operator_id=task.poster_operator_id,
+            ),
+        )
+        await uow.commit()
+    return TaskChange(task_id, TaskStatus.CANCELLED, tuple(rejected))
+
+
+async def rollback(uow: UnitOfWork, actor: Actor, task_id: int) -> TaskChange:
+    """Reopen a claimed or in-progress task: the assigned bid is rejected, the escrow stays held."""
+    async with uow:
+        task = await task_rows.lock(uow.connection, task_id)
+        if task is None:
+            raise task_not_found(task_id)
+        rules.check_rollback(task, actor)
+        displaced = await claim_rows.reject_accepted(uow.connection, task_id)
+        await task_rows.set_status(
+            uow.connection,
+            task_id,
+            TaskStatus.OPEN,
+            claimed_by_agent_id=None,
+            price_credits=None,
+            accepted_claim_id=None,
+        )
+        await uow.commit()
+    return TaskChange(task_id, TaskStatus.OPEN, tuple(displaced))
+
+
+async def escrow_held(uow: UnitOfWork, operator_id: int) -> int:
+    return await task_rows.escrow_held(await uow.reader(), operator_id)
