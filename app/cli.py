@@ -132,6 +132,25 @@ def cmd_grant(settings: Settings, args: argparse.Namespace) -> None:
     )
 
 
+def cmd_audit(settings: Settings, args: argparse.Namespace) -> None:
+    from app.services import audit
+
+    report = _run(settings, audit.run_audit)
+    print(
+        json.dumps(
+            {
+                "ok": report.ok,
+                "violations": report.violations,
+                "entries": report.entries,
+                "ledger_hash": report.ledger_hash,
+            },
+            indent=2,
+        )
+    )
+    if not report.ok:
+        raise SystemExit(1)
+
+
 def cmd_database_url(settings: Settings, args: argparse.Namespace) -> None:
     print(_database(settings))
 
@@ -191,6 +210,10 @@ def parser() -> argparse.ArgumentParser:
     grant.add_argument("--amount", type=int, required=True)
     grant.add_argument("--reason", default="Granted from the command line")
     grant.set_defaults(run=cmd_grant)
+
+    commands.add_parser("audit", help="check the ledger's invariants; exits 1 on any violation").set_defaults(
+        run=cmd_audit
+    )
 
     db = commands.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
     db.add_parser("url", help="print the database URL (starting the embedded server if needed)").set_defaults(

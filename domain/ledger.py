@@ -106,3 +106,15 @@ def move(
     if amount <= 0:
         raise UnbalancedTransfer(f"{kind}: amount must be positive, got {amount}")
     return balanced(kind, reason, (Posting(source, -amount), Posting(destination, amount)), **refs)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferRecord:
+    id: int
+    kind: str
+    reason: str
+    operator_id: int | None
+    agent_id: int | None
+    task_id: int | None
+    created_at: datetime
+    entries: tuple[tuple[int, int, int], ...]  # (account_id, amount, balance_after)

@@ -8,7 +8,7 @@ from typing import Any
 from psycopg import errors
 
 from app.repo.connections import Connection
-from domain.ledger import Account, AccountKind, HistoryEntry, TransferKind, TransferRequest
+from domain.ledger import Account, AccountKind, HistoryEntry, TransferKind, TransferRecord, TransferRequest
 
 
 class Overdraft(Exception):
@@ -121,6 +121,47 @@ async def history(connection: Connection, account_id: int, *, before_id: int | N
             task_id=r[5],
             balance_after=r[6],
             created_at=r[7],
+        )
+        for r in await cursor.fetchall()
+    ]
+
+
+async def list_transfers(
+    connection: Connection,
+    *,
+    before_id: int | None,
+    limit: int,
+    account_id: int | None = None,
+    task_id: int | None = None,
+    kind: str | None = None,
+) -> list[TransferRecord]:
+    """Transfers with their entries, newest first, filtered by account, task or kind."""
+    cursor = await connection.execute(
+        """
+        SELECT t.id, t.kind, t.reason, t.operator_id, t.agent_id, t.task_id, t.created_at,
+               array_agg(ARRAY[e.account_id, e.amount, e.balance_after] ORDER BY e.id)
+          FROM transfer t JOIN entry e ON e.transfer_id = t.id
+         WHERE (%(before)s::bigint IS NULL OR t.id < %(before)s)
+           AND (%(kind)s::text IS NULL OR t.kind = %(kind)s)
+           AND (%(task)s::bigint IS NULL OR t.task_id = %(task)s)
+           AND (%(account)s::bigint IS NULL
+                OR EXISTS (SELECT 1 FROM entry x WHERE x.transfer_id = t.id AND x.account_id = %(account)s))
+         GROUP BY t.id
+         ORDER BY t.id DESC
+         LIMIT %(limit)s
+        """,
+        {"before": before_id, "kind": kind, "task": task_id, "account": account_id, "limit": limit},
+    )
+    return [
+        TransferRecord(
+            id=r[0],
+            kind=r[1],
+            reason=r[2],
+            operator_id=r[3],
+            agent_id=r[4],
+            task_id=r[5],
+            created_at=r[6],
+            entries=tuple(tuple(leg) for leg in r[7]),
         )
         for r in await cursor.fetchall()
     ]

@@ -49,3 +49,9 @@ async def savepoint(connection: Connection, name: str) -> None:
 
 async def release(connection: Connection, name: str) -> None:
     await connection.execute(f"RELEASE SAVEPOINT {name}")
+
+
+async def repeatable_read(connection: Connection, *, nested: bool) -> None:
+    """Give the transaction one snapshot for all its statements (must come before its first query)."""
+    if not nested:
+        await connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")

@@ -9,7 +9,7 @@ from app.services.uow import UnitOfWork
 from domain import agents as rules
 from domain.agents import Agent
 from domain.keys import KeyKind, generate_key
-from domain.ledger import Account, AccountKind
+from domain.ledger import Account, AccountKind, TransferRecord
 
 
 async def create_admin_key(uow: UnitOfWork, *, name: str) -> str:
@@ -44,3 +44,11 @@ async def _transition(uow: UnitOfWork, agent_id: int, transition) -> Agent:
 
 async def list_accounts(uow: UnitOfWork, *, after_id: int, limit: int, kind: AccountKind | None) -> list[Account]:
     return await ledger.list_accounts(await uow.reader(), after_id=after_id, limit=limit, kind=kind)
+
+
+async def list_transfers(
+    uow: UnitOfWork, *, before_id: int | None, limit: int, account_id: int | None, task_id: int | None, kind: str | None
+) -> list[TransferRecord]:
+    return await ledger.list_transfers(
+        await uow.reader(), before_id=before_id, limit=limit, account_id=account_id, task_id=task_id, kind=kind
+    )

@@ -12,10 +12,17 @@ from app.http.envelope import Envelope, Paged, ok, page
 from app.http.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, parse_id, split_page
 from app.http.params import Cursor, Limit
 from app.http.routes.docs import AUTHENTICATED, WITH_BODY, errors
-from app.http.schemas.credits import AccountOut, CreditAdjustIn, CreditAdjustOut
+from app.http.schemas.credits import (
+    AccountOut,
+    AuditOut,
+    CreditAdjustIn,
+    CreditAdjustOut,
+    InvariantOut,
+    TransferOut,
+)
 from app.http.schemas.operators import ManagedAgentOut, OperatorCreatedOut, OperatorIn
 from app.http.security import admin_only
-from app.services import admin, credits, operators
+from app.services import admin, audit, credits, operators
 from app.services.uow import UnitOfWork
 from domain.ledger import AccountKind
 
@@ -110,4 +117,47 @@ class AdminController(Controller):
             cursor=next_cursor,
             has_more=next_cursor is not None,
             count=len(accounts),
+        )
+
+    @get("/ledger/audit", operation_id="auditLedger", responses=errors(*AUTHENTICATED))
+    async def audit(self, uow: NamedDependency[UnitOfWork]) -> Envelope[AuditOut]:
+        """Check every ledger invariant (L1-L10) on one snapshot; `ok` is false when any is violated."""
+        report = await audit.run_audit(uow)
+        return ok(
+            AuditOut(
+                ok=report.ok,
+                violations=report.violations,
+                entries=report.entries,
+                ledger_hash=report.ledger_hash,
+                invariants={
+                    name: InvariantOut(violations=count, description=report.descriptions[name])
+                    for name, count in report.violations.items()
+                },
+            )
+        )
+
+    @get("/ledger/transfers", operation_id="listTransfers", responses=errors(*AUTHENTICATED))
+    async def transfers(
+        self,
+        uow: NamedDependency[UnitOfWork],
+        account: FromQuery[int | None] = None,
+        task: FromQuery[int | None] = None,
+        kind: FromQuery[str | None] = None,
+        cursor: Cursor = None,
+        limit: Limit = DEFAULT_LIMIT,
+    ) -> Paged[list[TransferOut]]:
+        """Ledger transfers with their entries, newest first; filter by account, task or kind."""
+        check_limit(limit)
+        position = decode_cursor(cursor)
+        rows = await admin.list_transfers(
+            uow,
+            before_id=position["id"] if position else None,
+            limit=limit + 1,
+            account_id=account,
+            task_id=task,
+            kind=kind,
+        )
+        found, next_cursor = split_page(rows, limit, lambda t: {"id": t.id})
+        return page(
+            [TransferOut.of(t) for t in found], cursor=next_cursor, has_more=next_cursor is not None, count=len(found)
         )

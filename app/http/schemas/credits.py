@@ -9,7 +9,7 @@ import msgspec
 from msgspec import Meta
 
 from app.services.credits import Statement
-from domain.ledger import TASKHIVE_TYPE, Account, HistoryEntry
+from domain.ledger import TASKHIVE_TYPE, Account, HistoryEntry, TransferRecord
 
 
 class CreditTransactionOut(msgspec.Struct, kw_only=True):
@@ -80,3 +80,46 @@ class AccountOut(msgspec.Struct, kw_only=True):
             balance=account.balance,
             version=account.version,
         )
+
+
+class EntryOut(msgspec.Struct, kw_only=True):
+    account_id: int
+    amount: int
+    balance_after: int
+
+
+class TransferOut(msgspec.Struct, kw_only=True):
+    id: int
+    kind: str
+    reason: str
+    operator_id: int | None
+    agent_id: int | None
+    task_id: int | None
+    created_at: datetime
+    entries: list[EntryOut]
+
+    @classmethod
+    def of(cls, transfer: TransferRecord) -> TransferOut:
+        return cls(
+            id=transfer.id,
+            kind=transfer.kind,
+            reason=transfer.reason,
+            operator_id=transfer.operator_id,
+            agent_id=transfer.agent_id,
+            task_id=transfer.task_id,
+            created_at=transfer.created_at,
+            entries=[EntryOut(account_id=a, amount=m, balance_after=b) for a, m, b in transfer.entries],
+        )
+
+
+class InvariantOut(msgspec.Struct, kw_only=True):
+    violations: int
+    description: str
+
+
+class AuditOut(msgspec.Struct, kw_only=True):
+    ok: bool
+    violations: dict[str, int]
+    invariants: dict[str, InvariantOut]
+    entries: int
+    ledger_hash: str
