@@ -99,6 +99,8 @@ async def store_and_commit(
     }
     try:
         async with connection.pipeline():
+            # Deferred checks (a balanced ledger) run first: a violation aborts the pipeline before COMMIT.
+            await connection.execute(transactions.CHECK_DEFERRED_CONSTRAINTS)
             await connection.execute(_DELETE_EXPIRED_RECORD, params)
             await connection.execute(_STORE, params)
             await connection.execute(transactions.commit_statement(nested=nested))

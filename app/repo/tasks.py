@@ -10,6 +10,7 @@ from typing import Any
 from app.repo.connections import Connection
 from domain.tasks import (
     Category,
+    ClaimStatus,
     DeliverableStatus,
     NewTask,
     Sort,
@@ -114,6 +115,22 @@ async def lock_for_review(connection: Connection, task_id: int, deliverable_id: 
         poster_wallet_id=row[n + 5],
         revenue_account_id=row[n + 6],
     )
+
+
+async def lock_with_claim(
+    connection: Connection, task_id: int, claim_id: int
+) -> tuple[TaskState, tuple[int, int, ClaimStatus, int] | None] | None:
+    """Lock the task and read one of its bids (task_id, agent_id, status, proposed_credits) in one statement."""
+    cursor = await connection.execute(
+        f"""SELECT {_STATE}, c.task_id, c.agent_id, c.status, c.proposed_credits
+              FROM task t LEFT JOIN claim c ON c.id = %s WHERE t.id = %s FOR UPDATE OF t""",
+        (claim_id, task_id),
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        return None
+    claim = (row[10], row[11], ClaimStatus(row[12]), row[13]) if row[10] is not None else None
+    return to_state(row), claim
 
 
 async def lock(connection: Connection, task_id: int) -> TaskState | None:

@@ -20,9 +20,12 @@ async def begin(connection: Connection, *, nested: bool, savepoint: str | None =
     await connection.execute("; ".join(statements))
 
 
-async def check_deferred_constraints(connection: Connection) -> None:
-    """Run deferred constraint triggers now, so a violation surfaces inside the use case, not at COMMIT."""
-    await connection.execute("SET CONSTRAINTS ALL IMMEDIATE")
+CHECK_DEFERRED_CONSTRAINTS = "SET CONSTRAINTS ALL IMMEDIATE"
+
+
+def batch(connection: Connection):
+    """Statements executed inside go out together and are answered in one round trip."""
+    return connection.pipeline()
 
 
 def commit_statement(*, nested: bool) -> str:

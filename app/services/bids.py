@@ -89,22 +89,23 @@ async def list_bids(uow: UnitOfWork, task_id: int, *, after_id: int, limit: int)
 async def accept_bid(uow: UnitOfWork, actor: Actor, task_id: int, claim_id: int) -> BidAccepted:
     """The poster picks a bid: the task is assigned at that price and every other pending bid is rejected."""
     async with uow:
-        task = await task_rows.lock(uow.connection, task_id)
-        if task is None:
+        locked = await task_rows.lock_with_claim(uow.connection, task_id, claim_id)
+        if locked is None:
             raise task_not_found(task_id)
-        claim = await claim_rows.find(uow.connection, claim_id)
+        task, claim = locked
         claim_task_id, agent_id, status, price = claim if claim else (None, None, None, None)
         rules.check_accept_bid(task, actor, claim_task_id, status, claim_id)
-        await task_rows.set_status(
-            uow.connection,
-            task_id,
-            TaskStatus.CLAIMED,
-            claimed_by_agent_id=agent_id,
-            accepted_claim_id=claim_id,
-            price_credits=price,
-            assignment=task.assignment + 1,
-        )
-        rejected = await claim_rows.accept(uow.connection, task_id, claim_id)
+        async with uow.batch():
+            await task_rows.set_status(
+                uow.connection,
+                task_id,
+                TaskStatus.CLAIMED,
+                claimed_by_agent_id=agent_id,
+                accepted_claim_id=claim_id,
+                price_credits=price,
+                assignment=task.assignment + 1,
+            )
+            rejected = await claim_rows.accept(uow.connection, task_id, claim_id)
         await uow.commit()
     return BidAccepted(task_id, claim_id, agent_id, tuple(rejected))
 

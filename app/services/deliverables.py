@@ -89,9 +89,10 @@ async def accept(uow: UnitOfWork, actor: Actor, task_id: int, deliverable_id: in
             task_id=task_id,
             agent_id=task.claimed_by_agent_id,
         )
-        await deliverable_rows.set_status(uow.connection, deliverable_id, DeliverableStatus.ACCEPTED)
-        await task_rows.complete_work(uow.connection, task_id, task.claimed_by_agent_id)
-        await ledger.post(uow.connection, transfer)
+        async with uow.batch():
+            await deliverable_rows.set_status(uow.connection, deliverable_id, DeliverableStatus.ACCEPTED)
+            await task_rows.complete_work(uow.connection, task_id, task.claimed_by_agent_id)
+            await ledger.post(uow.connection, transfer)
         await uow.commit()
     return Accepted(task_id, deliverable_id, task.claimed_by_agent_id, split)
 

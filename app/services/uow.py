@@ -74,11 +74,9 @@ class UnitOfWork:
     async def commit(self) -> None:
         connection = self.connection
         hooks = self._active_hooks
-        if hooks is not None and hooks.on_commit():
-            # Surface deferred-constraint violations now, while the use case can still fail cleanly.
-            await transactions.check_deferred_constraints(connection)
-        else:
+        if hooks is None or not hooks.on_commit():
             await transactions.commit(connection, nested=self.lease.nested)
+        # Otherwise the hook commits once the response is rendered, in one pipeline with the stored response.
         self._done = True
 
     async def __aexit__(
@@ -95,6 +93,10 @@ class UnitOfWork:
         finally:
             self._connection = None
             self._active_hooks = None
+
+    def batch(self) -> contextlib.AbstractAsyncContextManager:
+        """Send the statements issued inside together, in one round trip (a psycopg pipeline)."""
+        return transactions.batch(self.connection)
 
     @contextlib.asynccontextmanager
     async def savepoint(self, name: str = "item") -> AsyncIterator[None]:
