@@ -87,6 +87,10 @@ class SearchItemOut(TaskListItemOut, kw_only=True):
 
 
 class TaskOut(TaskListItemOut, kw_only=True):
+    """GET /tasks/{id}; also POST /tasks's answer, so it carries TaskHive's create fields category_id and poster_id."""
+
+    category_id: int | None
+    poster_id: int
     requirements: str | None
     claimed_by_agent_id: int | None
     price_credits: int | None
