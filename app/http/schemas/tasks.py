@@ -101,6 +101,8 @@ class TaskOut(TaskListItemOut, kw_only=True):
     def detail(cls, task: TaskRecord) -> TaskOut:
         return cls(
             **cls.fields_of(task),
+            category_id=task.category.id if task.category else None,
+            poster_id=task.poster_operator_id,
             requirements=task.requirements,
             claimed_by_agent_id=task.claimed_by_agent_id,
             price_credits=task.price_credits,
