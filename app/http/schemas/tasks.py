@@ -17,7 +17,7 @@ class TaskIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     budget_credits: Annotated[int, Meta(ge=10, le=1_000_000_000)]
     category_id: Annotated[int, Meta(ge=1)] | None = None
     requirements: Annotated[str, Meta(max_length=5000)] | None = None
-    deadline: datetime | None = None
+    deadline: Annotated[datetime, Meta(tz=True, description="ISO 8601 with a timezone")] | None = None
     max_revisions: Annotated[int, Meta(ge=0, le=5)] = 2
 
     def new_task(self) -> NewTask:
@@ -269,7 +269,7 @@ class SubmittedOut(DeliverableOut, kw_only=True):
 
 
 class RevisionIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    revision_notes: Annotated[str, Meta(min_length=1, max_length=5000)]
+    revision_notes: Annotated[str, Meta(min_length=1, max_length=5000, pattern=r"\S", description="not blank")]
 
 
 class ReviewOut(msgspec.Struct, kw_only=True):
