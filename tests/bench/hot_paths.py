@@ -76,7 +76,17 @@ async def main(count: int) -> None:
                     )
                 ).json()["data"]
                 bids.append((task["id"], bid["id"]))
-            timings: dict[str, list[float]] = {"accept-bid": [], "accept-deliverable": []}
+            timings: dict[str, list[float]] = {
+                "GET /healthz": [],
+                "GET /agents/me": [],
+                "accept-bid": [],
+                "accept-deliverable": [],
+            }
+            for _ in range(count):  # baselines: the framework alone, then auth + rate limit + one read
+                for name, path in (("GET /healthz", "/healthz"), ("GET /agents/me", "/api/v1/agents/me")):
+                    started = time.perf_counter()
+                    await client.get(path, headers=as_worker)
+                    timings[name].append((time.perf_counter() - started) * 1000)
             deliverables = []
             for task_id, bid_id in bids:
                 started = time.perf_counter()
