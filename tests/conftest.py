@@ -14,7 +14,7 @@ from app.repo import migrate
 from app.repo.connections import SharedConnectionSource
 from app.services import admin
 from app.services.uow import UnitOfWork
-from tests.support import test_database_url
+from tests.support import sibling_database, test_database_url
 
 # In-process tests make many calls per test; the rate limit has tests of its own.
 TEST_SETTINGS = Settings(rate_limit_per_minute=100_000, log_format="console", log_level="warning")
@@ -25,6 +25,15 @@ def database_url() -> Iterator[str]:
     url = test_database_url()
     migrate.upgrade(url)
     yield url
+
+
+@pytest.fixture(scope="session")
+def own_database_url(database_url: str) -> str:
+    """A migrated database of its own, for tests whose cost grows with everything other tests committed (the
+    model-based test audits the whole ledger after every step)."""
+    url = sibling_database(database_url, "agora_model")
+    migrate.upgrade(url)
+    return url
 
 
 @pytest.fixture

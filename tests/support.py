@@ -34,6 +34,18 @@ def test_database_url() -> str:
     return embedded_server_url(folder / "pg", database="agora_test", delete_on_exit=True)
 
 
+def sibling_database(database_url: str, name: str) -> str:
+    """A new, empty database on the same server (dropped first if a previous run left it), as a URL."""
+    import urllib.parse
+
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return urllib.parse.urlunsplit(urllib.parse.urlsplit(database_url)._replace(path=f"/{name}"))
+
+
 async def run_committed_async(database_url: str, use_case: Callable[[UnitOfWork], Awaitable[T]]) -> T:
     """Run a service use case on its own connection so that its effects really commit."""
     pool = open_pool(database_url, min_size=1, max_size=1, statement_timeout_ms=30_000, name="agora-test-setup")

@@ -466,8 +466,8 @@ class MarketplaceMachine(RuleBasedStateMachine):
 
 
 @pytest.mark.timeout(3600)
-def test_marketplace_matches_its_model(database_url: str) -> None:
-    harness = Harness(database_url)
+def test_marketplace_matches_its_model(own_database_url: str) -> None:
+    harness = Harness(own_database_url)
     try:
         MarketplaceMachine.harness = harness
         run_state_machine_as_test(MarketplaceMachine, settings=SETTINGS)
