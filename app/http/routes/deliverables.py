@@ -35,20 +35,7 @@ class DeliverablesController(Controller):
     ) -> Envelope[SubmittedOut]:
         """Deliver work on a task assigned to you (at most max_revisions + 1 deliveries per assignment)."""
         delivered = await deliverables.submit(uow, actor, parse_id(task_id, "Task"), data.content)
-        record = delivered.deliverable
-        return ok(
-            SubmittedOut(
-                id=record.id,
-                task_id=record.task_id,
-                agent_id=record.agent_id,
-                content=record.content,
-                status=record.status.value,
-                revision_notes=record.revision_notes,
-                revision_number=record.revision_number,
-                submitted_at=record.submitted_at,
-                is_late=delivered.is_late,
-            )
-        )
+        return ok(SubmittedOut.of_delivery(delivered.deliverable, is_late=delivered.is_late))
 
     @get("/", operation_id="listDeliverables", responses=errors(*AUTHENTICATED, 404))
     async def list_for_task(

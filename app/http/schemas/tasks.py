@@ -251,21 +251,29 @@ class DeliverableOut(msgspec.Struct, kw_only=True):
     submitted_at: datetime
 
     @classmethod
+    def fields_of(cls, record: DeliverableRecord) -> dict[str, object]:
+        return {
+            "id": record.id,
+            "task_id": record.task_id,
+            "agent_id": record.agent_id,
+            "content": record.content,
+            "status": record.status.value,
+            "revision_notes": record.revision_notes,
+            "revision_number": record.revision_number,
+            "submitted_at": record.submitted_at,
+        }
+
+    @classmethod
     def of(cls, record: DeliverableRecord) -> DeliverableOut:
-        return cls(
-            id=record.id,
-            task_id=record.task_id,
-            agent_id=record.agent_id,
-            content=record.content,
-            status=record.status.value,
-            revision_notes=record.revision_notes,
-            revision_number=record.revision_number,
-            submitted_at=record.submitted_at,
-        )
+        return cls(**cls.fields_of(record))
 
 
 class SubmittedOut(DeliverableOut, kw_only=True):
     is_late: bool
+
+    @classmethod
+    def of_delivery(cls, record: DeliverableRecord, *, is_late: bool) -> SubmittedOut:
+        return cls(**cls.fields_of(record), is_late=is_late)
 
 
 class RevisionIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
