@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
 
+from app.http.envelope import Paged, page
 from domain.errors import InvalidParameter
 
 T = TypeVar("T")
@@ -52,3 +53,17 @@ def parse_id(value: str, what: str) -> int:
     if value.isascii() and value.isdigit() and 0 < len(value) <= 18 and int(value) > 0:
         return int(value)
     raise InvalidParameter(f"{what} ID must be a positive integer", f"Use the numeric {what.lower()} id, e.g. 42.")
+
+
+async def id_page(
+    cursor: str | None,
+    limit: int,
+    fetch: Callable[[int | None, int], Awaitable[list[Any]]],
+    convert: Callable[[Any], T],
+) -> Paged[list[T]]:
+    """One page of a list keyed by id: `fetch(last_id_or_None, limit + 1)` returns rows in the list's order."""
+    check_limit(limit)
+    position = decode_cursor(cursor)
+    rows = await fetch(position["id"] if position else None, limit + 1)
+    found, next_cursor = split_page(rows, limit, lambda row: {"id": row.id})
+    return page([convert(row) for row in found], cursor=next_cursor, has_more=next_cursor is not None, count=len(found))

@@ -8,8 +8,8 @@ from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 
-from app.http.envelope import Envelope, Paged, ok, page
-from app.http.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, parse_id, split_page
+from app.http.envelope import Envelope, Paged, ok
+from app.http.pagination import DEFAULT_LIMIT, id_page, parse_id
 from app.http.params import Cursor, Limit
 from app.http.routes.docs import AUTHENTICATED, WITH_BODY, errors
 from app.http.schemas.credits import (
@@ -103,20 +103,12 @@ class AdminController(Controller):
         ] = None,
     ) -> Paged[list[AccountOut]]:
         """Every ledger account with its balance, by id."""
-        check_limit(limit)
-        position = decode_cursor(cursor)
-        rows = await admin.list_accounts(
-            uow,
-            after_id=position["id"] if position else 0,
-            limit=limit + 1,
-            kind=AccountKind(kind) if kind else None,
-        )
-        accounts, next_cursor = split_page(rows, limit, lambda a: {"id": a.id})
-        return page(
-            [AccountOut.of(a) for a in accounts],
-            cursor=next_cursor,
-            has_more=next_cursor is not None,
-            count=len(accounts),
+        account_kind = AccountKind(kind) if kind else None
+        return await id_page(
+            cursor,
+            limit,
+            lambda last, n: admin.list_accounts(uow, after_id=last or 0, limit=n, kind=account_kind),
+            AccountOut.of,
         )
 
     @get("/ledger/audit", operation_id="auditLedger", responses=errors(*AUTHENTICATED))
@@ -147,17 +139,11 @@ class AdminController(Controller):
         limit: Limit = DEFAULT_LIMIT,
     ) -> Paged[list[TransferOut]]:
         """Ledger transfers with their entries, newest first; filter by account, task or kind."""
-        check_limit(limit)
-        position = decode_cursor(cursor)
-        rows = await admin.list_transfers(
-            uow,
-            before_id=position["id"] if position else None,
-            limit=limit + 1,
-            account_id=account,
-            task_id=task,
-            kind=kind,
-        )
-        found, next_cursor = split_page(rows, limit, lambda t: {"id": t.id})
-        return page(
-            [TransferOut.of(t) for t in found], cursor=next_cursor, has_more=next_cursor is not None, count=len(found)
+        return await id_page(
+            cursor,
+            limit,
+            lambda last, n: admin.list_transfers(
+                uow, before_id=last, limit=n, account_id=account, task_id=task, kind=kind
+            ),
+            TransferOut.of,
         )

@@ -6,8 +6,8 @@ from litestar import Controller, Request, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
-from app.http.envelope import Envelope, Paged, ok, page
-from app.http.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, parse_id, split_page
+from app.http.envelope import Envelope, Paged, ok
+from app.http.pagination import DEFAULT_LIMIT, id_page, parse_id
 from app.http.params import Cursor, Limit
 from app.http.routes.docs import AUTHENTICATED, WITH_BODY, errors
 from app.http.routes.statements import statement_page
@@ -86,14 +86,11 @@ class AgentsController(Controller):
         limit: Limit = DEFAULT_LIMIT,
     ) -> Paged[list[MyClaimOut]]:
         """The calling agent's bids, newest first."""
-        check_limit(limit)
-        position = decode_cursor(cursor)
-        rows = await bids.agent_bids(
-            uow, principal.agent_id, before_id=position["id"] if position else None, limit=limit + 1
-        )
-        found, next_cursor = split_page(rows, limit, lambda c: {"id": c.id})
-        return page(
-            [MyClaimOut.of(c) for c in found], cursor=next_cursor, has_more=next_cursor is not None, count=len(found)
+        return await id_page(
+            cursor,
+            limit,
+            lambda last, n: bids.agent_bids(uow, principal.agent_id, before_id=last, limit=n),
+            MyClaimOut.of,
         )
 
     @get(
@@ -111,14 +108,11 @@ class AgentsController(Controller):
         limit: Limit = DEFAULT_LIMIT,
     ) -> Paged[list[MyTaskOut]]:
         """Tasks the calling agent is working on (claimed, in progress, delivered), newest first."""
-        check_limit(limit)
-        position = decode_cursor(cursor)
-        rows = await tasks.worker_tasks(
-            uow, principal.agent_id, before_id=position["id"] if position else None, limit=limit + 1
-        )
-        found, next_cursor = split_page(rows, limit, lambda t: {"id": t.id})
-        return page(
-            [MyTaskOut.of(t) for t in found], cursor=next_cursor, has_more=next_cursor is not None, count=len(found)
+        return await id_page(
+            cursor,
+            limit,
+            lambda last, n: tasks.worker_tasks(uow, principal.agent_id, before_id=last, limit=n),
+            MyTaskOut.of,
         )
 
     @get(

@@ -6,8 +6,8 @@ from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
-from app.http.envelope import Envelope, Paged, ok, page
-from app.http.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, parse_id, split_page
+from app.http.envelope import Envelope, Paged, ok
+from app.http.pagination import DEFAULT_LIMIT, id_page, parse_id
 from app.http.params import Cursor, Limit
 from app.http.routes.docs import AUTHENTICATED, WITH_BODY, errors
 from app.http.schemas.tasks import (
@@ -57,14 +57,9 @@ class ClaimsController(Controller):
         limit: Limit = DEFAULT_LIMIT,
     ) -> Paged[list[ClaimOut]]:
         """A task's bids, oldest first."""
-        check_limit(limit)
-        position = decode_cursor(cursor)
-        rows = await bids.list_bids(
-            uow, parse_id(task_id, "Task"), after_id=position["id"] if position else 0, limit=limit + 1
-        )
-        found, next_cursor = split_page(rows, limit, lambda c: {"id": c.id})
-        return page(
-            [ClaimOut.of(c) for c in found], cursor=next_cursor, has_more=next_cursor is not None, count=len(found)
+        task = parse_id(task_id, "Task")
+        return await id_page(
+            cursor, limit, lambda last, n: bids.list_bids(uow, task, after_id=last or 0, limit=n), ClaimOut.of
         )
 
     @post(

@@ -6,8 +6,8 @@ from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
-from app.http.envelope import Envelope, Paged, ok, page
-from app.http.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, parse_id, split_page
+from app.http.envelope import Envelope, Paged, ok
+from app.http.pagination import DEFAULT_LIMIT, id_page, parse_id
 from app.http.params import Cursor, Limit
 from app.http.routes.docs import AUTHENTICATED, WITH_BODY, errors
 from app.http.schemas.tasks import DeliverableIn, DeliverableOut, ReviewOut, RevisionIn, SubmittedOut
@@ -47,17 +47,12 @@ class DeliverablesController(Controller):
         limit: Limit = DEFAULT_LIMIT,
     ) -> Paged[list[DeliverableOut]]:
         """A task's deliverables in delivery order (the poster sees all; a worker sees its own)."""
-        check_limit(limit)
-        position = decode_cursor(cursor)
-        rows = await deliverables.list_for_task(
-            uow, actor, parse_id(task_id, "Task"), after_id=position["id"] if position else 0, limit=limit + 1
-        )
-        found, next_cursor = split_page(rows, limit, lambda d: {"id": d.id})
-        return page(
-            [DeliverableOut.of(d) for d in found],
-            cursor=next_cursor,
-            has_more=next_cursor is not None,
-            count=len(found),
+        task = parse_id(task_id, "Task")
+        return await id_page(
+            cursor,
+            limit,
+            lambda last, n: deliverables.list_for_task(uow, actor, task, after_id=last or 0, limit=n),
+            DeliverableOut.of,
         )
 
     @post("/{deliverable_id:str}/accept", operation_id="acceptDeliverable", status_code=200, responses=MUTATION)

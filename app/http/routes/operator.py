@@ -6,8 +6,8 @@ from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
-from app.http.envelope import Envelope, Paged, ok, page
-from app.http.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, parse_id, split_page
+from app.http.envelope import Envelope, Paged, ok
+from app.http.pagination import DEFAULT_LIMIT, id_page, parse_id
 from app.http.params import Cursor, Limit
 from app.http.routes.docs import AUTHENTICATED, WITH_BODY, errors
 from app.http.routes.statements import statement_page
@@ -66,20 +66,11 @@ class OperatorController(Controller):
         limit: Limit = DEFAULT_LIMIT,
     ) -> Paged[list[ManagedAgentOut]]:
         """The operator's agents, oldest first."""
-        check_limit(limit)
-        position = decode_cursor(cursor)
-        rows = await operators.list_agents(
-            uow,
-            operator_id=principal.operator_id,
-            after_id=position["id"] if position else 0,
-            limit=limit + 1,
-        )
-        agents, next_cursor = split_page(rows, limit, lambda a: {"id": a.id})
-        return page(
-            [ManagedAgentOut.of(a) for a in agents],
-            cursor=next_cursor,
-            has_more=next_cursor is not None,
-            count=len(agents),
+        return await id_page(
+            cursor,
+            limit,
+            lambda last, n: operators.list_agents(uow, operator_id=principal.operator_id, after_id=last or 0, limit=n),
+            ManagedAgentOut.of,
         )
 
     @post("/agents/claim", operation_id="claimAgent", status_code=200, responses=MUTATION)
