@@ -57,6 +57,7 @@ class TaskState:
     price_credits: int | None
     max_revisions: int
     assignment: int
+    poster_agent_id: int = 0
     title: str = ""
     deadline: datetime | None = None
 

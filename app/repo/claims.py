@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from app.repo.connections import Connection
+from domain.events import REJECTED_FOR_ANOTHER_BID, REJECTED_FOR_CANCEL, REJECTED_FOR_ROLLBACK
 from domain.tasks import ClaimRecord, ClaimStatus, TaskStatus
 
 _SELECT = """
@@ -65,18 +66,32 @@ async def insert(
     return _to_record(await cursor.fetchone())
 
 
+# Each rejected bid's agent hears `claim.rejected` (the outbox), written by the statement that rejects it, so the
+# event names exactly the bids this transaction rejected.
+_REJECTION_EVENTS = """
+rejection_events AS (
+    INSERT INTO event (type, agent_id, task_id, data)
+    SELECT 'claim.rejected', r.agent_id, r.task_id,
+           jsonb_build_object('task_id', r.task_id, 'claim_id', r.id, 'reason', %(reason)s::text)
+      FROM changed r WHERE r.status = 'rejected'
+)"""
+
+
 async def accept(connection: Connection, task_id: int, claim_id: int) -> list[int]:
     """Accept one bid and reject the task's other pending bids; returns the rejected bidders' agent ids."""
     cursor = await connection.execute(
-        """
-        UPDATE claim SET status = CASE WHEN id = %(claim)s THEN 'accepted' ELSE 'rejected' END,
-                         updated_at = statement_timestamp()
-         WHERE task_id = %(task)s AND status = 'pending'
-        RETURNING agent_id, status
+        f"""
+        WITH changed AS (
+            UPDATE claim SET status = CASE WHEN id = %(claim)s THEN 'accepted' ELSE 'rejected' END,
+                             updated_at = statement_timestamp()
+             WHERE task_id = %(task)s AND status = 'pending'
+            RETURNING id, task_id, agent_id, status
+        ), {_REJECTION_EVENTS}
+        SELECT agent_id FROM changed WHERE status = 'rejected'
         """,
-        {"claim": claim_id, "task": task_id},
+        {"claim": claim_id, "task": task_id, "reason": REJECTED_FOR_ANOTHER_BID},
     )
-    return [agent_id for agent_id, status in await cursor.fetchall() if status == "rejected"]
+    return [agent_id for (agent_id,) in await cursor.fetchall()]
 
 
 async def set_status(connection: Connection, claim_id: int, status: ClaimStatus) -> None:
@@ -86,20 +101,26 @@ async def set_status(connection: Connection, claim_id: int, status: ClaimStatus)
 
 
 async def reject_open(connection: Connection, task_id: int) -> list[int]:
-    """Reject every pending or accepted bid of the task (cancel, rollback); returns the bidders' agent ids."""
-    cursor = await connection.execute(
-        "UPDATE claim SET status = 'rejected', updated_at = statement_timestamp()"
-        " WHERE task_id = %s AND status IN ('pending','accepted') RETURNING agent_id",
-        (task_id,),
-    )
-    return [agent_id for (agent_id,) in await cursor.fetchall()]
+    """Reject every pending or accepted bid of the task (cancel); returns the bidders' agent ids."""
+    return await _reject(connection, task_id, ("pending", "accepted"), REJECTED_FOR_CANCEL)
 
 
 async def reject_accepted(connection: Connection, task_id: int) -> list[int]:
+    """Reject the task's accepted bid (rollback); returns its agent's id."""
+    return await _reject(connection, task_id, ("accepted",), REJECTED_FOR_ROLLBACK)
+
+
+async def _reject(connection: Connection, task_id: int, statuses: tuple[str, ...], reason: str) -> list[int]:
     cursor = await connection.execute(
-        "UPDATE claim SET status = 'rejected', updated_at = statement_timestamp()"
-        " WHERE task_id = %s AND status = 'accepted' RETURNING agent_id",
-        (task_id,),
+        f"""
+        WITH changed AS (
+            UPDATE claim SET status = 'rejected', updated_at = statement_timestamp()
+             WHERE task_id = %(task)s AND status = ANY (%(statuses)s)
+            RETURNING id, task_id, agent_id, status
+        ), {_REJECTION_EVENTS}
+        SELECT agent_id FROM changed
+        """,
+        {"task": task_id, "statuses": list(statuses), "reason": reason},
     )
     return [agent_id for (agent_id,) in await cursor.fetchall()]
 

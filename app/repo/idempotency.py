@@ -104,6 +104,7 @@ async def store_and_commit(
             await connection.execute(_DELETE_EXPIRED_RECORD, params)
             await connection.execute(_STORE, params)
             await connection.execute(transactions.commit_statement(nested=nested))
+            await connection.execute(transactions.WAKE_LISTENERS)
     except errors.UniqueViolation:
         return False
     return True

@@ -8,7 +8,15 @@ from typing import Any
 from psycopg import errors
 
 from app.repo.connections import Connection
-from domain.ledger import Account, AccountKind, HistoryEntry, TransferKind, TransferRecord, TransferRequest
+from domain.ledger import (
+    TASKHIVE_TYPE,
+    Account,
+    AccountKind,
+    HistoryEntry,
+    TransferKind,
+    TransferRecord,
+    TransferRequest,
+)
 
 
 class Overdraft(Exception):
@@ -19,12 +27,24 @@ _POST = """
 WITH t AS (
     INSERT INTO transfer (kind, reason, operator_id, agent_id, task_id)
     VALUES (%(kind)s, %(reason)s, %(operator_id)s, %(agent_id)s, %(task_id)s) RETURNING id
+), e AS (
+    INSERT INTO entry (transfer_id, account_id, amount)
+    SELECT t.id, p.account_id, p.amount
+      FROM t, unnest(%(accounts)s::bigint[], %(amounts)s::bigint[]) WITH ORDINALITY AS p (account_id, amount, n)
+     ORDER BY p.n
+    RETURNING transfer_id, account_id, amount, balance_after
+), credit_events AS (
+    -- Every agent of an operator whose wallet moved hears of it (the outbox, in the same statement).
+    INSERT INTO event (type, agent_id, task_id, data)
+    SELECT 'credit.posted', ag.id, %(task_id)s,
+           jsonb_build_object('transfer_id', e.transfer_id, 'type', %(taskhive_type)s::text, 'kind', %(kind)s::text,
+                              'amount', e.amount, 'balance_after', e.balance_after, 'task_id', %(task_id)s::bigint,
+                              'description', %(reason)s::text)
+      FROM e
+      JOIN account a ON a.id = e.account_id AND a.kind = 'operator_wallet'
+      JOIN agent ag ON ag.operator_id = a.operator_id
 )
-INSERT INTO entry (transfer_id, account_id, amount)
-SELECT t.id, p.account_id, p.amount
-  FROM t, unnest(%(accounts)s::bigint[], %(amounts)s::bigint[]) WITH ORDINALITY AS p (account_id, amount, n)
- ORDER BY p.n
-RETURNING transfer_id, account_id, balance_after
+SELECT transfer_id, account_id, balance_after FROM e
 """
 
 
@@ -36,6 +56,7 @@ async def post(connection: Connection, transfer: TransferRequest) -> tuple[int, 
     """
     params = {
         "kind": transfer.kind.value,
+        "taskhive_type": TASKHIVE_TYPE[transfer.kind],
         "reason": transfer.reason,
         "operator_id": transfer.operator_id,
         "agent_id": transfer.agent_id,

@@ -25,6 +25,22 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
+from sqlalchemy.dialects.postgresql import base as postgresql_base
+from sqlalchemy.types import UserDefinedType
+
+
+class XID8(UserDefinedType):
+    """PostgreSQL's 64-bit transaction id (the outbox orders events by their writer's)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: object) -> str:
+        return "xid8"
+
+
+# So that reflection (the migrations test) knows the type instead of warning about it.
+postgresql_base.ischema_names["xid8"] = XID8
+
 
 metadata = MetaData(
     naming_convention={
@@ -254,4 +270,66 @@ deliverable = Table(
     Column("submitted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("task_id", "assignment", "revision_number"),
+)
+
+event = Table(
+    "event",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    # See the 0003 migration: readers order by (tx, id) and read only transactions older than any still running.
+    Column("tx", XID8, nullable=False, server_default=text("pg_current_xact_id()")),
+    Column("type", Text, nullable=False),
+    Column("agent_id", BigInteger, ForeignKey("agent.id"), nullable=True),
+    Column("task_id", BigInteger, ForeignKey("task.id"), nullable=True),
+    Column("data", JSONB, nullable=False),
+    _created_at(),
+)
+
+webhook = Table(
+    "webhook",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("agent_id", BigInteger, ForeignKey("agent.id"), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("events", ARRAY(Text), nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("previous_secret", Text, nullable=True),
+    Column("previous_secret_expires_at", DateTime(timezone=True), nullable=True),
+    Column("is_active", Boolean, nullable=False, server_default=text("true")),
+    Column("disabled_reason", Text, nullable=True),
+    Column("disabled_at", DateTime(timezone=True), nullable=True),
+    Column("failure_count", Integer, nullable=False, server_default=text("0")),
+    Column("failing_since", DateTime(timezone=True), nullable=True),
+    Column("last_triggered_at", DateTime(timezone=True), nullable=True),
+    _created_at(),
+)
+
+webhook_delivery = Table(
+    "webhook_delivery",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("webhook_id", BigInteger, ForeignKey("webhook.id", ondelete="CASCADE"), nullable=False),
+    Column("event_id", BigInteger, ForeignKey("event.id"), nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'pending'")),
+    Column("attempt_count", Integer, nullable=False, server_default=text("0")),
+    # Due time while pending; the running attempt's lease end while one runs.
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+    _created_at(),
+    Column("completed_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("webhook_id", "event_id"),
+)
+
+webhook_attempt = Table(
+    "webhook_attempt",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("delivery_id", BigInteger, ForeignKey("webhook_delivery.id", ondelete="CASCADE"), nullable=False),
+    Column("attempt_number", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("response_status", Integer, nullable=True),
+    Column("response_snippet", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
 )

@@ -52,8 +52,9 @@ async def insert(
     return task_id, escrow_id, now
 
 
+STATE_COLUMNS = 11  # the columns of _STATE, which come first in every locking read
 _STATE = """t.id, t.poster_operator_id, t.status, t.budget_credits, t.claimed_by_agent_id, t.price_credits,
-            t.max_revisions, t.assignment, t.title, t.deadline"""
+            t.max_revisions, t.assignment, t.title, t.deadline, t.poster_agent_id"""
 
 
 def to_state(row: Sequence[Any]) -> TaskState:
@@ -68,6 +69,7 @@ def to_state(row: Sequence[Any]) -> TaskState:
         assignment=row[7],
         title=row[8],
         deadline=row[9],
+        poster_agent_id=row[10],
     )
 
 
@@ -104,7 +106,7 @@ async def lock_for_review(connection: Connection, task_id: int, deliverable_id: 
     row = await cursor.fetchone()
     if row is None:
         return None
-    n = 10
+    n = STATE_COLUMNS
     return ReviewContext(
         task=to_state(row),
         deliverable_task_id=row[n],
@@ -129,7 +131,8 @@ async def lock_with_claim(
     row = await cursor.fetchone()
     if row is None:
         return None
-    claim = (row[10], row[11], ClaimStatus(row[12]), row[13]) if row[10] is not None else None
+    n = STATE_COLUMNS
+    claim = (row[n], row[n + 1], ClaimStatus(row[n + 2]), row[n + 3]) if row[n] is not None else None
     return to_state(row), claim
 
 

@@ -7,6 +7,7 @@ transaction can roll everything back.
 from __future__ import annotations
 
 from app.repo.connections import Connection
+from app.repo.events import NOTIFY_CHANNEL
 
 _TOP = "uow"
 
@@ -32,8 +33,14 @@ def commit_statement(*, nested: bool) -> str:
     return f"RELEASE SAVEPOINT {_TOP}" if nested else "COMMIT"
 
 
+#: Sent right after every COMMIT, as its own tiny transaction: event readers and delivery workers wake up (the
+#: outbox stays the truth; they also poll). Inside the business transaction a NOTIFY would make every commit queue
+#: on PostgreSQL's notify lock.
+WAKE_LISTENERS = f"NOTIFY {NOTIFY_CHANNEL}"
+
+
 async def commit(connection: Connection, *, nested: bool) -> None:
-    await connection.execute(commit_statement(nested=nested))
+    await connection.execute(f"{commit_statement(nested=nested)}; {WAKE_LISTENERS}")
 
 
 async def rollback(connection: Connection, *, nested: bool) -> None:

@@ -9,6 +9,7 @@ from psycopg import errors
 from app.repo import claims as claim_rows
 from app.repo import tasks as task_rows
 from app.services.uow import UnitOfWork
+from domain import events as announce
 from domain import tasks as rules
 from domain.errors import Conflict, DomainError
 from domain.tasks import Actor, ClaimRecord, ClaimStatus, TaskStatus, task_not_found
@@ -43,7 +44,7 @@ async def _place(uow: UnitOfWork, actor: Actor, bid: BidRequest) -> ClaimRecord:
     pending = await claim_rows.has_pending(uow.connection, bid.task_id, actor.agent_id)
     rules.check_bid(task, actor, bid.proposed_credits, has_pending_bid=pending)
     try:
-        return await claim_rows.insert(
+        claim = await claim_rows.insert(
             uow.connection,
             task_id=bid.task_id,
             agent_id=actor.agent_id,
@@ -55,6 +56,10 @@ async def _place(uow: UnitOfWork, actor: Actor, bid: BidRequest) -> ClaimRecord:
         raise Conflict(
             "You already have a pending bid on this task", "Withdraw it first.", code="DUPLICATE_CLAIM"
         ) from None
+    await uow.publish(
+        announce.bid_placed(task, claim_id=claim.id, agent_id=actor.agent_id, proposed_credits=bid.proposed_credits)
+    )
+    return claim
 
 
 async def place_bid(uow: UnitOfWork, actor: Actor, bid: BidRequest) -> ClaimRecord:
@@ -105,7 +110,8 @@ async def accept_bid(uow: UnitOfWork, actor: Actor, task_id: int, claim_id: int)
                 price_credits=price,
                 assignment=task.assignment + 1,
             )
-            rejected = await claim_rows.accept(uow.connection, task_id, claim_id)
+            await uow.publish(announce.bid_accepted(task, claim_id=claim_id, agent_id=agent_id, price_credits=price))
+            rejected = await claim_rows.accept(uow.connection, task_id, claim_id)  # its fetch sends the batch
         await uow.commit()
     return BidAccepted(task_id, claim_id, agent_id, tuple(rejected))
 
@@ -118,7 +124,9 @@ async def withdraw_bid(uow: UnitOfWork, actor: Actor, task_id: int, claim_id: in
         claim = await claim_rows.find(uow.connection, claim_id)
         claim_task_id, agent_id, status, _ = claim if claim else (None, None, None, None)
         rules.check_withdraw(task, actor, agent_id, claim_task_id, status, claim_id)
-        await claim_rows.set_status(uow.connection, claim_id, ClaimStatus.WITHDRAWN)
+        async with uow.batch():
+            await claim_rows.set_status(uow.connection, claim_id, ClaimStatus.WITHDRAWN)
+            await uow.publish(announce.bid_withdrawn(task, claim_id=claim_id, agent_id=agent_id))
         await uow.commit()
 
 

@@ -8,6 +8,7 @@ from app.repo import deliverables as deliverable_rows
 from app.repo import ledger
 from app.repo import tasks as task_rows
 from app.services.uow import UnitOfWork
+from domain import events as announce
 from domain import tasks as rules
 from domain.errors import Forbidden
 from domain.ledger import Posting, TransferKind, balanced
@@ -43,7 +44,13 @@ async def submit(uow: UnitOfWork, actor: Actor, task_id: int, content: str) -> D
             content=content,
             revision_number=revision_number,
         )
-        await task_rows.set_status(uow.connection, task_id, TaskStatus.DELIVERED)
+        async with uow.batch():
+            await task_rows.set_status(uow.connection, task_id, TaskStatus.DELIVERED)
+            await uow.publish(
+                announce.work_delivered(
+                    task, deliverable_id=record.id, agent_id=actor.agent_id, revision_number=revision_number
+                )
+            )
         await uow.commit()
     late = task.deadline is not None and record.submitted_at > task.deadline
     return Delivered(record, late)
@@ -93,6 +100,11 @@ async def accept(uow: UnitOfWork, actor: Actor, task_id: int, deliverable_id: in
             await deliverable_rows.set_status(uow.connection, deliverable_id, DeliverableStatus.ACCEPTED)
             await task_rows.complete_work(uow.connection, task_id, task.claimed_by_agent_id)
             await ledger.post(uow.connection, transfer)
+            await uow.publish(
+                announce.work_accepted(
+                    task, deliverable_id=deliverable_id, credits_paid=split.worker, platform_fee=split.fee
+                )
+            )
         await uow.commit()
     return Accepted(task_id, deliverable_id, task.claimed_by_agent_id, split)
 
@@ -106,9 +118,11 @@ async def request_revision(uow: UnitOfWork, actor: Actor, task_id: int, delivera
         task = context.task
         rules.check_review(task, actor, context.deliverable_task_id, context.deliverable_status, deliverable_id)
         rules.check_revision_round(task, context.deliverable_revision or 0)
-        await deliverable_rows.set_status(
-            uow.connection, deliverable_id, DeliverableStatus.REVISION_REQUESTED, revision_notes=notes
-        )
-        await task_rows.set_status(uow.connection, task_id, TaskStatus.IN_PROGRESS)
+        async with uow.batch():
+            await deliverable_rows.set_status(
+                uow.connection, deliverable_id, DeliverableStatus.REVISION_REQUESTED, revision_notes=notes
+            )
+            await task_rows.set_status(uow.connection, task_id, TaskStatus.IN_PROGRESS)
+            await uow.publish(announce.revision_requested(task, deliverable_id=deliverable_id, notes=notes))
         await uow.commit()
     return task.claimed_by_agent_id

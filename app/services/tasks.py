@@ -12,6 +12,7 @@ from app.repo import tasks as task_rows
 from app.repo.ledger import Overdraft
 from app.services.agents import check_categories
 from app.services.uow import UnitOfWork
+from domain import events as announce
 from domain import tasks as rules
 from domain.errors import InsufficientCredits, InvalidParameter
 from domain.ledger import TransferKind, move
@@ -51,7 +52,17 @@ async def post_task(uow: UnitOfWork, actor: Actor, task: NewTask) -> TaskRecord:
             await ledger.post(uow.connection, hold)
         except Overdraft:
             raise InsufficientCredits(balance=wallet.balance, needed=task.budget_credits) from None
-        record = await task_rows.get(uow.connection, task_id)
+        events, match = announce.task_posted(
+            task_id=task_id,
+            title=task.title,
+            budget_credits=task.budget_credits,
+            category_id=task.category_id,
+            poster_agent_id=actor.agent_id,
+            poster_operator_id=actor.operator_id,
+        )
+        async with uow.batch():
+            await uow.publish(events, match)
+            record = await task_rows.get(uow.connection, task_id)
         await uow.commit()
     return record
 
@@ -106,6 +117,7 @@ async def cancel(uow: UnitOfWork, actor: Actor, task_id: int) -> TaskChange:
         task = context.task
         rules.check_cancel(task, actor)
         rejected = await claim_rows.reject_open(uow.connection, task_id)
+        await uow.publish(announce.task_cancelled(task))
         await task_rows.set_status(
             uow.connection,
             task_id,
@@ -138,6 +150,7 @@ async def rollback(uow: UnitOfWork, actor: Actor, task_id: int) -> TaskChange:
             raise task_not_found(task_id)
         rules.check_rollback(task, actor)
         displaced = await claim_rows.reject_accepted(uow.connection, task_id)
+        await uow.publish(announce.task_rolled_back(task))
         await task_rows.set_status(
             uow.connection,
             task_id,

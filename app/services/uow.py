@@ -12,13 +12,15 @@ completed by the call once the response is rendered, so that the effect and its 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Protocol
 
+from app.repo import events as event_rows
 from app.repo import transactions
 from app.repo.connections import Connection, ConnectionLease
 from domain.errors import DomainError
+from domain.events import Event, MatchRequest
 
 
 class TransactionHooks(Protocol):
@@ -93,6 +95,12 @@ class UnitOfWork:
         finally:
             self._connection = None
             self._active_hooks = None
+
+    async def publish(self, events: Sequence[Event], match: MatchRequest | None = None) -> None:
+        """Write events into the outbox inside this transaction: they commit, or vanish, with the change."""
+        await event_rows.insert(self.connection, events)
+        if match is not None:
+            await event_rows.insert_matches(self.connection, match)
 
     def batch(self) -> contextlib.AbstractAsyncContextManager:
         """Send the statements issued inside together, in one round trip (a psycopg pipeline)."""

@@ -1,0 +1,200 @@
+"""What happened, and who hears of it: the outbox's events, built from the state changes that cause them.
+
+Every event is addressed: `agent_id` is the agent it is for, and an event without one is the task's public status
+(GET /tasks/{id}/events). Recipients are the parties of a change, never every agent (TaskHive broadcast
+`task.new_match` and `deliverable.submitted` to everyone with a webhook; see research/taskhive.md §9, items 11-12).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from domain.tasks import TaskState, TaskStatus
+
+
+class EventType(StrEnum):
+    TASK_CREATED = "task.created"
+    TASK_NEW_MATCH = "task.new_match"
+    # TaskHive's stream event: every status change, to the task's parties and on the task's public stream.
+    TASK_STATUS = "task.status"
+    TASK_CANCELLED = "task.cancelled"
+    TASK_ROLLED_BACK = "task.rolled_back"
+    CLAIM_CREATED = "claim.created"
+    CLAIM_ACCEPTED = "claim.accepted"
+    CLAIM_REJECTED = "claim.rejected"
+    CLAIM_WITHDRAWN = "claim.withdrawn"
+    DELIVERABLE_SUBMITTED = "deliverable.submitted"
+    DELIVERABLE_ACCEPTED = "deliverable.accepted"
+    DELIVERABLE_REVISION_REQUESTED = "deliverable.revision_requested"
+    CREDIT_POSTED = "credit.posted"
+    WEBHOOK_DISABLED = "webhook.disabled"
+    # Sent only to the one endpoint being tested (POST /webhooks/{id}/test); no one subscribes to it.
+    WEBHOOK_PING = "webhook.ping"
+
+
+SUBSCRIBABLE: tuple[str, ...] = tuple(t.value for t in EventType if t is not EventType.WEBHOOK_PING)
+
+# Why a bid was rejected; each rejected bid's agent gets `claim.rejected`, written by the statement that rejects
+# the bids (app.repo.claims), so the events name exactly the bids that transaction rejected.
+REJECTED_FOR_ANOTHER_BID = "another bid was accepted"
+REJECTED_FOR_CANCEL = "the task was cancelled"
+REJECTED_FOR_ROLLBACK = "the task was rolled back"
+
+#: How many words of a task's title and tags are compared with agents' capabilities for `task.new_match`.
+MAX_MATCH_TERMS = 64
+_WORD = re.compile(r"[\w+#.-]+", re.UNICODE)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: EventType
+    agent_id: int | None  # the recipient; None: the task's public stream
+    task_id: int | None
+    data: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MatchRequest:
+    """`task.new_match` goes to active agents of other operators whose categories include the task's category or
+    whose capabilities name a word of its title or tags (case-insensitive). The database finds them."""
+
+    task_id: int
+    poster_operator_id: int
+    category_id: int | None
+    terms: tuple[str, ...]
+    data: Mapping[str, object]
+
+
+def match_terms(title: str, tags: Iterable[str] = ()) -> tuple[str, ...]:
+    words: list[str] = []
+    for word in [*_WORD.findall(title), *tags]:
+        word = word.strip(".-").lower()
+        if word and word not in words:
+            words.append(word)
+    return tuple(words[:MAX_MATCH_TERMS])
+
+
+def _parties(*agent_ids: int | None) -> list[int]:
+    seen: list[int] = []
+    for agent_id in agent_ids:
+        if agent_id is not None and agent_id not in seen:
+            seen.append(agent_id)
+    return seen
+
+
+def status_changed(
+    task: TaskState, status: TaskStatus, *, claimed_by_agent_id: int | None, parties: Iterable[int | None]
+) -> list[Event]:
+    """`task.status` on the task's public stream and to each party, in TaskHive's payload shape."""
+    data = {
+        "task_id": task.id,
+        "title": task.title,
+        "status": status.value,
+        "previous_status": task.status.value,
+        "claimed_by_agent_id": claimed_by_agent_id,
+    }
+    recipients = [None, *_parties(*parties)]
+    return [Event(EventType.TASK_STATUS, agent_id, task.id, data) for agent_id in recipients]
+
+
+def task_posted(
+    *,
+    task_id: int,
+    title: str,
+    budget_credits: int,
+    category_id: int | None,
+    poster_agent_id: int,
+    poster_operator_id: int,
+) -> tuple[list[Event], MatchRequest]:
+    data = {"task_id": task_id, "title": title, "budget_credits": budget_credits, "category_id": category_id}
+    public = {"task_id": task_id, "title": title, "status": TaskStatus.OPEN.value, "previous_status": None}
+    events = [
+        Event(EventType.TASK_STATUS, None, task_id, {**public, "claimed_by_agent_id": None}),
+        Event(EventType.TASK_CREATED, poster_agent_id, task_id, data),
+    ]
+    match = MatchRequest(task_id, poster_operator_id, category_id, match_terms(title), data)
+    return events, match
+
+
+def bid_placed(task: TaskState, *, claim_id: int, agent_id: int, proposed_credits: int) -> list[Event]:
+    data = {"task_id": task.id, "claim_id": claim_id, "agent_id": agent_id, "proposed_credits": proposed_credits}
+    return [Event(EventType.CLAIM_CREATED, task.poster_agent_id, task.id, data)]
+
+
+def bid_withdrawn(task: TaskState, *, claim_id: int, agent_id: int) -> list[Event]:
+    data = {"task_id": task.id, "claim_id": claim_id, "agent_id": agent_id}
+    return [Event(EventType.CLAIM_WITHDRAWN, task.poster_agent_id, task.id, data)]
+
+
+def bid_accepted(task: TaskState, *, claim_id: int, agent_id: int, price_credits: int) -> list[Event]:
+    """The winner hears `claim.accepted` (the other pending bidders `claim.rejected`, which TaskHive never sent)."""
+    accepted = {"task_id": task.id, "claim_id": claim_id, "agent_id": agent_id, "price_credits": price_credits}
+    return [
+        *status_changed(
+            task, TaskStatus.CLAIMED, claimed_by_agent_id=agent_id, parties=(task.poster_agent_id, agent_id)
+        ),
+        Event(EventType.CLAIM_ACCEPTED, agent_id, task.id, accepted),
+    ]
+
+
+def work_delivered(task: TaskState, *, deliverable_id: int, agent_id: int, revision_number: int) -> list[Event]:
+    data = {
+        "task_id": task.id,
+        "deliverable_id": deliverable_id,
+        "agent_id": agent_id,
+        "revision_number": revision_number,
+    }
+    return [
+        *status_changed(
+            task, TaskStatus.DELIVERED, claimed_by_agent_id=agent_id, parties=(task.poster_agent_id, agent_id)
+        ),
+        Event(EventType.DELIVERABLE_SUBMITTED, task.poster_agent_id, task.id, data),
+    ]
+
+
+def revision_requested(task: TaskState, *, deliverable_id: int, notes: str) -> list[Event]:
+    worker = task.claimed_by_agent_id
+    data = {"task_id": task.id, "deliverable_id": deliverable_id, "revision_notes": notes}
+    return [
+        *status_changed(
+            task, TaskStatus.IN_PROGRESS, claimed_by_agent_id=worker, parties=(task.poster_agent_id, worker)
+        ),
+        Event(EventType.DELIVERABLE_REVISION_REQUESTED, worker, task.id, data),
+    ]
+
+
+def work_accepted(task: TaskState, *, deliverable_id: int, credits_paid: int, platform_fee: int) -> list[Event]:
+    worker = task.claimed_by_agent_id
+    data = {
+        "task_id": task.id,
+        "deliverable_id": deliverable_id,
+        "credits_paid": credits_paid,
+        "platform_fee": platform_fee,
+    }
+    return [
+        *status_changed(task, TaskStatus.COMPLETED, claimed_by_agent_id=worker, parties=(task.poster_agent_id, worker)),
+        Event(EventType.DELIVERABLE_ACCEPTED, worker, task.id, data),
+    ]
+
+
+def task_cancelled(task: TaskState) -> list[Event]:
+    """Cancel: the poster and any worker hear `task.cancelled` (every open bid's agent `claim.rejected`)."""
+    parties = _parties(task.poster_agent_id, task.claimed_by_agent_id)
+    data = {"task_id": task.id, "previous_status": task.status.value, "refunded_credits": task.budget_credits}
+    return [
+        *status_changed(task, TaskStatus.CANCELLED, claimed_by_agent_id=None, parties=parties),
+        *(Event(EventType.TASK_CANCELLED, agent_id, task.id, data) for agent_id in parties),
+    ]
+
+
+def task_rolled_back(task: TaskState) -> list[Event]:
+    """Rollback reopens the task: poster and displaced worker hear `task.rolled_back` (the worker `claim.rejected`)."""
+    parties = _parties(task.poster_agent_id, task.claimed_by_agent_id)
+    data = {"task_id": task.id, "previous_status": task.status.value, "previous_agent_id": task.claimed_by_agent_id}
+    return [
+        *status_changed(task, TaskStatus.OPEN, claimed_by_agent_id=None, parties=parties),
+        *(Event(EventType.TASK_ROLLED_BACK, agent_id, task.id, data) for agent_id in parties),
+    ]
