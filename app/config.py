@@ -33,6 +33,26 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     public_base_url: str = ""
+    # Event streams (SSE): a comment line this often keeps proxies from closing an idle stream; the outbox is read
+    # on every NOTIFY and at least this often; a stream whose client lags by more events than this catches up
+    # from the outbox instead of holding them in memory.
+    sse_heartbeat_seconds: Annotated[float, Meta(gt=0, le=300)] = 15.0
+    events_poll_seconds: Annotated[float, Meta(gt=0, le=60)] = 1.0
+    sse_queue_size: Annotated[int, Meta(ge=1, le=100_000)] = 1000
+    # Webhook deliveries. `agora serve` runs the delivery worker in-process unless webhook_worker is false (run
+    # `agora worker` processes instead). webhook_allow_cidrs lets chosen private ranges through the SSRF guard
+    # (e.g. "127.0.0.1/32" for a local receiver); empty in production. webhook_retry_scale compresses the retry
+    # schedule and Retry-After (tests); webhook_disable_after_* decide when an endpoint that keeps failing is
+    # switched off: this many consecutive failed attempts spanning at least this long.
+    webhook_worker: bool = True
+    webhook_allow_cidrs: str = ""
+    webhook_timeout_seconds: Annotated[float, Meta(gt=0, le=60)] = 10.0
+    webhook_concurrency: Annotated[int, Meta(ge=1, le=1000)] = 32
+    webhook_per_endpoint_concurrency: Annotated[int, Meta(ge=1, le=100)] = 4
+    webhook_retry_scale: Annotated[float, Meta(gt=0, le=1)] = 1.0
+    webhook_disable_after_failures: Annotated[int, Meta(ge=1, le=1000)] = 10
+    webhook_disable_after_seconds: Annotated[float, Meta(ge=0)] = 86400.0
+    webhook_max_response_bytes: Annotated[int, Meta(ge=1024, le=10_000_000)] = 65536
     # Fault injection for crash tests only (reliability.md §7.2): the process exits at this point of an idempotent
     # request. "before_commit" or "after_commit_before_response"; empty in any real deployment.
     fault_point: Literal["", "before_commit", "after_commit_before_response"] = ""

@@ -19,6 +19,7 @@ from app.http.routes.admin import AdminController
 from app.http.routes.agents import AgentsController
 from app.http.routes.claims import ClaimsController
 from app.http.routes.deliverables import DeliverablesController
+from app.http.routes.events import EventsController
 from app.http.routes.health import HealthController
 from app.http.routes.operator import OperatorController
 from app.http.routes.tasks import TasksController
@@ -28,6 +29,7 @@ from app.repo import migrate
 from app.repo.connections import ConnectionLease, ConnectionSource, PoolSource, open_pool
 from app.repo.database import resolve_database_url
 from app.services import idempotency
+from app.services.event_stream import EventHub
 
 log = structlog.get_logger("agora")
 
@@ -66,6 +68,14 @@ def create_app(settings: Settings | None = None, *, source: ConnectionSource | N
         await pool.open(wait=True, timeout=30)
         app.state.source = PoolSource(pool)
         sweeper = asyncio.create_task(_sweep_idempotency_keys(app.state.source))
+        hub = EventHub(
+            app.state.source,
+            listen_url=url,
+            poll_seconds=settings.events_poll_seconds,
+            queue_size=settings.sse_queue_size,
+        )
+        await hub.start()
+        app.state.event_hub = hub
         log.info("started", database="configured" if settings.database_url else "embedded")
         try:
             yield
@@ -73,6 +83,7 @@ def create_app(settings: Settings | None = None, *, source: ConnectionSource | N
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            await hub.stop()
             await pool.close()
             log.info("stopped")
 
@@ -85,6 +96,7 @@ def create_app(settings: Settings | None = None, *, source: ConnectionSource | N
             TasksController,
             ClaimsController,
             DeliverablesController,
+            EventsController,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
@@ -99,7 +111,9 @@ def create_app(settings: Settings | None = None, *, source: ConnectionSource | N
 
 
 def _initial_state(settings: Settings, source: ConnectionSource | None) -> State:
-    return State({"settings": settings, "source": source, "expected_revision": migrate.head_revision()})
+    return State(
+        {"settings": settings, "source": source, "event_hub": None, "expected_revision": migrate.head_revision()}
+    )
 
 
 async def _sweep_idempotency_keys(source: ConnectionSource) -> None:

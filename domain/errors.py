@@ -48,6 +48,12 @@ class InsufficientCredits(Unprocessable):
         self.needed = needed
 
 
+class Unavailable(DomainError):
+    """A part of the service is not running here right now; retrying later helps."""
+
+    code = "SERVICE_UNAVAILABLE"
+
+
 class Unauthenticated(DomainError):
     code = "UNAUTHORIZED"
 

@@ -33,6 +33,7 @@ from domain.errors import (
     NotFound,
     RateLimited,
     Unauthenticated,
+    Unavailable,
     Unprocessable,
 )
 
@@ -46,6 +47,7 @@ _DOMAIN_STATUS: tuple[tuple[type[DomainError], int], ...] = (
     (Unprocessable, 422),
     (InvalidParameter, 400),
     (RateLimited, 429),
+    (Unavailable, 503),
 )
 
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")

@@ -1,0 +1,125 @@
+"""Event streams (Server-Sent Events): GET /api/v1/events (the caller's) and GET /api/v1/tasks/{task_id}/events
+(one task's public status changes).
+
+Both resume after the event named by the Last-Event-ID header (or the last_event_id query parameter, for clients
+that cannot set headers) with no gap and no duplicate. The request's database connection is given back before the
+stream starts: an open stream holds no connection, only a place in the process's event hub.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated
+
+from litestar import Controller, Request, get
+from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
+from litestar.params import FromPath, QueryParameter
+from litestar.response import Stream
+
+from app.http import context, sse
+from app.http.pagination import parse_id
+from app.http.routes.docs import AUTHENTICATED, errors
+from app.http.security import agent_only
+from app.services import event_stream
+from app.services.auth import Principal
+from app.services.event_stream import EventHub, Subscription
+from app.services.uow import UnitOfWork
+from domain.errors import Unavailable
+
+AGENT_KEY = [{"agentKey": []}]
+_STREAM_DOC = {
+    200: ResponseSpec(
+        data_container=str,
+        media_type="text/event-stream",
+        description="An endless stream of events: `id:`, `event:` and a JSON `data:` line each; `: heartbeat` comments",
+        generate_examples=False,
+    )
+}
+LastEventIdQuery = Annotated[
+    str | None,
+    QueryParameter(name="last_event_id", description="Resume after this event id (as the Last-Event-ID header)"),
+]
+
+
+def _hub(request: Request) -> EventHub:
+    hub = request.app.state.get("event_hub")
+    if hub is None:
+        raise Unavailable("Event streams are not running in this process", "Retry in a few seconds.")
+    return hub
+
+
+async def _frames(subscription: Subscription, first: list[bytes], heartbeat: float) -> AsyncIterator[bytes]:
+    yield sse.RETRY
+    for frame in first:
+        yield frame
+    async for event in subscription.events(heartbeat_seconds=heartbeat):
+        yield sse.HEARTBEAT if event is None else sse.event_frame(event)
+
+
+def _stream(request: Request, subscription: Subscription, first: list[bytes]) -> Stream:
+    heartbeat = request.app.state.settings.sse_heartbeat_seconds
+    return Stream(_frames(subscription, first, heartbeat), media_type="text/event-stream", headers=sse.HEADERS)
+
+
+class EventsController(Controller):
+    path = "/api/v1"
+    tags = ["events"]
+
+    @get(
+        "/events",
+        operation_id="streamMyEvents",
+        guards=[agent_only],
+        security=AGENT_KEY,
+        responses={**_STREAM_DOC, **errors(*AUTHENTICATED)},
+    )
+    async def my_events(
+        self,
+        request: Request,
+        principal: NamedDependency[Principal],
+        uow: NamedDependency[UnitOfWork],
+        last_event_id: LastEventIdQuery = None,
+    ) -> Stream:
+        """The calling agent's events as they commit: its tasks' status changes, bids, deliveries, credits."""
+        hub = _hub(request)
+        after = await event_stream.resume_position(uow, request.headers.get("last-event-id") or last_event_id)
+        await context.current().lease.release()
+        subscription = await hub.subscribe(agent_id=principal.agent_id, after=after)
+        greeting = {"agent_id": principal.agent_id, "message": "Subscribed to task updates"}
+        return _stream(request, subscription, [sse.plain_frame("connected", greeting)])
+
+    @get(
+        "/tasks/{task_id:str}/events",
+        operation_id="streamTaskEvents",
+        guards=[agent_only],
+        security=AGENT_KEY,
+        responses={**_STREAM_DOC, **errors(*AUTHENTICATED, 404)},
+    )
+    async def task_events(
+        self,
+        request: Request,
+        task_id: FromPath[str],
+        uow: NamedDependency[UnitOfWork],
+        last_event_id: LastEventIdQuery = None,
+    ) -> Stream:
+        """One task's status changes. Without Last-Event-ID it starts with the task's current state."""
+        hub = _hub(request)
+        task = parse_id(task_id, "task")
+        after = await event_stream.resume_position(uow, request.headers.get("last-event-id") or last_event_id)
+        snapshot = await event_stream.task_snapshot(uow, task)
+        await context.current().lease.release()
+        first: list[bytes] = []
+        if after is None:
+            latest = snapshot.latest
+            after = latest.position if latest else None
+            current = {
+                "task_id": snapshot.task.id,
+                "status": snapshot.task.status.value,
+                "claimed_by_agent_id": snapshot.task.claimed_by_agent_id,
+                "updated_at": (latest.created_at if latest else snapshot.task.created_at).isoformat(),
+            }
+            frame = {"type": "task.status", "data": current, "timestamp": datetime.now(UTC).isoformat()}
+            first.append(sse.plain_frame("task.status", frame, event_id=latest.id if latest else None))
+        subscription = await hub.subscribe(task_id=task, after=after)
+        return _stream(request, subscription, first)

@@ -1,0 +1,247 @@
+"""Live event streams: one reader per process feeds every open stream from the outbox.
+
+The hub reads new events once per wake-up (a NOTIFY after some commit, or the poll interval when notifications are
+lost) and hands each to the streams it concerns. A stream first catches up from the outbox by its own position,
+then takes events from its queue, skipping any it already sent: positions are totally ordered (see
+`app.repo.events`), so the hand-over has no gap and no duplicate. A stream whose client reads too slowly has a
+bounded queue; when it overflows the queue is dropped and the stream catches up from the outbox again, so a slow
+or dead client costs bounded memory and loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import structlog
+
+from app.repo import events as event_rows
+from app.repo import tasks as task_rows
+from app.repo.connections import ConnectionLease, ConnectionSource
+from app.repo.events import StoredEvent
+from app.repo.listen import listen_forever
+from app.services.uow import UnitOfWork
+from domain.errors import InvalidParameter
+from domain.tasks import TaskRecord, task_not_found
+
+log = structlog.get_logger("agora.events")
+
+READ_BATCH = 500
+#: When committed events wait behind a transaction still running, look again this soon (doubling up to the poll).
+RECHECK_SECONDS = 0.01
+
+
+class Subscription:
+    """One open stream: an agent's events or a task's public ones, from a position on."""
+
+    def __init__(self, hub: EventHub, *, agent_id: int | None, task_id: int | None, position: tuple[int, int]) -> None:
+        self.hub = hub
+        self.agent_id = agent_id
+        self.task_id = task_id
+        self.position = position
+        self._queue: deque[StoredEvent] = deque()
+        self._arrived = asyncio.Event()
+        self._overflowed = True  # start by catching up from the outbox
+
+    def offer(self, event: StoredEvent) -> None:
+        # Queued even while catching up: an event handed out after the catch-up's last read must not be lost.
+        if len(self._queue) >= self.hub.queue_size:
+            self._queue.clear()
+            self._overflowed = True
+        else:
+            self._queue.append(event)
+        self._arrived.set()
+
+    async def events(self, *, heartbeat_seconds: float) -> AsyncIterator[StoredEvent | None]:
+        """Events in order, and None whenever `heartbeat_seconds` pass without one."""
+        try:
+            while True:
+                if self._overflowed:
+                    self._overflowed = False
+                    async for event in self._catch_up():
+                        yield event
+                    continue
+                if not self._queue:
+                    self._arrived.clear()
+                    try:
+                        await asyncio.wait_for(self._arrived.wait(), heartbeat_seconds)
+                    except TimeoutError:
+                        yield None
+                    continue
+                event = self._queue.popleft()
+                if event.position > self.position:
+                    self.position = event.position
+                    yield event
+        finally:
+            self.hub.unsubscribe(self)
+
+    async def _catch_up(self) -> AsyncIterator[StoredEvent]:
+        while True:
+            batch = await self.hub.read(self.position, agent_id=self.agent_id, task_id=self.task_id)
+            for event in batch:
+                self.position = event.position
+                yield event
+            if len(batch) < READ_BATCH:
+                return
+
+
+class EventHub:
+    def __init__(
+        self, source: ConnectionSource, *, listen_url: str | None, poll_seconds: float = 1.0, queue_size: int = 1000
+    ) -> None:
+        self.source = source
+        self.listen_url = listen_url
+        self.poll_seconds = poll_seconds
+        self.queue_size = queue_size
+        self._position: tuple[int, int] | None = None  # None while no stream is open
+        self._by_agent: dict[int, set[Subscription]] = defaultdict(set)
+        self._by_task: dict[int, set[Subscription]] = defaultdict(set)
+        self._wake = asyncio.Event()
+        self._start_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._run(), name="event-hub"))
+        if self.listen_url:
+            listener = listen_forever(self.listen_url, self._wake.set, name="agora-events")
+            self._tasks.append(asyncio.create_task(listener, name="event-hub-listen"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def subscribe(
+        self, *, agent_id: int | None = None, task_id: int | None = None, after: tuple[int, int] | None = None
+    ) -> Subscription:
+        """A stream from `after`, or from now when None."""
+        async with self._start_lock:
+            if self._position is None:
+                self._position = await self._with_connection(event_rows.head)
+            # No await between reading the hub's position and registering: nothing can pass in between.
+            subscription = Subscription(
+                self, agent_id=agent_id, task_id=task_id, position=after if after is not None else self._position
+            )
+            if agent_id is not None:
+                self._by_agent[agent_id].add(subscription)
+            else:
+                self._by_task[task_id].add(subscription)  # type: ignore[index]
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        index, key = (
+            (self._by_agent, subscription.agent_id)
+            if subscription.agent_id is not None
+            else (self._by_task, subscription.task_id)
+        )
+        subscribers = index.get(key)  # type: ignore[call-overload]
+        if subscribers is not None:
+            subscribers.discard(subscription)
+            if not subscribers:
+                del index[key]  # type: ignore[arg-type]
+        if not self._by_agent and not self._by_task:
+            self._position = None
+
+    @property
+    def open_streams(self) -> int:
+        return sum(len(s) for s in self._by_agent.values()) + sum(len(s) for s in self._by_task.values())
+
+    async def read(self, position: tuple[int, int], *, agent_id: int | None, task_id: int | None) -> list[StoredEvent]:
+        async def query(connection):
+            return await event_rows.readable_after(
+                connection, position, limit=READ_BATCH, agent_id=agent_id, task_id=task_id
+            )
+
+        return await self._with_connection(query)
+
+    async def _with_connection(self, work):
+        lease = ConnectionLease(self.source)
+        try:
+            return await work(await lease.connection())
+        finally:
+            await lease.release()
+
+    async def _run(self) -> None:
+        wait, recheck = self.poll_seconds, None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+            self._wake.clear()
+            wait = self.poll_seconds
+            if self._position is None:
+                continue
+            try:
+                if await self._dispatch_new():
+                    # Committed events wait behind a running transaction that may never NOTIFY: look again soon.
+                    recheck = RECHECK_SECONDS if recheck is None else min(recheck * 2, self.poll_seconds)
+                    wait = recheck
+                else:
+                    recheck = None
+            except Exception as error:  # the database is away: streams wait, the next round retries
+                log.warning("event_hub_read_failed", error=str(error))
+
+    async def _dispatch_new(self) -> bool:
+        """Hand out every readable event; True when committed events still wait behind a running transaction."""
+        while self._position is not None:
+            batch = await self.read(self._position, agent_id=None, task_id=None)
+            for event in batch:
+                self._dispatch(event)
+            if batch and self._position is not None:
+                self._position = batch[-1].position
+            if len(batch) < READ_BATCH:
+                break
+        position = self._position
+        if position is None:
+            return False
+        return await self._with_connection(lambda c: event_rows.unreadable_exist(c, position))
+
+    def _dispatch(self, event: StoredEvent) -> None:
+        if event.agent_id is not None:
+            subscribers = self._by_agent.get(event.agent_id)
+        elif event.task_id is not None:
+            subscribers = self._by_task.get(event.task_id)
+        else:
+            return
+        for subscription in list(subscribers or ()):
+            subscription.offer(event)
+
+
+async def resume_position(uow: UnitOfWork, last_event_id: str | None) -> tuple[int, int] | None:
+    """The position after which a stream resumes: the event named by Last-Event-ID ("0": the very beginning)."""
+    if last_event_id is None or last_event_id == "":
+        return None
+    if not last_event_id.isdigit() or len(last_event_id) > 18:
+        raise InvalidParameter(
+            f"Last-Event-ID must be an event id, got {last_event_id!r}",
+            "Send back the id: of the last event you received, or omit it to start from now.",
+        )
+    event_id = int(last_event_id)
+    if event_id == 0:
+        return event_rows.ORIGIN
+    position = await event_rows.position_of(await uow.reader(), event_id)
+    if position is None:
+        raise InvalidParameter(
+            f"Last-Event-ID {event_id} is not a known event",
+            "Send back the id: of the last event you received, or omit it to start from now.",
+        )
+    return position
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSnapshot:
+    task: TaskRecord
+    latest: StoredEvent | None  # the task's last public event: the snapshot stands for it
+
+
+async def task_snapshot(uow: UnitOfWork, task_id: int) -> TaskSnapshot:
+    connection = await uow.reader()
+    task = await task_rows.get(connection, task_id)
+    if task is None:
+        raise task_not_found(task_id)
+    return TaskSnapshot(task, await event_rows.latest_public(connection, task_id))

@@ -1,0 +1,1 @@
+"""Background workers: the webhook delivery worker (in-process under `agora serve`, or `agora worker`)."""
