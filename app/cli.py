@@ -80,6 +80,17 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     )
 
 
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
+    from app.logging import configure_logging
+    from app.main import webhook_client
+    from app.workers.webhook_dispatcher import run_standalone
+
+    configure_logging(settings.log_level, settings.log_format)
+    url = _database(settings)
+    migrate.upgrade(url)
+    asyncio.run(run_standalone(settings, url, webhook_client(settings), once=args.once))
+
+
 def cmd_create_admin_key(settings: Settings, args: argparse.Namespace) -> None:
     plaintext = _run(settings, lambda uow: admin.create_admin_key(uow, name=args.name))
     print(f"Admin key '{args.name}' created. It is shown once; store it now:")
@@ -184,6 +195,10 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int)
     serve.set_defaults(run=cmd_serve)
+
+    worker = commands.add_parser("worker", help="run a webhook delivery worker (no HTTP) until stopped")
+    worker.add_argument("--once", action="store_true", help="deliver what is due now, then exit")
+    worker.set_defaults(run=cmd_worker)
 
     admin_cmd = commands.add_parser("admin", help="admin keys").add_subparsers(dest="admin_command", required=True)
     create_key = admin_cmd.add_parser("create-key", help="create an admin key (printed last)")

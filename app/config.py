@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from domain.webhooks import parse_allow_cidrs
+
 ENV_PREFIX = "AGORA_"
 
 
@@ -62,6 +64,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             raise SettingsError(
                 f"{ENV_PREFIX}DB_POOL_MIN ({self.db_pool_min}) must not exceed {ENV_PREFIX}DB_POOL_MAX ({self.db_pool_max})"
             )
+        try:
+            parse_allow_cidrs(self.webhook_allow_cidrs)
+        except ValueError as error:
+            raise SettingsError(f"{ENV_PREFIX}WEBHOOK_ALLOW_CIDRS: {error}") from None
         if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
             raise SettingsError(f"{ENV_PREFIX}DATABASE_URL must be a postgresql:// URL, got {self.database_url!r}")
 

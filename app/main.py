@@ -23,13 +23,17 @@ from app.http.routes.events import EventsController
 from app.http.routes.health import HealthController
 from app.http.routes.operator import OperatorController
 from app.http.routes.tasks import TasksController
+from app.http.routes.webhooks import WebhooksController
 from app.http.security import DEPENDENCIES
 from app.logging import configure_logging
+from app.outbound.webhook_client import WebhookClient
 from app.repo import migrate
 from app.repo.connections import ConnectionLease, ConnectionSource, PoolSource, open_pool
 from app.repo.database import resolve_database_url
 from app.services import idempotency
 from app.services.event_stream import EventHub
+from app.workers.webhook_dispatcher import DeliveryWorker
+from domain.webhooks import parse_allow_cidrs
 
 log = structlog.get_logger("agora")
 
@@ -76,16 +80,29 @@ def create_app(settings: Settings | None = None, *, source: ConnectionSource | N
         )
         await hub.start()
         app.state.event_hub = hub
-        log.info("started", database="configured" if settings.database_url else "embedded")
+        worker = None
+        if settings.webhook_worker:
+            worker = DeliveryWorker(app.state.source, app.state.webhook_client, settings, listen_url=url)
+            await worker.start()
+        log.info("started", database="configured" if settings.database_url else "embedded", webhook_worker=bool(worker))
         try:
             yield
         finally:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            if worker is not None:
+                await worker.stop()
             await hub.stop()
             await pool.close()
             log.info("stopped")
+
+    @contextlib.asynccontextmanager
+    async def outbound(app: Litestar) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await app.state.webhook_client.aclose()
 
     return AgoraApp(
         route_handlers=[
@@ -97,10 +114,11 @@ def create_app(settings: Settings | None = None, *, source: ConnectionSource | N
             ClaimsController,
             DeliverablesController,
             EventsController,
+            WebhooksController,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        lifespan=[database],
+        lifespan=[outbound, database],
         openapi_config=OPENAPI,
         request_max_body_size=settings.max_body_bytes,
         request_class=StrictJSONRequest,
@@ -112,7 +130,21 @@ def create_app(settings: Settings | None = None, *, source: ConnectionSource | N
 
 def _initial_state(settings: Settings, source: ConnectionSource | None) -> State:
     return State(
-        {"settings": settings, "source": source, "event_hub": None, "expected_revision": migrate.head_revision()}
+        {
+            "settings": settings,
+            "source": source,
+            "event_hub": None,
+            "webhook_client": webhook_client(settings),
+            "expected_revision": migrate.head_revision(),
+        }
+    )
+
+
+def webhook_client(settings: Settings) -> WebhookClient:
+    return WebhookClient(
+        allow=parse_allow_cidrs(settings.webhook_allow_cidrs),
+        timeout=settings.webhook_timeout_seconds,
+        max_response_bytes=settings.webhook_max_response_bytes,
     )
 
 

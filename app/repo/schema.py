@@ -312,6 +312,7 @@ webhook_delivery = Table(
     Column("event_id", BigInteger, ForeignKey("event.id"), nullable=False),
     Column("status", Text, nullable=False, server_default=text("'pending'")),
     Column("attempt_count", Integer, nullable=False, server_default=text("0")),
+    Column("retry_base", Integer, nullable=False, server_default=text("0")),
     # Due time while pending; the running attempt's lease end while one runs.
     Column("next_attempt_at", DateTime(timezone=True), nullable=True),
     _created_at(),

@@ -69,6 +69,8 @@ CREATE TABLE webhook_delivery (
     status text NOT NULL DEFAULT 'pending'
         CONSTRAINT ck_webhook_delivery_status_known CHECK (status IN ('pending', 'succeeded', 'failed')),
     attempt_count integer NOT NULL DEFAULT 0,
+    -- attempt_count when the current retry schedule began (a redelivery starts a new one).
+    retry_base integer NOT NULL DEFAULT 0,
     -- While pending: when the next attempt is due; while an attempt runs, when its lease ends (a worker that
     -- died mid-attempt is thereby retried).
     next_attempt_at timestamptz,
@@ -79,6 +81,7 @@ CREATE TABLE webhook_delivery (
 );
 CREATE INDEX ix_webhook_delivery_due ON webhook_delivery (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX ix_webhook_delivery_webhook_id_id ON webhook_delivery (webhook_id, id);
+CREATE INDEX ix_webhook_delivery_pending_webhook ON webhook_delivery (webhook_id) WHERE status = 'pending';
 
 CREATE TABLE webhook_attempt (
     id bigserial CONSTRAINT pk_webhook_attempt PRIMARY KEY,

@@ -1,0 +1,211 @@
+"""/api/v1/webhooks: an agent's webhook endpoints, their secrets, test pings, delivery log and redelivery."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, Request, delete, get, patch, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from app.http.envelope import Envelope, Paged, meta, ok
+from app.http.envelope import page as paged
+from app.http.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, id_page, parse_id, split_page
+from app.http.params import Cursor, Limit
+from app.http.routes.docs import AUTHENTICATED, WITH_BODY, errors
+from app.http.schemas.webhooks import (
+    DeliveryOut,
+    NoteMeta,
+    RotateSecretIn,
+    SecretRotatedOut,
+    WebhookCreatedEnvelope,
+    WebhookCreatedOut,
+    WebhookDeletedOut,
+    WebhookIn,
+    WebhookOut,
+    WebhookUpdateIn,
+)
+from app.http.security import agent_only
+from app.services import webhooks
+from app.services.auth import Principal
+from app.services.uow import UnitOfWork
+from app.services.webhooks import UrlCheck, WebhookChanges
+from domain.deliveries import DeliveryStatus
+from domain.errors import InvalidParameter, Unprocessable
+
+MUTATION = errors(*AUTHENTICATED, *WITH_BODY, 404)
+READ = errors(*AUTHENTICATED, 404)
+StatusFilter = Annotated[
+    str | None, QueryParameter(description="Only deliveries in this status: pending, succeeded or failed")
+]
+
+
+def _url_check(request: Request) -> UrlCheck:
+    return request.app.state.webhook_client.check_url
+
+
+def _webhook_id(value: str) -> int:
+    return parse_id(value, "Webhook")
+
+
+def _status(value: str | None) -> DeliveryStatus | None:
+    if value is None:
+        return None
+    try:
+        return DeliveryStatus(value)
+    except ValueError:
+        raise InvalidParameter(
+            f"Unknown delivery status {value!r}", "Use one of: pending, succeeded, failed."
+        ) from None
+
+
+class WebhooksController(Controller):
+    path = "/api/v1/webhooks"
+    tags = ["webhooks"]
+    guards = [agent_only]
+    security = [{"agentKey": []}]
+
+    @post("", operation_id="createWebhook", status_code=201, responses=MUTATION)
+    async def register(
+        self,
+        request: Request,
+        data: JSONBody[WebhookIn],
+        principal: NamedDependency[Principal],
+        uow: NamedDependency[UnitOfWork],
+    ) -> WebhookCreatedEnvelope:
+        """Register an endpoint for some event types (at most 5 per agent). The signing secret is shown once."""
+        record = await webhooks.register(
+            uow, principal.agent_id, url=data.url, events=data.events, check_url=_url_check(request)
+        )
+        base = meta()
+        note = "Store the secret now: it is not shown again. Verify each delivery's signature with it."
+        return WebhookCreatedEnvelope(
+            data=WebhookCreatedOut.of(record),
+            meta=NoteMeta(timestamp=base.timestamp, request_id=base.request_id, note=note),
+        )
+
+    @get("", operation_id="listWebhooks", responses=errors(*AUTHENTICATED))
+    async def list_webhooks(
+        self,
+        principal: NamedDependency[Principal],
+        uow: NamedDependency[UnitOfWork],
+        cursor: Cursor = None,
+        limit: Limit = DEFAULT_LIMIT,
+    ) -> Paged[list[WebhookOut]]:
+        """Your endpoints, oldest first."""
+        return await id_page(
+            cursor,
+            limit,
+            lambda last, n: webhooks.list_for_agent(uow, principal.agent_id, after_id=last or 0, limit=n),
+            WebhookOut.of,
+        )
+
+    @get("/{webhook_id:str}", operation_id="getWebhook", responses=READ)
+    async def get_webhook(
+        self, webhook_id: FromPath[str], principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
+    ) -> Envelope[WebhookOut]:
+        """One of your endpoints, with its failure streak and whether it is active."""
+        return ok(WebhookOut.of(await webhooks.owned(uow, principal.agent_id, _webhook_id(webhook_id))))
+
+    @patch("/{webhook_id:str}", operation_id="updateWebhook", responses=MUTATION)
+    async def update_webhook(
+        self,
+        request: Request,
+        webhook_id: FromPath[str],
+        data: JSONBody[WebhookUpdateIn],
+        principal: NamedDependency[Principal],
+        uow: NamedDependency[UnitOfWork],
+    ) -> Envelope[WebhookOut]:
+        """Change the URL or events, or switch the endpoint on (`is_active: true`, after it was disabled) or off."""
+        if data.url is None and data.events is None and data.is_active is None:
+            raise Unprocessable(
+                "No valid fields to update", "Send at least one of: url, events, is_active.", code="VALIDATION_ERROR"
+            )
+        changes = WebhookChanges(url=data.url, events=data.events, is_active=data.is_active)
+        record = await webhooks.update(
+            uow, principal.agent_id, _webhook_id(webhook_id), changes, check_url=_url_check(request)
+        )
+        return ok(WebhookOut.of(record))
+
+    @delete("/{webhook_id:str}", operation_id="deleteWebhook", status_code=200, responses=READ)
+    async def delete_webhook(
+        self, webhook_id: FromPath[str], principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
+    ) -> Envelope[WebhookDeletedOut]:
+        """Delete an endpoint; deliveries still queued for it are dropped."""
+        webhook = _webhook_id(webhook_id)
+        await webhooks.delete(uow, principal.agent_id, webhook)
+        return ok(WebhookDeletedOut(id=webhook))
+
+    @post("/{webhook_id:str}/rotate-secret", operation_id="rotateWebhookSecret", status_code=200, responses=MUTATION)
+    async def rotate_secret(
+        self,
+        webhook_id: FromPath[str],
+        data: JSONBody[RotateSecretIn],
+        principal: NamedDependency[Principal],
+        uow: NamedDependency[UnitOfWork],
+    ) -> Envelope[SecretRotatedOut]:
+        """A new signing secret (shown once). The old one keeps signing beside it for `overlap_seconds`."""
+        record = await webhooks.rotate_secret(
+            uow, principal.agent_id, _webhook_id(webhook_id), overlap_seconds=data.overlap_seconds
+        )
+        return ok(
+            SecretRotatedOut(
+                id=record.id, secret=record.secret or "", previous_secret_expires_at=record.previous_secret_expires_at
+            )
+        )
+
+    @post("/{webhook_id:str}/test", operation_id="testWebhook", status_code=202, responses=MUTATION)
+    async def send_test(
+        self, webhook_id: FromPath[str], principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
+    ) -> Envelope[DeliveryOut]:
+        """Queue a `webhook.ping` to this endpoint; follow it in the delivery log."""
+        return ok(DeliveryOut.of(await webhooks.send_test(uow, principal.agent_id, _webhook_id(webhook_id))))
+
+    @get("/{webhook_id:str}/deliveries", operation_id="listWebhookDeliveries", responses=READ)
+    async def list_deliveries(
+        self,
+        webhook_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        uow: NamedDependency[UnitOfWork],
+        status: StatusFilter = None,
+        cursor: Cursor = None,
+        limit: Limit = DEFAULT_LIMIT,
+    ) -> Paged[list[DeliveryOut]]:
+        """The endpoint's deliveries, newest first, each with every attempt (status, latency, response, error)."""
+        webhook, wanted = _webhook_id(webhook_id), _status(status)
+        check_limit(limit)
+        position = decode_cursor(cursor)
+        rows = await webhooks.deliveries(
+            uow,
+            principal.agent_id,
+            webhook,
+            before_id=position["id"] if position else None,
+            limit=limit + 1,
+            status=wanted,
+        )
+        found, next_cursor = split_page(rows, limit, lambda row: {"id": row.id})
+        return paged(
+            [DeliveryOut.of(row) for row in found],
+            cursor=next_cursor,
+            has_more=next_cursor is not None,
+            count=len(found),
+        )
+
+    @post(
+        "/{webhook_id:str}/deliveries/{delivery_id:str}/redeliver",
+        operation_id="redeliverWebhookDelivery",
+        status_code=202,
+        responses=MUTATION,
+    )
+    async def redeliver(
+        self,
+        webhook_id: FromPath[str],
+        delivery_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        uow: NamedDependency[UnitOfWork],
+    ) -> Envelope[DeliveryOut]:
+        """Send a succeeded or failed delivery again, now: the same event and webhook-id, a new retry schedule."""
+        delivery = await webhooks.redeliver(
+            uow, principal.agent_id, _webhook_id(webhook_id), parse_id(delivery_id, "Delivery")
+        )
+        return ok(DeliveryOut.of(delivery))

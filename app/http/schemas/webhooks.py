@@ -1,0 +1,159 @@
+"""Wire types for webhook endpoints, their deliveries and attempts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from app.http.envelope import Meta as EnvelopeMeta
+from domain.deliveries import (
+    DEFAULT_ROTATION_OVERLAP_SECONDS,
+    MAX_ROTATION_OVERLAP_SECONDS,
+    AttemptRecord,
+    DeliveryRecord,
+    WebhookRecord,
+)
+
+Url = Annotated[str, Meta(min_length=1, max_length=2048, description="http(s) URL on the public internet")]
+EventNames = Annotated[list[str], Meta(min_length=1, max_length=32, description="Event types to receive")]
+
+
+class WebhookIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    url: Url
+    events: EventNames
+
+
+class WebhookUpdateIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    url: Url | None = None
+    events: EventNames | None = None
+    # true re-enables a disabled endpoint with a clean failure streak; false switches it off.
+    is_active: bool | None = None
+
+
+class RotateSecretIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # How long the old secret keeps signing beside the new one (0: it stops at once).
+    overlap_seconds: Annotated[int, Meta(ge=0, le=MAX_ROTATION_OVERLAP_SECONDS)] = DEFAULT_ROTATION_OVERLAP_SECONDS
+
+
+class WebhookCreatedOut(msgspec.Struct, kw_only=True):
+    id: int
+    url: str
+    secret: str
+    events: list[str]
+    is_active: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, record: WebhookRecord) -> WebhookCreatedOut:
+        return cls(
+            id=record.id,
+            url=record.url,
+            secret=record.secret or "",
+            events=list(record.events),
+            is_active=record.is_active,
+            created_at=record.created_at,
+        )
+
+
+class NoteMeta(EnvelopeMeta, kw_only=True):
+    note: str
+
+
+class WebhookCreatedEnvelope(msgspec.Struct, kw_only=True):
+    """TaskHive's 201 for a new webhook: the envelope with a `meta.note` that the secret is shown once."""
+
+    ok: Literal[True] = True
+    data: WebhookCreatedOut
+    meta: NoteMeta
+
+
+class WebhookOut(msgspec.Struct, kw_only=True):
+    id: int
+    url: str
+    events: list[str]
+    is_active: bool
+    failure_count: int
+    last_triggered_at: datetime | None
+    disabled_reason: str | None
+    previous_secret_expires_at: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, record: WebhookRecord) -> WebhookOut:
+        return cls(
+            id=record.id,
+            url=record.url,
+            events=list(record.events),
+            is_active=record.is_active,
+            failure_count=record.failure_count,
+            last_triggered_at=record.last_triggered_at,
+            disabled_reason=record.disabled_reason,
+            previous_secret_expires_at=record.previous_secret_expires_at,
+            created_at=record.created_at,
+        )
+
+
+class WebhookDeletedOut(msgspec.Struct, kw_only=True):
+    id: int
+    deleted: bool = True
+
+
+class SecretRotatedOut(msgspec.Struct, kw_only=True):
+    id: int
+    secret: str
+    previous_secret_expires_at: datetime | None
+
+
+class AttemptOut(msgspec.Struct, kw_only=True):
+    attempt_number: int
+    started_at: datetime
+    duration_ms: int
+    outcome: str
+    response_status: int | None
+    response_snippet: str | None
+    error: str | None
+    next_attempt_at: datetime | None
+
+    @classmethod
+    def of(cls, record: AttemptRecord) -> AttemptOut:
+        return cls(
+            attempt_number=record.attempt_number,
+            started_at=record.started_at,
+            duration_ms=record.duration_ms,
+            outcome=record.outcome,
+            response_status=record.response_status,
+            response_snippet=record.response_snippet,
+            error=record.error,
+            next_attempt_at=record.next_attempt_at,
+        )
+
+
+class DeliveryOut(msgspec.Struct, kw_only=True):
+    id: int
+    webhook_id: int
+    event_id: int
+    event: str
+    status: str
+    attempt_count: int
+    next_attempt_at: datetime | None
+    created_at: datetime
+    completed_at: datetime | None
+    attempts: list[AttemptOut]
+
+    @classmethod
+    def of(cls, record: DeliveryRecord) -> DeliveryOut:
+        return cls(
+            id=record.id,
+            webhook_id=record.webhook_id,
+            event_id=record.event_id,
+            event=record.event_type,
+            status=record.status.value,
+            attempt_count=record.attempt_count,
+            next_attempt_at=record.next_attempt_at,
+            created_at=record.created_at,
+            completed_at=record.completed_at,
+            attempts=[AttemptOut.of(a) for a in record.attempts],
+        )

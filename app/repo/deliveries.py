@@ -1,0 +1,176 @@
+"""The delivery queue: claiming due deliveries under a lease, and recording each attempt's outcome.
+
+A claimed delivery's `next_attempt_at` becomes its lease's end: if the worker dies mid-attempt the delivery is due
+again once the lease runs out, and another worker sends it (a duplicate is possible, a loss is not). Claims skip
+rows another worker holds (`FOR UPDATE SKIP LOCKED`) and take at most a few deliveries per endpoint, so one slow
+endpoint cannot fill every worker slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from app.repo.connections import Connection
+from domain.deliveries import AttemptVerdict, DeliveryStatus, EndpointHealth
+
+
+@dataclass(frozen=True, slots=True)
+class DueDelivery:
+    id: int
+    webhook_id: int
+    attempt_number: int  # this attempt's, counted over the delivery's life
+    attempts_in_round: int  # this attempt's, counted from the last (re)delivery: the retry schedule's clock
+    url: str
+    secrets: tuple[str, ...]  # the current secret first, then one still in its rotation overlap
+    event_id: int
+    event_type: str
+    event_data: bytes
+    event_created_at: datetime
+
+
+_CLAIM = """
+WITH ranked AS (
+    SELECT d.id, d.next_attempt_at,
+           row_number() OVER (PARTITION BY d.webhook_id ORDER BY d.next_attempt_at, d.id) AS per_endpoint
+      FROM (SELECT id, webhook_id, next_attempt_at FROM webhook_delivery
+             WHERE status = 'pending' AND next_attempt_at <= now() AND webhook_id <> ALL (%(busy)s::bigint[])
+             ORDER BY next_attempt_at LIMIT %(scan)s) d
+), picked AS (
+    SELECT d.id FROM webhook_delivery d
+     WHERE d.id IN (SELECT id FROM ranked WHERE per_endpoint <= %(per_endpoint)s
+                     ORDER BY next_attempt_at LIMIT %(limit)s)
+       AND d.status = 'pending' AND d.next_attempt_at <= now()
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE webhook_delivery d
+   SET attempt_count = d.attempt_count + 1, next_attempt_at = now() + make_interval(secs => %(lease)s)
+  FROM picked, webhook w, event e
+ WHERE d.id = picked.id AND w.id = d.webhook_id AND e.id = d.event_id AND w.is_active
+RETURNING d.id, d.webhook_id, d.attempt_count, d.attempt_count - d.retry_base, w.url, w.secret,
+          CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END,
+          e.id, e.type, e.data::text, e.created_at
+"""
+
+
+async def claim_due(
+    connection: Connection, *, limit: int, per_endpoint: int, busy: Sequence[int], lease_seconds: float
+) -> list[DueDelivery]:
+    cursor = await connection.execute(
+        _CLAIM,
+        {
+            "limit": limit,
+            "scan": max(limit * 20, 200),
+            "per_endpoint": per_endpoint,
+            "busy": list(busy),
+            "lease": lease_seconds,
+        },
+    )
+    return [
+        DueDelivery(
+            id=row[0],
+            webhook_id=row[1],
+            attempt_number=row[2],
+            attempts_in_round=row[3],
+            url=row[4],
+            secrets=(row[5], row[6]) if row[6] else (row[5],),
+            event_id=row[7],
+            event_type=row[8],
+            event_data=row[9].encode(),
+            event_created_at=row[10],
+        )
+        for row in await cursor.fetchall()
+    ]
+
+
+async def next_due_in(connection: Connection) -> float | None:
+    """Seconds until the earliest pending delivery is due (0 if one is), None when none is pending."""
+    cursor = await connection.execute(
+        "SELECT greatest(extract(epoch FROM min(next_attempt_at) - now()), 0)::float8"
+        " FROM webhook_delivery WHERE status = 'pending'"
+    )
+    (seconds,) = await cursor.fetchone()
+    return seconds
+
+
+async def lock_endpoint(connection: Connection, webhook_id: int) -> EndpointHealth | None:
+    cursor = await connection.execute(
+        "SELECT is_active, failure_count, failing_since, now() FROM webhook WHERE id = %s FOR UPDATE", (webhook_id,)
+    )
+    row = await cursor.fetchone()
+    return EndpointHealth(row[0], row[1], row[2], row[3]) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptReport:
+    started_at: datetime
+    duration_ms: int
+    outcome: str
+    response_status: int | None
+    response_snippet: str | None
+    error: str | None
+
+
+async def record_attempt(
+    connection: Connection, delivery: DueDelivery, attempt: AttemptReport, verdict: AttemptVerdict
+) -> bool:
+    """Write the attempt, the delivery's new state and the endpoint's streak. False when the lease had already
+    run out and another worker took the delivery over (the attempt is still recorded)."""
+    pending = verdict.status is DeliveryStatus.PENDING
+    params = {
+        "delivery": delivery.id,
+        "webhook": delivery.webhook_id,
+        "attempt": delivery.attempt_number,
+        "started": attempt.started_at,
+        "duration": attempt.duration_ms,
+        "outcome": attempt.outcome,
+        "response_status": attempt.response_status,
+        "snippet": attempt.response_snippet,
+        "error": attempt.error,
+        "status": verdict.status.value,
+        "delay": verdict.retry_in_seconds if pending else None,
+        "succeeded": verdict.status is DeliveryStatus.SUCCEEDED,
+        "counts": verdict.counts_as_failure,
+    }
+    cursor = await connection.execute(
+        """
+        WITH attempt AS (
+            INSERT INTO webhook_attempt (delivery_id, attempt_number, started_at, duration_ms, outcome,
+                                         response_status, response_snippet, error, next_attempt_at)
+            VALUES (%(delivery)s, %(attempt)s, %(started)s, %(duration)s, %(outcome)s, %(response_status)s,
+                    %(snippet)s, %(error)s, now() + make_interval(secs => %(delay)s))
+        ), endpoint AS (
+            UPDATE webhook SET
+                   failure_count = CASE WHEN %(succeeded)s THEN 0
+                                        WHEN %(counts)s THEN failure_count + 1 ELSE failure_count END,
+                   failing_since = CASE WHEN %(succeeded)s THEN NULL
+                                        WHEN %(counts)s THEN coalesce(failing_since, now()) ELSE failing_since END,
+                   last_triggered_at = CASE WHEN %(succeeded)s THEN now() ELSE last_triggered_at END
+             WHERE id = %(webhook)s
+        )
+        UPDATE webhook_delivery SET status = %(status)s,
+               next_attempt_at = now() + make_interval(secs => %(delay)s),
+               completed_at = CASE WHEN %(status)s = 'pending' THEN NULL ELSE now() END
+         WHERE id = %(delivery)s AND attempt_count = %(attempt)s AND status = 'pending'
+        """,
+        params,
+    )
+    return cursor.rowcount == 1
+
+
+async def disable_endpoint(connection: Connection, webhook_id: int, reason: str) -> int:
+    """Switch the endpoint off; its pending deliveries fail (kept for redelivery). Returns the owner agent."""
+    async with connection.pipeline():
+        cursor = await connection.execute(
+            """UPDATE webhook SET is_active = false, disabled_at = now(), disabled_reason = %s
+                WHERE id = %s RETURNING agent_id""",
+            (reason, webhook_id),
+        )
+        await connection.execute(
+            """UPDATE webhook_delivery SET status = 'failed', next_attempt_at = NULL, completed_at = now()
+                WHERE webhook_id = %s AND status = 'pending'""",
+            (webhook_id,),
+        )
+        (agent_id,) = await cursor.fetchone()
+    return agent_id

@@ -1,0 +1,203 @@
+"""Webhook endpoints, and the deliveries and attempts their owners can read."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from app.repo.connections import Connection
+from domain.deliveries import AttemptRecord, DeliveryRecord, DeliveryStatus, WebhookRecord
+
+_COLUMNS = """w.id, w.agent_id, w.url, w.events, w.is_active, w.disabled_reason, w.failure_count, w.last_triggered_at,
+              w.previous_secret_expires_at, w.created_at"""
+
+
+def _to_record(row: Sequence[Any], secret: str | None = None) -> WebhookRecord:
+    return WebhookRecord(
+        id=row[0],
+        agent_id=row[1],
+        url=row[2],
+        events=tuple(row[3]),
+        is_active=row[4],
+        disabled_reason=row[5],
+        failure_count=row[6],
+        last_triggered_at=row[7],
+        previous_secret_expires_at=row[8],
+        created_at=row[9],
+        secret=secret,
+    )
+
+
+async def insert(
+    connection: Connection, *, agent_id: int, url: str, events: Sequence[str], secret: str, limit: int
+) -> WebhookRecord | None:
+    """Create the endpoint unless the agent already has `limit`; None then. The agent's row lock makes the count
+    exact under concurrent registrations (the insert's own snapshot is taken after the lock is granted)."""
+    async with connection.pipeline():
+        await connection.execute("SELECT 1 FROM agent WHERE id = %s FOR UPDATE", (agent_id,))
+        cursor = await connection.execute(
+            f"""
+            INSERT INTO webhook AS w (agent_id, url, events, secret)
+            SELECT %(agent)s, %(url)s, %(events)s, %(secret)s
+             WHERE (SELECT count(*) FROM webhook WHERE agent_id = %(agent)s) < %(limit)s
+            RETURNING {_COLUMNS}
+            """,
+            {"agent": agent_id, "url": url, "events": list(events), "secret": secret, "limit": limit},
+        )
+        row = await cursor.fetchone()
+    return _to_record(row, secret) if row else None
+
+
+async def get(connection: Connection, webhook_id: int) -> WebhookRecord | None:
+    cursor = await connection.execute(f"SELECT {_COLUMNS} FROM webhook w WHERE w.id = %s", (webhook_id,))
+    row = await cursor.fetchone()
+    return _to_record(row) if row else None
+
+
+async def for_agent(connection: Connection, agent_id: int, *, after_id: int, limit: int) -> list[WebhookRecord]:
+    cursor = await connection.execute(
+        f"SELECT {_COLUMNS} FROM webhook w WHERE w.agent_id = %s AND w.id > %s ORDER BY w.id LIMIT %s",
+        (agent_id, after_id, limit),
+    )
+    return [_to_record(row) for row in await cursor.fetchall()]
+
+
+async def delete(connection: Connection, webhook_id: int, agent_id: int) -> bool:
+    cursor = await connection.execute("DELETE FROM webhook WHERE id = %s AND agent_id = %s", (webhook_id, agent_id))
+    return cursor.rowcount == 1
+
+
+async def update(
+    connection: Connection,
+    webhook_id: int,
+    agent_id: int,
+    *,
+    url: str | None,
+    events: Sequence[str] | None,
+    enable: bool | None,
+) -> WebhookRecord | None:
+    """Change the URL or events; `enable` True switches a disabled endpoint back on with a clean failure streak,
+    False switches it off by the owner's choice."""
+    cursor = await connection.execute(
+        f"""
+        UPDATE webhook w SET
+               url = coalesce(%(url)s, w.url),
+               events = coalesce(%(events)s, w.events),
+               is_active = coalesce(%(enable)s, w.is_active),
+               disabled_at = CASE WHEN %(enable)s IS NULL THEN w.disabled_at
+                                  WHEN %(enable)s THEN NULL ELSE coalesce(w.disabled_at, now()) END,
+               disabled_reason = CASE WHEN %(enable)s IS NULL THEN w.disabled_reason
+                                      WHEN %(enable)s THEN NULL ELSE coalesce(w.disabled_reason, 'disabled by its owner') END,
+               failure_count = CASE WHEN %(enable)s THEN 0 ELSE w.failure_count END,
+               failing_since = CASE WHEN %(enable)s THEN NULL ELSE w.failing_since END
+         WHERE w.id = %(id)s AND w.agent_id = %(agent)s
+        RETURNING {_COLUMNS}
+        """,
+        {
+            "id": webhook_id,
+            "agent": agent_id,
+            "url": url,
+            "events": list(events) if events is not None else None,
+            "enable": enable,
+        },
+    )
+    row = await cursor.fetchone()
+    return _to_record(row) if row else None
+
+
+async def rotate_secret(
+    connection: Connection, webhook_id: int, agent_id: int, *, secret: str, overlap_seconds: int
+) -> WebhookRecord | None:
+    """The new secret signs from now on; the old one also signs for `overlap_seconds` (0: not at all)."""
+    cursor = await connection.execute(
+        f"""
+        UPDATE webhook w SET
+               previous_secret = CASE WHEN %(overlap)s > 0 THEN w.secret END,
+               previous_secret_expires_at = CASE WHEN %(overlap)s > 0
+                                                 THEN now() + make_interval(secs => %(overlap)s) END,
+               secret = %(secret)s
+         WHERE w.id = %(id)s AND w.agent_id = %(agent)s
+        RETURNING {_COLUMNS}
+        """,
+        {"id": webhook_id, "agent": agent_id, "secret": secret, "overlap": overlap_seconds},
+    )
+    row = await cursor.fetchone()
+    return _to_record(row, secret) if row else None
+
+
+_DELIVERY = """d.id, d.webhook_id, d.event_id, e.type, d.status, d.attempt_count, d.next_attempt_at, d.created_at,
+               d.completed_at,
+               coalesce((SELECT json_agg(json_build_object(
+                           'attempt_number', a.attempt_number, 'started_at', a.started_at,
+                           'duration_ms', a.duration_ms, 'outcome', a.outcome,
+                           'response_status', a.response_status, 'response_snippet', a.response_snippet,
+                           'error', a.error, 'next_attempt_at', a.next_attempt_at) ORDER BY a.id)
+                           FROM webhook_attempt a WHERE a.delivery_id = d.id), '[]')"""
+
+
+def _moment(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def _to_delivery(row: Sequence[Any]) -> DeliveryRecord:
+    attempts = tuple(
+        AttemptRecord(
+            attempt_number=a["attempt_number"],
+            started_at=_moment(a["started_at"]),  # type: ignore[arg-type]
+            duration_ms=a["duration_ms"],
+            outcome=a["outcome"],
+            response_status=a["response_status"],
+            response_snippet=a["response_snippet"],
+            error=a["error"],
+            next_attempt_at=_moment(a["next_attempt_at"]),
+        )
+        for a in row[9]
+    )
+    return DeliveryRecord(
+        id=row[0],
+        webhook_id=row[1],
+        event_id=row[2],
+        event_type=row[3],
+        status=DeliveryStatus(row[4]),
+        attempt_count=row[5],
+        next_attempt_at=row[6],
+        created_at=row[7],
+        completed_at=row[8],
+        attempts=attempts,
+    )
+
+
+async def deliveries(
+    connection: Connection, webhook_id: int, *, before_id: int | None, limit: int, status: DeliveryStatus | None
+) -> list[DeliveryRecord]:
+    """Newest first, each with all its attempts."""
+    cursor = await connection.execute(
+        f"""SELECT {_DELIVERY} FROM webhook_delivery d JOIN event e ON e.id = d.event_id
+             WHERE d.webhook_id = %(webhook)s AND (%(before)s::bigint IS NULL OR d.id < %(before)s)
+               AND (%(status)s::text IS NULL OR d.status = %(status)s)
+             ORDER BY d.id DESC LIMIT %(limit)s""",
+        {"webhook": webhook_id, "before": before_id, "limit": limit, "status": status.value if status else None},
+    )
+    return [_to_delivery(row) for row in await cursor.fetchall()]
+
+
+async def delivery(connection: Connection, webhook_id: int, delivery_id: int) -> DeliveryRecord | None:
+    cursor = await connection.execute(
+        f"""SELECT {_DELIVERY} FROM webhook_delivery d JOIN event e ON e.id = d.event_id
+             WHERE d.webhook_id = %s AND d.id = %s""",
+        (webhook_id, delivery_id),
+    )
+    row = await cursor.fetchone()
+    return _to_delivery(row) if row else None
+
+
+async def redeliver(connection: Connection, webhook_id: int, delivery_id: int) -> bool:
+    """Schedule a finished delivery again, now, with a fresh retry schedule; False when it is still pending."""
+    cursor = await connection.execute(
+        """UPDATE webhook_delivery SET status = 'pending', next_attempt_at = now(), completed_at = NULL,
+                  retry_base = attempt_count
+            WHERE webhook_id = %s AND id = %s AND status <> 'pending'""",
+        (webhook_id, delivery_id),
+    )
+    return cursor.rowcount == 1

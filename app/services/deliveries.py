@@ -1,0 +1,76 @@
+"""Webhook delivery use cases for the delivery worker: claim due deliveries, record an attempt's outcome."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from app.repo import deliveries as delivery_rows
+from app.repo.connections import ConnectionLease, ConnectionSource
+from app.repo.deliveries import AttemptReport, DueDelivery
+from app.services.uow import UnitOfWork
+from domain.deliveries import AttemptVerdict, DisablePolicy, judge_attempt
+from domain.events import Event, EventType
+
+
+async def claim_due(
+    source: ConnectionSource, *, limit: int, per_endpoint: int, busy: Sequence[int], lease_seconds: float
+) -> list[DueDelivery]:
+    lease = ConnectionLease(source)
+    try:
+        return await delivery_rows.claim_due(
+            await lease.connection(), limit=limit, per_endpoint=per_endpoint, busy=busy, lease_seconds=lease_seconds
+        )
+    finally:
+        await lease.release()
+
+
+async def next_due_in(source: ConnectionSource) -> float | None:
+    lease = ConnectionLease(source)
+    try:
+        return await delivery_rows.next_due_in(await lease.connection())
+    finally:
+        await lease.release()
+
+
+async def finish_attempt(
+    source: ConnectionSource,
+    delivery: DueDelivery,
+    report: AttemptReport,
+    *,
+    succeeded: bool,
+    retry_after_seconds: float | None,
+    policy: DisablePolicy,
+    scale: float,
+    rng: random.Random | None = None,
+) -> AttemptVerdict | None:
+    """Record the attempt and decide what follows, under the endpoint's row lock (so two attempts ending together
+    count the streak right and switch the endpoint off once). None when the endpoint was deleted meanwhile."""
+    lease = ConnectionLease(source)
+    uow = UnitOfWork(lease)
+    try:
+        async with uow:
+            health = await delivery_rows.lock_endpoint(uow.connection, delivery.webhook_id)
+            if health is None:
+                return None
+            verdict = judge_attempt(
+                succeeded=succeeded,
+                response_status=report.response_status,
+                retry_after_seconds=retry_after_seconds,
+                attempts_in_round=delivery.attempts_in_round,
+                health=health,
+                policy=policy,
+                scale=scale,
+                rng=rng,
+            )
+            await delivery_rows.record_attempt(uow.connection, delivery, report, verdict)
+            if verdict.disable_reason is not None and health.is_active:
+                owner = await delivery_rows.disable_endpoint(
+                    uow.connection, delivery.webhook_id, verdict.disable_reason
+                )
+                data = {"webhook_id": delivery.webhook_id, "url": delivery.url, "reason": verdict.disable_reason}
+                await uow.publish([Event(EventType.WEBHOOK_DISABLED, owner, None, data)])
+            await uow.commit()
+        return verdict
+    finally:
+        await lease.release()

@@ -1,0 +1,232 @@
+"""The webhook delivery worker: claims due deliveries, sends each signed, records every attempt.
+
+Several workers (threads of `agora serve` processes and `agora worker` processes) share the queue safely: claims
+skip rows another holds and carry a lease. Each delivery runs as its own task with a slot of `concurrency`, and at
+most `per_endpoint` of one endpoint's deliveries run at once in this worker, so a slow endpoint delays only itself.
+The worker wakes on the outbox's NOTIFY, when the next retry falls due, or on its poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import Counter
+from datetime import UTC, datetime
+
+import msgspec
+import structlog
+
+from app.config import Settings
+from app.outbound.webhook_client import AttemptOutcome, SendResult, WebhookClient
+from app.repo.connections import ConnectionSource
+from app.repo.deliveries import AttemptReport, DueDelivery
+from app.repo.listen import listen_forever
+from app.services import deliveries
+from domain.deliveries import DisablePolicy
+from domain.webhooks import parse_retry_after, standard_signature, taskhive_signature
+
+log = structlog.get_logger("agora.webhooks")
+
+#: How long a claimed delivery stays ours beyond the request timeout before another worker may take it over.
+LEASE_MARGIN_SECONDS = 5.0
+
+
+class _Body(msgspec.Struct):
+    """TaskHive's delivery body {"event", "timestamp", "data"}, plus the event's id for deduplication."""
+
+    event: str
+    event_id: int
+    timestamp: datetime
+    data: msgspec.Raw
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def delivery_body(delivery: DueDelivery) -> bytes:
+    """The same bytes on every attempt (the signature covers them, and receivers may compare)."""
+    return _encode(
+        _Body(delivery.event_type, delivery.event_id, delivery.event_created_at, msgspec.Raw(delivery.event_data))
+    )
+
+
+def signed_headers(delivery: DueDelivery, body: bytes, now: int) -> dict[str, str]:
+    message_id = f"evt_{delivery.event_id}"  # the same on every retry and redelivery: the receiver's dedupe key
+    return {
+        "X-TaskHive-Signature": taskhive_signature(delivery.secrets[0], body),
+        "X-TaskHive-Event": delivery.event_type,
+        "X-TaskHive-Delivery": f"whd_{delivery.id}",
+        "X-TaskHive-Timestamp": str(now),
+        "webhook-id": message_id,
+        "webhook-timestamp": str(now),
+        "webhook-signature": standard_signature(delivery.secrets, message_id, now, body),
+    }
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        source: ConnectionSource,
+        client: WebhookClient,
+        settings: Settings,
+        *,
+        listen_url: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.source = source
+        self.client = client
+        self.settings = settings
+        self.listen_url = listen_url
+        self.rng = rng
+        self.policy = DisablePolicy(settings.webhook_disable_after_failures, settings.webhook_disable_after_seconds)
+        self.lease_seconds = settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS
+        self._in_flight: set[asyncio.Task] = set()
+        self._per_endpoint: Counter[int] = Counter()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._run(), name="webhook-worker"))
+        if self.listen_url:
+            listener = listen_forever(self.listen_url, self._wake.set, name="agora-webhooks")
+            self._tasks.append(asyncio.create_task(listener, name="webhook-worker-listen"))
+
+    async def stop(self) -> None:
+        """Stop claiming; deliveries in flight are cancelled and come back when their lease ends."""
+        for task in [*self._tasks, *self._in_flight]:
+            task.cancel()
+        for task in [*self._tasks, *self._in_flight]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def run_once(self) -> int:
+        """Claim what is due now and send it all; returns how many were sent (for tests and `agora worker --once`)."""
+        started = await self._claim_and_send()
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        return started
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._claim_and_send()
+                timeout = await self._idle_timeout()
+            except Exception as error:  # the database is away: wait and try again
+                log.warning("webhook_worker_failed", error=str(error))
+                timeout = self.settings.events_poll_seconds
+            await self._wait(timeout)
+
+    async def _claim_and_send(self) -> int:
+        free = self.settings.webhook_concurrency - len(self._in_flight)
+        if free <= 0:
+            return 0
+        cap = self.settings.webhook_per_endpoint_concurrency
+        busy = [webhook_id for webhook_id, running in self._per_endpoint.items() if running >= cap]
+        due = await deliveries.claim_due(
+            self.source, limit=free, per_endpoint=cap, busy=busy, lease_seconds=self.lease_seconds
+        )
+        for delivery in due:
+            self._per_endpoint[delivery.webhook_id] += 1
+            task = asyncio.create_task(self._deliver(delivery))
+            self._in_flight.add(task)
+            task.add_done_callback(lambda done, webhook_id=delivery.webhook_id: self._done(done, webhook_id))
+        return len(due)
+
+    def _done(self, task: asyncio.Task, webhook_id: int) -> None:
+        self._in_flight.discard(task)
+        self._per_endpoint[webhook_id] -= 1
+        if self._per_endpoint[webhook_id] <= 0:
+            del self._per_endpoint[webhook_id]
+        self._wake.set()  # a slot is free
+
+    async def _idle_timeout(self) -> float:
+        poll = self.settings.events_poll_seconds
+        if len(self._in_flight) >= self.settings.webhook_concurrency:
+            return poll  # a finishing delivery wakes us
+        due_in = await deliveries.next_due_in(self.source)
+        return poll if due_in is None else min(poll, max(due_in, 0.001))
+
+    async def _wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        self._wake.clear()
+
+    async def _deliver(self, delivery: DueDelivery) -> None:
+        body = delivery_body(delivery)
+        started_at = datetime.now(UTC)
+        result = await self.client.post(delivery.url, body, signed_headers(delivery, body, int(time.time())))
+        report = AttemptReport(
+            started_at=started_at,
+            duration_ms=result.duration_ms,
+            outcome=result.outcome.value,
+            response_status=result.status,
+            response_snippet=result.snippet,
+            error=result.error,
+        )
+        try:
+            verdict = await deliveries.finish_attempt(
+                self.source,
+                delivery,
+                report,
+                succeeded=result.outcome is AttemptOutcome.SUCCEEDED,
+                retry_after_seconds=_retry_after(result),
+                policy=self.policy,
+                scale=self.settings.webhook_retry_scale,
+                rng=self.rng,
+            )
+        except Exception as error:  # not recorded: the lease runs out and the delivery is attempted again
+            log.warning("webhook_attempt_not_recorded", delivery_id=delivery.id, error=str(error))
+            return
+        log.info(
+            "webhook_attempt",
+            delivery_id=delivery.id,
+            webhook_id=delivery.webhook_id,
+            event=delivery.event_type,
+            attempt=delivery.attempt_number,
+            outcome=result.outcome.value,
+            status=result.status,
+            duration_ms=result.duration_ms,
+            next=verdict.status.value if verdict else "endpoint deleted",
+            disabled=verdict.disable_reason if verdict else None,
+        )
+
+
+def _retry_after(result: SendResult) -> float | None:
+    return parse_retry_after(result.retry_after, datetime.now(UTC)) if result.status == 429 else None
+
+
+async def run_standalone(settings: Settings, url: str, client: WebhookClient, *, once: bool = False) -> None:
+    """`agora worker`: a delivery worker of its own (no HTTP), until SIGTERM or SIGINT."""
+    import signal
+
+    from app.repo.connections import PoolSource, open_pool
+
+    pool = open_pool(
+        url,
+        min_size=1,
+        max_size=max(4, settings.webhook_concurrency // 4),
+        statement_timeout_ms=settings.db_statement_timeout_ms,
+        name="agora-worker",
+    )
+    await pool.open(wait=True, timeout=30)
+    worker = DeliveryWorker(PoolSource(pool), client, settings, listen_url=url)
+    try:
+        if once:
+            sent = await worker.run_once()
+            log.info("webhook_worker_once", sent=sent)
+            return
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(stop_signal, stop.set)
+        await worker.start()
+        log.info("webhook_worker_started", concurrency=settings.webhook_concurrency)
+        await stop.wait()
+    finally:
+        await worker.stop()
+        await client.aclose()
+        await pool.close()
+        log.info("webhook_worker_stopped")

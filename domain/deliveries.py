@@ -1,0 +1,162 @@
+"""Webhook endpoints and deliveries: the records, and what happens after each delivery attempt.
+
+Only a 2xx is a success. 3xx is a failure (never followed). 410 Gone switches the endpoint off at once. 429 waits
+at least as long as its Retry-After asks. Everything else is retried on the Standard Webhooks schedule until it
+runs out; an endpoint that has failed every attempt for long enough is switched off and its owner told.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from domain.errors import Conflict, NotFound
+from domain.webhooks import retry_delay
+
+MAX_WEBHOOKS_PER_AGENT = 5
+MAX_ROTATION_OVERLAP_SECONDS = 7 * 86400
+DEFAULT_ROTATION_OVERLAP_SECONDS = 86400
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookRecord:
+    id: int
+    agent_id: int
+    url: str
+    events: tuple[str, ...]
+    is_active: bool
+    disabled_reason: str | None
+    failure_count: int
+    last_triggered_at: datetime | None
+    previous_secret_expires_at: datetime | None
+    created_at: datetime
+    secret: str | None = None  # only right after creation or rotation: shown once
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptRecord:
+    attempt_number: int
+    started_at: datetime
+    duration_ms: int
+    outcome: str
+    response_status: int | None
+    response_snippet: str | None
+    error: str | None
+    next_attempt_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryRecord:
+    id: int
+    webhook_id: int
+    event_id: int
+    event_type: str
+    status: DeliveryStatus
+    attempt_count: int
+    next_attempt_at: datetime | None
+    created_at: datetime
+    completed_at: datetime | None
+    attempts: tuple[AttemptRecord, ...] = ()
+
+
+def webhook_not_found(webhook_id: int) -> NotFound:
+    return NotFound(
+        f"Webhook {webhook_id} not found",
+        "List your webhooks with GET /api/v1/webhooks.",
+        code="WEBHOOK_NOT_FOUND",
+    )
+
+
+def delivery_not_found(delivery_id: int) -> NotFound:
+    return NotFound(
+        f"Delivery {delivery_id} not found for this webhook",
+        "List the webhook's deliveries with GET /api/v1/webhooks/{id}/deliveries.",
+        code="DELIVERY_NOT_FOUND",
+    )
+
+
+def limit_reached() -> Conflict:
+    return Conflict(
+        f"Maximum of {MAX_WEBHOOKS_PER_AGENT} webhooks per agent",
+        "Delete an existing webhook first (DELETE /api/v1/webhooks/{id}).",
+        code="LIMIT_REACHED",
+    )
+
+
+def webhook_disabled(webhook_id: int) -> Conflict:
+    return Conflict(
+        f"Webhook {webhook_id} is disabled",
+        'Fix the endpoint, then re-enable it with PATCH /api/v1/webhooks/{id} {"is_active": true}.',
+        code="WEBHOOK_DISABLED",
+    )
+
+
+def delivery_pending(delivery_id: int) -> Conflict:
+    return Conflict(
+        f"Delivery {delivery_id} is still scheduled",
+        "Wait for its next attempt; only succeeded or failed deliveries can be redelivered.",
+        code="DELIVERY_PENDING",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointHealth:
+    """The endpoint's failure streak, read under its row lock when an attempt ends."""
+
+    is_active: bool
+    failure_count: int
+    failing_since: datetime | None
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DisablePolicy:
+    after_failures: int
+    after_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptVerdict:
+    status: DeliveryStatus
+    retry_in_seconds: float | None  # when pending
+    counts_as_failure: bool  # towards the endpoint's failure streak
+    disable_reason: str | None  # the endpoint is switched off now
+
+
+def judge_attempt(
+    *,
+    succeeded: bool,
+    response_status: int | None,
+    retry_after_seconds: float | None,
+    attempts_in_round: int,
+    health: EndpointHealth,
+    policy: DisablePolicy,
+    scale: float = 1.0,
+    rng: random.Random | None = None,
+) -> AttemptVerdict:
+    if succeeded:
+        return AttemptVerdict(DeliveryStatus.SUCCEEDED, None, False, None)
+    if response_status == 410:
+        return AttemptVerdict(DeliveryStatus.FAILED, None, True, "the endpoint answered 410 Gone")
+    throttled = response_status == 429
+    delay = retry_delay(attempts_in_round, scale=scale, rng=rng)
+    if delay is not None and throttled and retry_after_seconds is not None:
+        delay = max(delay, retry_after_seconds * scale)
+    status = DeliveryStatus.FAILED if delay is None else DeliveryStatus.PENDING
+    # Throttling is the receiver managing its load, not a broken endpoint.
+    counts = not throttled
+    reason = None
+    if counts and health.is_active:
+        streak = health.failure_count + 1
+        since = health.failing_since or health.now
+        if streak >= policy.after_failures and health.now - since >= timedelta(seconds=policy.after_seconds):
+            reason = f"{streak} consecutive failed attempts since {since.isoformat()}"
+    return AttemptVerdict(status, delay, counts, reason)
