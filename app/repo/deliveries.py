@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from app.repo.connections import Connection
+from app.repo.events import compact_json
 from domain.deliveries import AttemptVerdict, DeliveryStatus, EndpointHealth
 
 
@@ -77,7 +78,7 @@ async def claim_due(
             secrets=(row[5], row[6]) if row[6] else (row[5],),
             event_id=row[7],
             event_type=row[8],
-            event_data=row[9].encode(),
+            event_data=compact_json(row[9]),
             event_created_at=row[10],
         )
         for row in await cursor.fetchall()

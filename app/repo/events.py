@@ -107,8 +107,13 @@ async def insert_ping(connection: Connection, webhook_id: int, data: dict) -> in
 _COLUMNS = "id, tx::text::bigint, type, agent_id, task_id, data::text, created_at"
 
 
+def compact_json(text: str) -> bytes:
+    """jsonb prints `{"a": 1}`; frames and webhook bodies carry compact JSON like every other response."""
+    return _encode(msgspec.json.decode(text))
+
+
 def _to_event(row: Sequence) -> StoredEvent:
-    return StoredEvent(row[0], row[1], row[2], row[3], row[4], row[5].encode(), row[6])
+    return StoredEvent(row[0], row[1], row[2], row[3], row[4], compact_json(row[5]), row[6])
 
 
 async def readable_after(

@@ -45,6 +45,7 @@ class Subscription:
         self._queue: deque[StoredEvent] = deque()
         self._arrived = asyncio.Event()
         self._overflowed = True  # start by catching up from the outbox
+        self._closed = False
 
     def offer(self, event: StoredEvent) -> None:
         # Queued even while catching up: an event handed out after the catch-up's last read must not be lost.
@@ -55,10 +56,15 @@ class Subscription:
             self._queue.append(event)
         self._arrived.set()
 
+    def close(self) -> None:
+        """End the stream (the server is stopping); the client reconnects elsewhere with Last-Event-ID."""
+        self._closed = True
+        self._arrived.set()
+
     async def events(self, *, heartbeat_seconds: float) -> AsyncIterator[StoredEvent | None]:
-        """Events in order, and None whenever `heartbeat_seconds` pass without one."""
+        """Events in order, and None whenever `heartbeat_seconds` pass without one; ends when closed."""
         try:
-            while True:
+            while not self._closed:
                 if self._overflowed:
                     self._overflowed = False
                     async for event in self._catch_up():
@@ -147,6 +153,11 @@ class EventHub:
                 del index[key]  # type: ignore[arg-type]
         if not self._by_agent and not self._by_task:
             self._position = None
+
+    def close_streams(self) -> None:
+        for subscribers in [*self._by_agent.values(), *self._by_task.values()]:
+            for subscription in list(subscribers):
+                subscription.close()
 
     @property
     def open_streams(self) -> int:
