@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None, *, source: ConnectionSource | N
             listen_url=url,
             poll_seconds=settings.events_poll_seconds,
             queue_size=settings.sse_queue_size,
+            max_streams_per_agent=settings.sse_max_streams_per_agent,
         )
         await hub.start()
         app.state.event_hub = hub

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -24,7 +24,7 @@ from app.repo.connections import ConnectionLease, ConnectionSource
 from app.repo.events import StoredEvent
 from app.repo.listen import listen_forever
 from app.services.uow import UnitOfWork
-from domain.errors import InvalidParameter
+from domain.errors import Conflict, InvalidParameter
 from domain.tasks import TaskRecord, task_not_found
 
 log = structlog.get_logger("agora.events")
@@ -37,8 +37,11 @@ RECHECK_SECONDS = 0.01
 class Subscription:
     """One open stream: an agent's events or a task's public ones, from a position on."""
 
-    def __init__(self, hub: EventHub, *, agent_id: int | None, task_id: int | None, position: tuple[int, int]) -> None:
+    def __init__(
+        self, hub: EventHub, *, owner: int, agent_id: int | None, task_id: int | None, position: tuple[int, int]
+    ) -> None:
         self.hub = hub
+        self.owner = owner  # the agent holding the stream
         self.agent_id = agent_id
         self.task_id = task_id
         self.position = position
@@ -46,6 +49,7 @@ class Subscription:
         self._arrived = asyncio.Event()
         self._overflowed = True  # start by catching up from the outbox
         self._closed = False
+        self.unsubscribed = False
 
     def offer(self, event: StoredEvent) -> None:
         # Queued even while catching up: an event handed out after the catch-up's last read must not be lost.
@@ -96,9 +100,17 @@ class Subscription:
 
 class EventHub:
     def __init__(
-        self, source: ConnectionSource, *, listen_url: str | None, poll_seconds: float = 1.0, queue_size: int = 1000
+        self,
+        source: ConnectionSource,
+        *,
+        listen_url: str | None,
+        poll_seconds: float = 1.0,
+        queue_size: int = 1000,
+        max_streams_per_agent: int = 10,
     ) -> None:
         self.source = source
+        self.max_streams_per_agent = max_streams_per_agent
+        self._per_owner: Counter[int] = Counter()
         self.listen_url = listen_url
         self.poll_seconds = poll_seconds
         self.queue_size = queue_size
@@ -124,16 +136,32 @@ class EventHub:
         self._tasks.clear()
 
     async def subscribe(
-        self, *, agent_id: int | None = None, task_id: int | None = None, after: tuple[int, int] | None = None
+        self,
+        owner: int,
+        *,
+        agent_id: int | None = None,
+        task_id: int | None = None,
+        after: tuple[int, int] | None = None,
     ) -> Subscription:
-        """A stream from `after`, or from now when None."""
+        """A stream for agent `owner` from `after`, or from now when None."""
+        if self._per_owner[owner] >= self.max_streams_per_agent:
+            raise Conflict(
+                f"At most {self.max_streams_per_agent} open event streams per agent",
+                "Close a stream you no longer read, or follow several tasks through GET /api/v1/events.",
+                code="TOO_MANY_STREAMS",
+            )
         async with self._start_lock:
             if self._position is None:
                 self._position = await self._with_connection(event_rows.head)
             # No await between reading the hub's position and registering: nothing can pass in between.
             subscription = Subscription(
-                self, agent_id=agent_id, task_id=task_id, position=after if after is not None else self._position
+                self,
+                owner=owner,
+                agent_id=agent_id,
+                task_id=task_id,
+                position=after if after is not None else self._position,
             )
+            self._per_owner[owner] += 1
             if agent_id is not None:
                 self._by_agent[agent_id].add(subscription)
             else:
@@ -141,6 +169,13 @@ class EventHub:
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
+        """Forget the stream (again is harmless)."""
+        if subscription.unsubscribed:
+            return
+        subscription.unsubscribed = True
+        self._per_owner[subscription.owner] -= 1
+        if self._per_owner[subscription.owner] <= 0:
+            del self._per_owner[subscription.owner]
         index, key = (
             (self._by_agent, subscription.agent_id)
             if subscription.agent_id is not None

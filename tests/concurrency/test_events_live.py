@@ -12,6 +12,8 @@ import httpx
 import psycopg
 import pytest
 
+from app.repo.connections import PoolSource, open_pool
+from app.services.event_stream import EventHub
 from tests.live_marketplace import Flow, adjust, new_party
 from tests.sse_client import open_stream
 from tests.support import start_servers
@@ -24,7 +26,12 @@ TIMEOUT = httpx.Timeout(30.0)
 @pytest.fixture(scope="module")
 def servers(database_url: str):
     started = start_servers(
-        database_url, count=2, rate_limit_per_minute="1000000", sse_heartbeat_seconds="0.5", webhook_worker="false"
+        database_url,
+        count=2,
+        rate_limit_per_minute="1000000",
+        sse_heartbeat_seconds="0.5",
+        sse_max_streams_per_agent="2",
+        webhook_worker="false",
     )
     yield started
     started.stop()
@@ -170,3 +177,52 @@ async def test_latency_from_commit_to_frame_on_the_other_process(database_url, s
             f"\ncommit -> SSE frame on the other process: p50 {statistics.median(latencies):.1f} ms,"
             f" max {max(latencies):.1f} ms over {len(latencies)} events"
         )
+
+
+async def test_an_agent_holds_a_bounded_number_of_streams_per_process(database_url, servers):
+    a, b = servers.urls
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        agent = await new_party(database_url, http, a, "streamer")
+        async with open_stream(http, f"{a}/api/v1/events", agent.key) as first:
+            await first.next()
+            async with open_stream(http, f"{a}/api/v1/events", agent.key) as second:
+                await second.next()
+                refused = await http.get(f"{a}/api/v1/events", headers={"Authorization": f"Bearer {agent.key}"})
+                assert refused.status_code == 409
+                assert refused.json()["error"]["code"] == "TOO_MANY_STREAMS"
+                # The limit is per process: the other one still accepts.
+                async with open_stream(http, f"{b}/api/v1/events", agent.key) as elsewhere:
+                    assert (await elsewhere.next()).event == "connected"
+        # Closed streams give their places back.
+        async with open_stream(http, f"{a}/api/v1/events", agent.key) as again:
+            assert (await again.next(5)).event == "connected"
+
+
+async def test_a_stream_whose_client_does_not_read_holds_a_bounded_queue_and_loses_nothing(database_url, servers):
+    """A stream that nobody reads keeps at most `queue_size` events in memory; when it is read again it catches up
+    from the outbox, in order, without a gap."""
+    a, _ = servers.urls
+    pool = open_pool(database_url, min_size=1, max_size=4, statement_timeout_ms=5000, name="test-hub")
+    await pool.open(wait=True)
+    hub = EventHub(PoolSource(pool), listen_url=database_url, poll_seconds=0.05, queue_size=3)
+    await hub.start()
+    try:
+        async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+            poster = await new_party(database_url, http, a, "poster")
+            await adjust(database_url, poster.operator_id, 10_000)
+            agent_id = poster.agent_ids[0]
+            subscription = await hub.subscribe(agent_id, agent_id=agent_id)
+            stream = subscription.events(heartbeat_seconds=5)
+            flow = Flow(http, a)
+            for _ in range(8):
+                await flow.post_task(poster, 100)  # 2 events each for the poster
+            await asyncio.sleep(0.5)  # the hub hands them out; the stream is not read
+            assert len(subscription._queue) <= 3
+            received = [(await anext(stream)).id for _ in range(16)]
+            committed = await agent_event_ids(database_url, agent_id)
+            assert received == committed[-16:]
+            await stream.aclose()
+            assert hub.open_streams == 0
+    finally:
+        await hub.stop()
+        await pool.close()

@@ -51,11 +51,14 @@ def _hub(request: Request) -> EventHub:
 
 
 async def _frames(subscription: Subscription, first: list[bytes], heartbeat: float) -> AsyncIterator[bytes]:
-    yield sse.RETRY
-    for frame in first:
-        yield frame
-    async for event in subscription.events(heartbeat_seconds=heartbeat):
-        yield sse.HEARTBEAT if event is None else sse.event_frame(event)
+    try:
+        yield sse.RETRY
+        for frame in first:
+            yield frame
+        async for event in subscription.events(heartbeat_seconds=heartbeat):
+            yield sse.HEARTBEAT if event is None else sse.event_frame(event)
+    finally:  # also when the client left before the first event
+        subscription.hub.unsubscribe(subscription)
 
 
 def _stream(request: Request, subscription: Subscription, first: list[bytes]) -> Stream:
@@ -72,7 +75,7 @@ class EventsController(Controller):
         operation_id="streamMyEvents",
         guards=[agent_only],
         security=AGENT_KEY,
-        responses={**_STREAM_DOC, **errors(*AUTHENTICATED)},
+        responses={**_STREAM_DOC, **errors(*AUTHENTICATED, 409)},
     )
     async def my_events(
         self,
@@ -85,7 +88,7 @@ class EventsController(Controller):
         hub = _hub(request)
         after = await event_stream.resume_position(uow, request.headers.get("last-event-id") or last_event_id)
         await context.current().lease.release()
-        subscription = await hub.subscribe(agent_id=principal.agent_id, after=after)
+        subscription = await hub.subscribe(principal.agent_id, agent_id=principal.agent_id, after=after)
         greeting = {"agent_id": principal.agent_id, "message": "Subscribed to task updates"}
         return _stream(request, subscription, [sse.plain_frame("connected", greeting)])
 
@@ -94,12 +97,13 @@ class EventsController(Controller):
         operation_id="streamTaskEvents",
         guards=[agent_only],
         security=AGENT_KEY,
-        responses={**_STREAM_DOC, **errors(*AUTHENTICATED, 404)},
+        responses={**_STREAM_DOC, **errors(*AUTHENTICATED, 404, 409)},
     )
     async def task_events(
         self,
         request: Request,
         task_id: FromPath[str],
+        principal: NamedDependency[Principal],
         uow: NamedDependency[UnitOfWork],
         last_event_id: LastEventIdQuery = None,
     ) -> Stream:
@@ -121,5 +125,5 @@ class EventsController(Controller):
             }
             frame = {"type": "task.status", "data": current, "timestamp": datetime.now(UTC).isoformat()}
             first.append(sse.plain_frame("task.status", frame, event_id=latest.id if latest else None))
-        subscription = await hub.subscribe(task_id=task, after=after)
+        subscription = await hub.subscribe(principal.agent_id, task_id=task, after=after)
         return _stream(request, subscription, first)
