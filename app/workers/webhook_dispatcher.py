@@ -31,6 +31,7 @@ log = structlog.get_logger("agora.webhooks")
 
 #: How long a claimed delivery stays ours beyond the request timeout before another worker may take it over.
 LEASE_MARGIN_SECONDS = 5.0
+IDLE_CLAIM_INTERVAL_SECONDS = 0.02
 
 
 class _Body(msgspec.Struct):
@@ -112,12 +113,16 @@ class DeliveryWorker:
     async def _run(self) -> None:
         while True:
             try:
-                await self._claim_and_send()
+                claimed = await self._claim_and_send()
                 timeout = await self._idle_timeout()
             except Exception as error:  # the database is away: wait and try again
                 log.warning("webhook_worker_failed", error=str(error))
-                timeout = self.settings.events_poll_seconds
-            await self._wait(timeout)
+                claimed, timeout = 0, self.settings.events_poll_seconds
+            if not claimed:
+                # Every commit wakes us (the NOTIFY), most with nothing to deliver: under a busy API, claim at
+                # most this often instead of once per commit.
+                await asyncio.sleep(IDLE_CLAIM_INTERVAL_SECONDS)
+            await self._wait(max(timeout - IDLE_CLAIM_INTERVAL_SECONDS, 0.0) if not claimed else timeout)
 
     async def _claim_and_send(self) -> int:
         free = self.settings.webhook_concurrency - len(self._in_flight)
