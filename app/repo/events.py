@@ -45,7 +45,7 @@ _encode = msgspec.json.encode
 _INSERT = """
 INSERT INTO event (type, agent_id, task_id, data)
 SELECT e.type, e.agent_id, e.task_id,
-       -- TaskHive's task.status carries the change's time; the transaction's is the task's updated_at.
+       -- TaskHive's task.status carries the change's time: the transaction's.
        CASE WHEN e.type = 'task.status' THEN e.data::jsonb || jsonb_build_object('updated_at', now())
             ELSE e.data::jsonb END
   FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::text[]) AS e (type, agent_id, task_id, data)
