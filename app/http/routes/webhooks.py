@@ -140,13 +140,15 @@ class WebhooksController(Controller):
     async def rotate_secret(
         self,
         webhook_id: FromPath[str],
-        data: JSONBody[RotateSecretIn],
         principal: NamedDependency[Principal],
         uow: NamedDependency[UnitOfWork],
+        data: JSONBody[RotateSecretIn | None] = None,
     ) -> Envelope[SecretRotatedOut]:
-        """A new signing secret (shown once). The old one keeps signing beside it for `overlap_seconds`."""
+        """A new signing secret (shown once). The old one keeps signing beside it for `overlap_seconds` (default a
+        day; the body may be omitted)."""
+        options = data or RotateSecretIn()
         record = await webhooks.rotate_secret(
-            uow, principal.agent_id, _webhook_id(webhook_id), overlap_seconds=data.overlap_seconds
+            uow, principal.agent_id, _webhook_id(webhook_id), overlap_seconds=options.overlap_seconds
         )
         return ok(
             SecretRotatedOut(
