@@ -8,7 +8,7 @@ endpoint cannot fill every worker slot.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -32,16 +32,22 @@ class DueDelivery:
 
 
 _CLAIM = """
-WITH ranked AS (
-    SELECT d.id, d.next_attempt_at,
+WITH running AS (
+    SELECT * FROM unnest(%(running_ids)s::bigint[], %(running_counts)s::int[]) AS r (webhook_id, attempts)
+), ranked AS (
+    SELECT d.id, d.webhook_id, d.next_attempt_at,
            row_number() OVER (PARTITION BY d.webhook_id ORDER BY d.next_attempt_at, d.id) AS per_endpoint
-      FROM (SELECT id, webhook_id, next_attempt_at FROM webhook_delivery
-             WHERE status = 'pending' AND next_attempt_at <= now() AND webhook_id <> ALL (%(busy)s::bigint[])
-             ORDER BY next_attempt_at LIMIT %(scan)s) d
+      FROM (SELECT d.id, d.webhook_id, d.next_attempt_at
+              FROM webhook_delivery d JOIN webhook w ON w.id = d.webhook_id AND w.is_active
+             WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+               AND d.webhook_id <> ALL (%(busy)s::bigint[])
+             ORDER BY d.next_attempt_at LIMIT %(scan)s) d
 ), picked AS (
     SELECT d.id FROM webhook_delivery d
-     WHERE d.id IN (SELECT id FROM ranked WHERE per_endpoint <= %(per_endpoint)s
-                     ORDER BY next_attempt_at LIMIT %(limit)s)
+     WHERE d.id IN (SELECT r.id FROM ranked r
+                     WHERE r.per_endpoint <= %(per_endpoint)s
+                           - coalesce((SELECT attempts FROM running WHERE running.webhook_id = r.webhook_id), 0)
+                     ORDER BY r.next_attempt_at LIMIT %(limit)s)
        AND d.status = 'pending' AND d.next_attempt_at <= now()
        FOR UPDATE SKIP LOCKED
 )
@@ -56,15 +62,20 @@ RETURNING d.id, d.webhook_id, d.attempt_count, d.attempt_count - d.retry_base, w
 
 
 async def claim_due(
-    connection: Connection, *, limit: int, per_endpoint: int, busy: Sequence[int], lease_seconds: float
+    connection: Connection, *, limit: int, per_endpoint: int, running: Mapping[int, int], lease_seconds: float
 ) -> list[DueDelivery]:
+    """Claim up to `limit` due deliveries, so that no endpoint has more than `per_endpoint` attempts running in
+    this worker (`running`: attempts already running, by webhook)."""
+    busy = [webhook_id for webhook_id, attempts in running.items() if attempts >= per_endpoint]
     cursor = await connection.execute(
         _CLAIM,
         {
             "limit": limit,
             "scan": max(limit * 20, 200),
             "per_endpoint": per_endpoint,
-            "busy": list(busy),
+            "busy": busy,
+            "running_ids": list(running),
+            "running_counts": list(running.values()),
             "lease": lease_seconds,
         },
     )
@@ -87,12 +98,15 @@ async def claim_due(
 
 async def next_due_in(connection: Connection) -> float | None:
     """Seconds until the earliest pending delivery is due (0 if one is), None when none is pending."""
+    # Only active endpoints' deliveries: a disabled endpoint's are never claimed, so they must not wake anyone.
+    # (greatest() ignores NULL, hence the HAVING: no pending delivery must read as "none", not as "due now".)
     cursor = await connection.execute(
-        "SELECT greatest(extract(epoch FROM min(next_attempt_at) - now()), 0)::float8"
-        " FROM webhook_delivery WHERE status = 'pending'"
+        """SELECT greatest(extract(epoch FROM min(d.next_attempt_at) - now()), 0)::float8
+             FROM webhook_delivery d JOIN webhook w ON w.id = d.webhook_id AND w.is_active
+            WHERE d.status = 'pending' HAVING count(*) > 0"""
     )
-    (seconds,) = await cursor.fetchone()
-    return seconds
+    row = await cursor.fetchone()
+    return row[0] if row else None
 
 
 async def lock_endpoint(connection: Connection, webhook_id: int) -> EndpointHealth | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping
 
 from app.repo import deliveries as delivery_rows
 from app.repo.connections import ConnectionLease, ConnectionSource
@@ -14,12 +14,16 @@ from domain.events import Event, EventType
 
 
 async def claim_due(
-    source: ConnectionSource, *, limit: int, per_endpoint: int, busy: Sequence[int], lease_seconds: float
+    source: ConnectionSource, *, limit: int, per_endpoint: int, running: Mapping[int, int], lease_seconds: float
 ) -> list[DueDelivery]:
     lease = ConnectionLease(source)
     try:
         return await delivery_rows.claim_due(
-            await lease.connection(), limit=limit, per_endpoint=per_endpoint, busy=busy, lease_seconds=lease_seconds
+            await lease.connection(),
+            limit=limit,
+            per_endpoint=per_endpoint,
+            running=running,
+            lease_seconds=lease_seconds,
         )
     finally:
         await lease.release()

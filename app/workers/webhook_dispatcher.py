@@ -99,8 +99,12 @@ class DeliveryWorker:
         for task in [*self._tasks, *self._in_flight]:
             task.cancel()
         for task in [*self._tasks, *self._in_flight]:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception as error:  # stopping must go on: the pool and client still have to close
+                log.warning("webhook_worker_task_failed", error=repr(error))
         self._tasks.clear()
 
     async def run_once(self) -> int:
@@ -128,10 +132,12 @@ class DeliveryWorker:
         free = self.settings.webhook_concurrency - len(self._in_flight)
         if free <= 0:
             return 0
-        cap = self.settings.webhook_per_endpoint_concurrency
-        busy = [webhook_id for webhook_id, running in self._per_endpoint.items() if running >= cap]
         due = await deliveries.claim_due(
-            self.source, limit=free, per_endpoint=cap, busy=busy, lease_seconds=self.lease_seconds
+            self.source,
+            limit=free,
+            per_endpoint=self.settings.webhook_per_endpoint_concurrency,
+            running=dict(self._per_endpoint),
+            lease_seconds=self.lease_seconds,
         )
         for delivery in due:
             self._per_endpoint[delivery.webhook_id] += 1
@@ -189,7 +195,7 @@ class DeliveryWorker:
             "webhook_attempt",
             delivery_id=delivery.id,
             webhook_id=delivery.webhook_id,
-            event=delivery.event_type,
+            event_type=delivery.event_type,
             attempt=delivery.attempt_number,
             outcome=result.outcome.value,
             status=result.status,
