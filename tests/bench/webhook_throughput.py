@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 import psycopg
 
 from app.config import load_settings
+from app.logging import configure_logging
 from app.outbound.webhook_client import WebhookClient
 from app.repo import migrate
 from app.repo.connections import PoolSource, open_pool
@@ -296,8 +296,7 @@ class Run:
 
 
 async def main(count: int, hooks: int) -> None:
-    # Every attempt's log call raises TypeError in the worker (reported bug); asyncio would print each one.
-    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    configure_logging("warning", "json")  # one line per attempt would measure the console, not the worker
     url = test_database_url()
     migrate.upgrade(url)
     async with receiver_process() as (receiver_pid, port):
