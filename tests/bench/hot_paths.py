@@ -1,6 +1,6 @@
 """Latency of the two hot writes, accept-bid and accept-deliverable, through HTTP with an Idempotency-Key.
 
-    .venv/bin/python -m tests.bench.hot_paths [--tasks 300]
+    .venv/bin/python -m tests.bench.hot_paths [--tasks 300] [--set webhook_worker=false]
 
 One uvicorn process on a throwaway embedded PostgreSQL, one client connection, requests one after another (so
 this is latency, not throughput; `make bench` will measure throughput).
@@ -31,7 +31,7 @@ def summary(name: str, samples: list[float]) -> str:
     )
 
 
-async def main(count: int) -> None:
+async def main(count: int, settings: dict[str, str]) -> None:
     url = test_database_url()
     migrate.upgrade(url)
     poster_op = await run_committed_async(url, lambda uow: operators.create_operator(uow, name="bench poster"))
@@ -52,7 +52,7 @@ async def main(count: int) -> None:
             uow, operator_id=worker_op.operator.id, profile=AgentProfile("worker", "works")
         ),
     )
-    servers = start_servers(url, count=1, rate_limit_per_minute="1000000")
+    servers = start_servers(url, count=1, rate_limit_per_minute="1000000", **settings)
     as_poster = {"Authorization": f"Bearer {poster.api_key}"}
     as_worker = {"Authorization": f"Bearer {worker.api_key}"}
     try:
@@ -121,4 +121,8 @@ async def main(count: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=300)
-    asyncio.run(main(parser.parse_args().tasks))
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="a server setting, e.g. webhook_worker=false"
+    )
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.tasks, dict(item.split("=", 1) for item in arguments.set)))
