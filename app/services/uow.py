@@ -52,6 +52,13 @@ class UnitOfWork:
             raise RuntimeError("the unit of work is not open: use `async with uow:`")
         return self._connection
 
+    async def release_connection(self) -> None:
+        """Give the request's connection back to the pool while waiting on something slow outside the database
+        (a DNS lookup); the next statement takes one again."""
+        if self._connection is not None:
+            raise RuntimeError("a transaction is open on this connection")
+        await self.lease.release()
+
     async def reader(self) -> Connection:
         """The request's connection outside any transaction, for a read that is a single statement."""
         return await self.lease.connection()

@@ -34,7 +34,8 @@ async def register(
     uow: UnitOfWork, agent_id: int, *, url: str, events: Sequence[str], check_url: UrlCheck
 ) -> WebhookRecord:
     subscribed = check_events(events)
-    await check_url(url)  # before the transaction: DNS may be slow, and no row should wait on it
+    await uow.release_connection()  # DNS may take seconds: hold no pooled connection meanwhile
+    await check_url(url)  # before the transaction: no row lock waits on it either
     async with uow:
         record = await webhook_rows.insert(
             uow.connection,
@@ -80,6 +81,7 @@ async def update(
 ) -> WebhookRecord:
     events = check_events(changes.events) if changes.events is not None else None
     if changes.url is not None:
+        await uow.release_connection()
         await check_url(changes.url)
     async with uow:
         record = await webhook_rows.update(
