@@ -58,8 +58,7 @@ def create_app(settings: Settings | None = None, *, source: ConnectionSource | N
 
     @contextlib.asynccontextmanager
     async def database(app: Litestar) -> AsyncIterator[None]:
-        if source is not None:
-            app.state.source = source
+        if source is not None:  # tests: the source is in the initial state (and a test may swap it)
             yield
             return
         url = await asyncio.to_thread(resolve_database_url, settings)

@@ -82,18 +82,26 @@ class WebhookClient:
         self._resolver = resolver
         self._timeout = timeout
         self._max_response_bytes = max_response_bytes
-        # One client for every delivery so connections are reused; sized for ~64 sends at once. httpx's own
-        # timeouts are per phase, so they only back up the deadline that post() puts around the whole attempt.
-        self._http = httpx.AsyncClient(
-            verify=True,
-            trust_env=False,  # never route through a proxy named in the environment
-            follow_redirects=False,
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-            # Keep no cookies: one receiver's would be sent to the next receiver on the same IP.
-            cookies=http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
-            headers={"User-Agent": user_agent},
-        )
+        self._user_agent = user_agent
+        self._http_client: httpx.AsyncClient | None = None
+
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        """Made on first use (building its TLS context takes ~80 ms, and an API process may never send)."""
+        if self._http_client is None:
+            # One client for every delivery so connections are reused; sized for ~64 sends at once. httpx's own
+            # timeouts are per phase, so they only back up the deadline post() puts around the whole attempt.
+            self._http_client = httpx.AsyncClient(
+                verify=True,
+                trust_env=False,  # never route through a proxy named in the environment
+                follow_redirects=False,
+                timeout=httpx.Timeout(self._timeout),
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+                # Keep no cookies: one receiver's would be sent to the next receiver on the same IP.
+                cookies=http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
+                headers={"User-Agent": self._user_agent},
+            )
+        return self._http_client
 
     async def check_url(self, url: str) -> WebhookUrl:
         """The parsed URL if it may receive deliveries now; `WebhookUrlForbidden` with the reason otherwise."""
@@ -196,4 +204,6 @@ class WebhookClient:
         return bytes(received)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        client, self._http_client = self._http_client, None
+        if client is not None:
+            await client.aclose()
