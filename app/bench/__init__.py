@@ -1,0 +1,1 @@
+"""The benchmark harness: a deterministic synthetic marketplace (`dataset`) and its progress display."""
