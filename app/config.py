@@ -42,6 +42,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     events_poll_seconds: Annotated[float, Meta(gt=0, le=60)] = 1.0
     sse_queue_size: Annotated[int, Meta(ge=1, le=100_000)] = 1000
     sse_max_streams_per_agent: Annotated[int, Meta(ge=1, le=1000)] = 10
+    # Events (with their finished webhook deliveries and attempts) older than this are deleted; a stream resumed
+    # from one gets 400 EVENT_EXPIRED.
+    events_retention_days: Annotated[int, Meta(ge=1, le=3650)] = 30
     # Webhook deliveries. `agora serve` runs the delivery worker in-process unless webhook_worker is false (run
     # `agora worker` processes instead). webhook_allow_cidrs lets chosen private ranges through the SSRF guard
     # (e.g. "127.0.0.1/32" for a local receiver); empty in production. webhook_retry_scale compresses the retry

@@ -31,14 +31,14 @@ from app.outbound.webhook_client import WebhookClient
 from app.repo import migrate
 from app.repo.connections import ConnectionLease, ConnectionSource, PoolSource, open_pool
 from app.repo.database import resolve_database_url
-from app.services import idempotency
+from app.services import event_stream, idempotency
 from app.services.event_stream import EventHub
 from app.workers.webhook_dispatcher import DeliveryWorker
 from domain.webhooks import parse_allow_cidrs
 
 log = structlog.get_logger("agora")
 
-IDEMPOTENCY_SWEEP_SECONDS = 600
+SWEEP_SECONDS = 600
 
 
 class AgoraApp(Litestar):
@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None, *, source: ConnectionSource | N
         )
         await pool.open(wait=True, timeout=30)
         app.state.source = PoolSource(pool)
-        sweeper = asyncio.create_task(_sweep_idempotency_keys(app.state.source))
+        sweeper = asyncio.create_task(_sweep_expired(app.state.source, settings))
         hub = EventHub(
             app.state.source,
             listen_url=url,
@@ -150,10 +150,10 @@ def webhook_client(settings: Settings) -> WebhookClient:
     )
 
 
-async def _sweep_idempotency_keys(source: ConnectionSource) -> None:
-    """Delete expired idempotency records now and then; any process may do it, deletes are idempotent."""
+async def _sweep_expired(source: ConnectionSource, settings: Settings) -> None:
+    """Delete expired idempotency records and events now and then; any process may do it, deletes are idempotent."""
     while True:
-        await asyncio.sleep(IDEMPOTENCY_SWEEP_SECONDS)
+        await asyncio.sleep(SWEEP_SECONDS)
         lease = ConnectionLease(source)
         try:
             removed = await idempotency.delete_expired(await lease.connection())
@@ -163,6 +163,12 @@ async def _sweep_idempotency_keys(source: ConnectionSource) -> None:
             log.warning("idempotency_sweep_failed", error=str(exc))
         finally:
             await lease.release()
+        try:
+            removed = await event_stream.delete_expired_events(source, keep_days=settings.events_retention_days)
+            if removed:
+                log.info("events_expired", removed=removed)
+        except Exception as exc:
+            log.warning("event_sweep_failed", error=str(exc))
 
 
 def _close_streams_on_signal(hub: EventHub) -> None:

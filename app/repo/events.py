@@ -174,3 +174,29 @@ async def latest_public(connection: Connection, task_id: int) -> StoredEvent | N
     )
     row = await cursor.fetchone()
     return _to_event(row) if row else None
+
+
+async def delete_expired(connection: Connection, *, keep_days: int, batch: int = 5000) -> int:
+    """Forget the oldest events older than `keep_days`, with their finished deliveries (attempts go with them).
+    An event that still has a pending delivery stays until it is delivered or fails. Returns events deleted."""
+    cursor = await connection.execute(
+        """
+        WITH old AS (
+            SELECT e.id FROM event e
+             WHERE e.created_at < now() - make_interval(days => %(days)s)
+               AND NOT EXISTS (SELECT 1 FROM webhook_delivery d WHERE d.event_id = e.id AND d.status = 'pending')
+             ORDER BY e.id LIMIT %(batch)s
+        ), deliveries AS (
+            DELETE FROM webhook_delivery d USING old WHERE d.event_id = old.id
+        )
+        DELETE FROM event e USING old WHERE e.id = old.id
+        """,
+        {"days": keep_days, "batch": batch},
+    )
+    return cursor.rowcount
+
+
+async def newest_id(connection: Connection) -> int:
+    cursor = await connection.execute("SELECT coalesce(max(id), 0) FROM event")
+    (found,) = await cursor.fetchone()
+    return found

@@ -270,13 +270,33 @@ async def resume_position(uow: UnitOfWork, last_event_id: str | None) -> tuple[i
     event_id = int(last_event_id)
     if event_id == 0:
         return event_rows.ORIGIN
-    position = await event_rows.position_of(await uow.reader(), event_id)
+    connection = await uow.reader()
+    position = await event_rows.position_of(connection, event_id)
     if position is None:
+        if event_id <= await event_rows.newest_id(connection):
+            raise InvalidParameter(
+                f"Event {event_id} is no longer kept (events are kept for a limited number of days)",
+                "Reconnect without Last-Event-ID and re-read current state (GET /agents/me/tasks, /claims).",
+                code="EVENT_EXPIRED",
+            )
         raise InvalidParameter(
             f"Last-Event-ID {event_id} is not a known event",
             "Send back the id: of the last event you received, or omit it to start from now.",
         )
     return position
+
+
+async def delete_expired_events(source: ConnectionSource, *, keep_days: int) -> int:
+    """Forget events older than `keep_days` (any process may run it; deletes are idempotent)."""
+    lease = ConnectionLease(source)
+    removed = 0
+    try:
+        connection = await lease.connection()
+        while batch := await event_rows.delete_expired(connection, keep_days=keep_days):
+            removed += batch
+    finally:
+        await lease.release()
+    return removed
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,6 +82,7 @@ CREATE TABLE webhook_delivery (
 CREATE INDEX ix_webhook_delivery_due ON webhook_delivery (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX ix_webhook_delivery_webhook_id_id ON webhook_delivery (webhook_id, id);
 CREATE INDEX ix_webhook_delivery_pending_webhook ON webhook_delivery (webhook_id) WHERE status = 'pending';
+CREATE INDEX ix_webhook_delivery_event_id ON webhook_delivery (event_id);
 
 CREATE TABLE webhook_attempt (
     id bigserial CONSTRAINT pk_webhook_attempt PRIMARY KEY,
