@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format migrate openapi check clean
+.PHONY: help install run test test-fast lint format migrate openapi check clean bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -48,3 +48,8 @@ check: lint test ## what CI runs
 
 clean: ## remove the virtualenv and caches (keeps .data/, your database)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+
+BENCH_ARGS ?=
+bench: install ## read scenarios vs their raw-SQL and framework ceilings, 1M tasks (BENCH_ARGS="--tasks 100000 --duration 5")
+	@command -v wrk >/dev/null || { echo "make bench needs wrk: sudo apt-get install wrk (Debian/Ubuntu)"; exit 1; }
+	$(BIN)/python -m tests.bench.run --tasks 1000000 $(BENCH_ARGS)
