@@ -110,6 +110,10 @@ def start_servers(database_url: str, count: int = 2, **settings: str) -> ServerP
             "--log-level",
             "warning",
             "--no-access-log",
+            # Idle keep-alive connections outlive the pauses between a test's bursts: uvicorn's default (5 s) can
+            # close one just as the client reuses it, which surfaces as a ReadError that has nothing to do with us.
+            "--timeout-keep-alive",
+            "75",
         ]
         servers.processes.append(subprocess.Popen(command, cwd=ROOT, env=env))
         servers.urls.append(f"http://127.0.0.1:{port}")
