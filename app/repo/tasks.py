@@ -34,7 +34,7 @@ async def insert(
         ), escrow AS (
             INSERT INTO account (kind, task_id) SELECT 'task_escrow', id FROM created RETURNING id
         )
-        SELECT created.id, escrow.id, now() FROM created, escrow
+        SELECT created.id AS task_id, escrow.id AS escrow_id, now() AS created_at FROM created, escrow
         """,
         (
             poster_operator_id,

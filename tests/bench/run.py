@@ -1,88 +1,60 @@
-"""`make bench`: Agora's read scenarios against their ceilings, measured side by side in one run with wrk.
+"""`make bench`: Agora's read and write scenarios against their ceilings, measured side by side in one run.
 
-    .venv/bin/python -m tests.bench.run [--tasks N] [--duration S] [--warmup S] [--processes 1,2]
+    .venv/bin/python -m tests.bench.run [--tasks N] [--duration S] [--warmup S] [--processes 1,2] [--repeat R]
 
 1. An embedded PostgreSQL of its own (`bench/.data/` unless --data-dir), seeded once per task count with
-   `agora bench seed` (a marker file remembers the count).
-2. For each process count: Agora under uvicorn (`--workers N --loop uvloop --http httptools`), then the ceiling app
-   (`tests/bench/ceiling_app.py`: the same rows from one raw psycopg query, no auth; and a plain JSON endpoint) with
-   the same server flags. Every scenario: a warm-up, then `wrk -t2 -c32 -d{duration}s --latency` with a Lua script
-   that picks random ids, agent keys and search terms per request.
-3. A table (req/s, p50, p99, errors, ratio to the ceiling, peak RSS per API process, wrk's own CPU) printed and
-   written to `bench/results/<date>-<sha>.json` and `.md`.
-
-Read scenarios only so far: write scenarios, pgbench replay and webhook fan-out are still to come (issue 5).
+   `agora bench seed` (a marker file remembers the count). Every repetition runs on a fresh copy of that database
+   (CREATE DATABASE ... TEMPLATE), so the writes of one run never change what the next one measures.
+2. The write ceilings: for each write scenario, Agora under `tests/bench/capture_app.py` answers a few thousand of
+   the scenario's requests with every COMMIT turned into ROLLBACK, recording its SQL; pgbench then replays exactly
+   those statements, round trips and values, each request once, committing (`tests/bench/replay.py`).
+3. For each API process count: Agora under uvicorn (`--workers N --loop uvloop --http httptools`) for every read
+   and write scenario, then the ceiling app (`tests/bench/ceiling_app.py`: the same rows from one raw psycopg query,
+   no auth; and a plain JSON endpoint) with the same server flags. Every scenario: a warm-up, then
+   `wrk -t2 -c32 -d{duration}s --latency`; write requests are chosen from the database just before their run and
+   each is sent once.
+4. Webhook fan-out: `agora worker` processes draining deliveries to a local receiver (`tests/bench/fanout.py`).
+5. The median of the repetitions per row, a table (req/s, p50, p99, max, statements and round trips per request,
+   ratio to the ceiling, peak RSS per process, wrk's own CPU), the targets of issue 5 checked, written to
+   `bench/results/<date>-<sha>.json` and `.md`.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
-import platform
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 
-import httpx
-import psutil
 import psycopg
 
-from app.bench.dataset import agent_key
-from app.http.pagination import encode_cursor
 from app.repo.database import embedded_server_url
-from tests.support import free_port
+from tests.bench import reads, replay, writes
+from tests.bench.load import (
+    CONNECTIONS,
+    ROOT,
+    THREADS,
+    WRK,
+    Run,
+    Server,
+    background_busy_pct,
+    measure,
+    preflight,
+    start_server,
+)
+from tests.bench.report import git_sha, machine, median_runs, table, targets, versions, write_results
 
-ROOT = Path(__file__).resolve().parents[2]
 DATABASE = "agora_bench"
-CONNECTIONS = 32
-THREADS = 2
-PAGE = 20
-DEEP_ROWS = 10_000
-KEYS = 1000  # distinct seeded agents whose keys the load generator rotates through
-WRK = "wrk"
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    agora: str | None  # Lua expression for the request path on Agora (None: ceiling only)
-    ceiling: str  # Lua expression for the path on the ceiling app
-    ceiling_name: str  # which ceiling this scenario is scored against
-
-
-@dataclass
-class Run:
-    scenario: str
-    target: str  # "agora" or "ceiling"
-    processes: int
-    requests: int = 0
-    seconds: float = 0.0
-    rps: float = 0.0
-    p50_ms: float | None = None
-    p99_ms: float | None = None
-    max_ms: float | None = None
-    non_2xx: int = 0
-    socket_errors: int = 0
-    peak_rss_mb: list[float] = field(default_factory=list)
-    wrk_cpu_s: float = 0.0
-    cpu_busy_pct: float | None = None
-    ratio: float | None = None
-
-    @property
-    def errors(self) -> int:
-        return self.non_2xx + self.socket_errors
+RUN_DATABASE = "agora_bench_run"
+WRITE_RATE_CAP = 2000  # requests prepared per second of a write run; a faster run runs out and shows errors
 
 
 # ---------------------------------------------------------------------------------------------------- the dataset
@@ -116,420 +88,195 @@ def ensure_seeded(data_dir: Path, tasks: int) -> str:
     return url
 
 
-@dataclass
-class Fixtures:
-    """What the Lua scripts pick from: ids, keys, search terms, the deep cursor."""
-
-    min_task: int
-    max_task: int
-    open_tasks: int
-    keys: list[str]
-    deep_offset: int
-    deep_cursor: str
-    deep_after_id: int
-    selective: dict[str, int]  # term -> open tasks it matches
-    broad: dict[str, int]
+def _admin(url: str) -> str:
+    return urllib.parse.urlunsplit(urllib.parse.urlsplit(url)._replace(path="/postgres"))
 
 
-def _matches(connection: psycopg.Connection, term: str) -> int:
-    from app.services.tasks import search_query
-
-    (count,) = connection.execute(
-        "SELECT count(*) FROM task WHERE status = 'open' AND search @@ to_tsquery('english', %s)",
-        (search_query(term),),
-    ).fetchone()
-    return count
+def fresh_copy(pristine: str) -> str:
+    """A copy of the seeded database to run on (file copy: seconds, not a re-seed)."""
+    with psycopg.connect(_admin(pristine), autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{RUN_DATABASE}" WITH (FORCE)')
+        connection.execute(f'CREATE DATABASE "{RUN_DATABASE}" TEMPLATE "{DATABASE}" STRATEGY FILE_COPY')
+    return urllib.parse.urlunsplit(urllib.parse.urlsplit(pristine)._replace(path=f"/{RUN_DATABASE}"))
 
 
-def _spread(items: list, count: int) -> list:
-    if len(items) <= count:
-        return items
-    return [items[round(i * (len(items) - 1) / (count - 1))] for i in range(count)]
-
-
-def fixtures(url: str) -> Fixtures:
-    with psycopg.connect(url, autocommit=True) as connection:
-        low, high = connection.execute("SELECT min(id), max(id) FROM task").fetchone()
-        (open_tasks,) = connection.execute("SELECT count(*) FROM task WHERE status = 'open'").fetchone()
-        agents = [
-            row[0]
-            for row in connection.execute(
-                "SELECT id FROM agent WHERE status = 'active' ORDER BY md5(id::text) LIMIT %s", (KEYS,)
-            )
-        ]
-        # The cursor Agora hands out after DEEP_ROWS rows of the default browse (open, newest first).
-        deep_offset = max(0, min(DEEP_ROWS, open_tasks - PAGE - 1))
-        row = connection.execute(
-            "SELECT id, budget_credits FROM task WHERE status = 'open' ORDER BY id DESC OFFSET %s LIMIT 1",
-            (max(deep_offset - 1, 0),),
-        ).fetchone()
-        after_id, budget = row
-        cursor = encode_cursor({"s": "newest", "id": after_id, "v": budget})
-        # Search terms from the seeded vocabulary: broad ones match >= 5 % of open tasks, selective ones <= 0.1 %.
-        stats = connection.execute(
-            "SELECT word, ndoc FROM ts_stat($$SELECT search FROM task WHERE status = 'open'$$)"
-            " WHERE word ~ '^[a-z]{4,}$' ORDER BY ndoc DESC, word"
-        ).fetchall()
-        broad_floor = math.ceil(0.05 * open_tasks)
-        selective_cap = max(3, math.floor(0.001 * open_tasks))
-        broad: dict[str, int] = {}
-        for word, _ in _spread([s for s in stats if broad_floor <= s[1] <= 0.5 * open_tasks], 12):
-            count = _matches(connection, word)
-            if count >= broad_floor:
-                broad[word] = count
-        selective: dict[str, int] = {}
-        for word, _ in _spread([s for s in stats if 1 <= s[1] <= selective_cap // 2 + 1], 24):
-            count = _matches(connection, word)
-            if 1 <= count <= selective_cap:
-                selective[word] = count
-            if len(selective) >= 12:
-                break
-    if not broad or not selective:
-        raise SystemExit(f"bench: found no usable search terms (broad {broad}, selective {selective})")
-    return Fixtures(
-        min_task=low,
-        max_task=high,
-        open_tasks=open_tasks,
-        keys=[agent_key(agent) for agent in agents],
-        deep_offset=deep_offset,
-        deep_cursor=cursor,
-        deep_after_id=after_id,
-        selective=selective,
-        broad=broad,
-    )
-
-
-# ---------------------------------------------------------------------------------------------------- the scenarios
-
-
-def scenarios(f: Fixtures) -> list[Scenario]:
-    task_id = f"math.random({f.min_task}, {f.max_task})"
-    return [
-        Scenario("plain JSON (framework)", None, '"/plain"', "plain JSON (framework)"),
-        Scenario("GET task", f'"/api/v1/tasks/" .. {task_id}', f'"/task/" .. {task_id}', "GET task"),
-        Scenario("browse page 1", '"/api/v1/tasks?status=open&limit=20"', '"/browse"', "browse page 1"),
-        Scenario(
-            f"browse {f.deep_offset:,} deep",
-            f'"/api/v1/tasks?status=open&limit=20&cursor={f.deep_cursor}"',
-            f'"/browse?after={f.deep_after_id}"',
-            "browse deep",
-        ),
-        Scenario(
-            "search selective",
-            '"/api/v1/tasks/search?status=open&limit=20&q=" .. selective[math.random(#selective)]',
-            '"/search?q=" .. selective[math.random(#selective)]',
-            "search selective",
-        ),
-        Scenario(
-            "search broad",
-            '"/api/v1/tasks/search?status=open&limit=20&q=" .. broad[math.random(#broad)]',
-            '"/search?q=" .. broad[math.random(#broad)]',
-            "search broad",
-        ),
-    ]
-
-
-def _lua_list(values: list[str]) -> str:
-    return "{" + ", ".join(json.dumps(value) for value in values) + "}"
-
-
-def lua_script(folder: Path, name: str, path_expression: str, f: Fixtures, *, authenticated: bool) -> Path:
-    auth = 'headers["Authorization"] = "Bearer " .. keys[math.random(#keys)]' if authenticated else ""
-    text = f"""-- generated by tests/bench/run.py
-keys = {_lua_list(f.keys if authenticated else [])}
-selective = {_lua_list(sorted(f.selective))}
-broad = {_lua_list(sorted(f.broad))}
-local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("thread_number", threads)
-end
-function init(args)
-  math.randomseed(os.time() * 7919 + (thread_number or 0))
-end
-function request()
-  local headers = {{}}
-  {auth}
-  return wrk.format("GET", {path_expression}, headers)
-end
-"""
-    script = folder / (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".lua")
-    script.write_text(text)
-    return script
-
-
-def sample_path(path_expression: str, f: Fixtures) -> str:
-    """The path a Lua expression yields for one fixed choice (for the pre-flight check)."""
-    path = path_expression.replace(f"math.random({f.min_task}, {f.max_task})", str(f.max_task))
-    path = path.replace("selective[math.random(#selective)]", json.dumps(sorted(f.selective)[0]))
-    path = path.replace("broad[math.random(#broad)]", json.dumps(sorted(f.broad)[0]))
-    return "".join(part.strip().strip('"') for part in path.split(".."))
+def drop_copy(pristine: str) -> None:
+    with psycopg.connect(_admin(pristine), autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{RUN_DATABASE}" WITH (FORCE)')
 
 
 # ---------------------------------------------------------------------------------------------------- servers
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen
-    url: str
-    count: int
-
-    def workers(self) -> list[psutil.Process]:
-        """The processes serving requests: uvicorn's spawned workers, or uvicorn itself with one worker."""
-        master = psutil.Process(self.process.pid)
-        if self.count == 1:
-            return [master]
-        return [
-            child for child in master.children(recursive=True) if any("spawn_main" in part for part in child.cmdline())
-        ]
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-def start_server(target: str, count: int, env: dict[str, str], ready_path: str, *, factory: bool = False) -> Server:
-    port = free_port()
-    command = [sys.executable, "-m", "uvicorn", target, *(["--factory"] if factory else [])]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(count)]
-    command += ["--loop", "uvloop", "--http", "httptools", "--log-level", "warning", "--no-access-log"]
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env})
-    server = Server(process, f"http://127.0.0.1:{port}", count)
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            raise SystemExit(f"bench: {target} exited with {process.returncode} on start")
-        try:
-            if httpx.get(server.url + ready_path, timeout=2).status_code == 200 and len(server.workers()) == count:
-                return server
-        except (httpx.HTTPError, psutil.Error):
-            pass
-        if time.monotonic() > deadline:
-            server.stop()
-            raise SystemExit(f"bench: {target} did not start within 60 s")
-        time.sleep(0.2)
-
-
-def reset_peak_rss(processes: list[psutil.Process]) -> None:
-    for process in processes:
-        with contextlib.suppress(OSError):
-            Path(f"/proc/{process.pid}/clear_refs").write_text("5")  # peak RSS := current RSS
-
-
-def peak_rss_mb(processes: list[psutil.Process]) -> list[float]:
-    peaks = []
-    for process in processes:
-        status = Path(f"/proc/{process.pid}/status").read_text()
-        match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
-        if match:
-            peaks.append(round(int(match.group(1)) / 1024, 1))
-    return peaks
-
-
-# ---------------------------------------------------------------------------------------------------- wrk
-
-
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
-
-
-def _ms(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
-    if not match:
-        raise ValueError(f"unparseable wrk latency {text!r}")
-    return round(float(match.group(1)) * _UNITS[match.group(2)], 3)
-
-
-def parse_wrk(output: str, run: Run) -> None:
-    if match := re.search(r"Requests/sec:\s+([\d.]+)", output):
-        run.rps = float(match.group(1))
-    if match := re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", output):
-        run.requests = int(match.group(1))
-        run.seconds = _ms(match.group(2) + match.group(3)) / 1000
-    if match := re.search(r"^\s+50%\s+(\S+)", output, re.MULTILINE):
-        run.p50_ms = _ms(match.group(1))
-    if match := re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE):
-        run.p99_ms = _ms(match.group(1))
-    if match := re.search(r"^\s+Latency\s+\S+\s+\S+\s+(\S+)", output, re.MULTILINE):
-        run.max_ms = _ms(match.group(1))
-    if match := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output):
-        run.non_2xx = int(match.group(1))
-    if match := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output):
-        run.socket_errors = sum(int(n) for n in match.groups())
-
-
-def _cpu_times() -> tuple[int, int]:
-    fields = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
-
-
-def background_busy_pct(seconds: float = 1.0) -> float:
-    """How busy the CPUs are before the benchmark starts (anything else running skews every figure)."""
-    busy_before, total_before = _cpu_times()
-    time.sleep(seconds)
-    busy_after, total_after = _cpu_times()
-    return round(100 * (busy_after - busy_before) / max(total_after - total_before, 1), 1)
-
-
-def wrk(url: str, script: Path, seconds: int, *, latency: bool) -> tuple[str, float, float]:
-    """Run wrk; return its output, its own CPU seconds (user + sys) and the machine's busy % meanwhile."""
-    command = [WRK, f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "30s"]
-    command += [*(["--latency"] if latency else []), "-s", str(script), url]
-    busy_before, total_before = _cpu_times()
-    with tempfile.TemporaryFile("w+") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        output = out.read()
-    busy_after, total_after = _cpu_times()
-    if process.returncode != 0:
-        raise SystemExit(f"bench: wrk failed ({process.returncode}):\n{output}")
-    busy = 100 * (busy_after - busy_before) / max(total_after - total_before, 1)
-    return output, usage.ru_utime + usage.ru_stime, round(busy, 1)
-
-
-def measure(server: Server, scenario: str, target: str, script: Path, args: argparse.Namespace) -> Run:
-    if args.warmup > 0:
-        wrk(server.url, script, args.warmup, latency=False)
-    workers = server.workers()
-    reset_peak_rss(workers)
-    output, cpu, busy = wrk(server.url, script, args.duration, latency=True)
-    run = Run(scenario=scenario, target=target, processes=server.count, wrk_cpu_s=round(cpu, 2), cpu_busy_pct=busy)
-    parse_wrk(output, run)
-    run.peak_rss_mb = peak_rss_mb(workers)
-    flag = "  ERRORS" if run.errors else ""
-    print(
-        f"  {target:>7} x{server.count} {scenario:<24} {run.rps:>9.0f} req/s  p50 {run.p50_ms} ms"
-        f"  p99 {run.p99_ms} ms  wrk cpu {run.wrk_cpu_s} s{flag}",
-        flush=True,
-    )
-    return run
-
-
-def preflight(server: Server, path: str, *, key: str | None) -> None:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    response = httpx.get(server.url + path, headers=headers, timeout=30)
-    if response.status_code != 200:
-        raise SystemExit(f"bench: GET {path} answered {response.status_code}: {response.text[:500]}")
-    data = response.json().get("data")
-    if not data:
-        raise SystemExit(f"bench: GET {path} answered no rows: {response.text[:500]}")
-
-
-# ---------------------------------------------------------------------------------------------------- the report
-
-
-def machine() -> dict[str, object]:
-    model = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    mem_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+def agora_env(url: str, count: int) -> dict[str, str]:
     return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "ram_gib": round(mem_kb / 2**20, 1),
-        "kernel": platform.release(),
-        "os": platform.platform(),
+        "AGORA_DATABASE_URL": url,
+        "AGORA_RATE_LIMIT_PER_MINUTE": "1000000",
+        "AGORA_WEBHOOK_WORKER": "false",
+        "AGORA_LOG_LEVEL": "warning",
+        "AGORA_DB_POOL_MIN": str(math.ceil(CONNECTIONS / count)),
+        "AGORA_DB_POOL_MAX": str(CONNECTIONS),
     }
 
 
-def versions(url: str) -> dict[str, str]:
-    with psycopg.connect(url) as connection:
-        (server_version,) = connection.execute("SHOW server_version").fetchone()
-        settings = connection.execute(
-            "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings"
-            " WHERE name IN ('shared_buffers', 'work_mem', 'max_connections', 'effective_cache_size',"
-            " 'random_page_cost', 'synchronous_commit', 'jit')"
-        ).fetchone()[0]
-    wrk_version = subprocess.run([WRK, "-v"], capture_output=True, text=True).stdout.split("\n", 1)[0].strip()
-    found = {"python": platform.python_version(), "postgresql": f"{server_version} ({settings})", "wrk": wrk_version}
-    for package in (
-        "litestar",
-        "uvicorn",
-        "uvloop",
-        "httptools",
-        "psycopg",
-        "psycopg-binary",
-        "psycopg-pool",
-        "msgspec",
-    ):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            found[package] = metadata.version(package)
-    return found
+def start_agora(url: str, count: int) -> Server:
+    return start_server("app.main:app_from_environment", count, agora_env(url, count), "/healthz", factory=True)
 
 
-def git_sha() -> str:
+# ---------------------------------------------------------------------------------------------------- ceilings
+
+
+def write_ceilings(url: str, requests: int, folder: Path) -> tuple[list[Run], dict[str, replay.Ceiling]]:
+    """Capture each write scenario's SQL (rolled back) and replay it with pgbench (committed)."""
+    capture = folder / "capture.jsonl"
+    env = {**agora_env(url, 1), "BENCH_CAPTURE_FILE": str(capture), "BENCH_CAPTURE_ROLLBACK": "1"}
+    server = start_server("tests.bench.capture_app:create", 1, env, "/healthz", factory=True)
+    runs: list[Run] = []
+    ceilings: dict[str, replay.Ceiling] = {}
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
-        return sha + ("-dirty" if dirty.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "nogit"
+        for scenario in writes.SCENARIOS:
+            capture.unlink(missing_ok=True)
+            chosen = writes.choose(url, scenario, requests)
+            if len(chosen) < replay.CLIENTS:
+                raise SystemExit(f"bench: only {len(chosen)} requests available for {scenario.name}")
+            problems = writes.send_all(server.url, chosen)
+            if problems:
+                raise SystemExit(f"bench: {scenario.name} failed while capturing:\n" + "\n".join(problems[:5]))
+            time.sleep(0.5)  # the last connections go back to the pool (and are written) after the responses
+            kept = folder / f"capture-{scenario.name.replace(' ', '-')}.jsonl"
+            capture.rename(kept)
+            ceiling = replay.replay(url, kept, f"bench_replay_{scenario.name.replace(' ', '_')}", folder)
+            ceilings[scenario.name] = ceiling
+            result = ceiling.replay
+            run = Run(
+                scenario=scenario.name,
+                target="pgbench",
+                processes=replay.CLIENTS,
+                requests=result.transactions,
+                rps=ceiling.tps,
+                p50_ms=result.p50_ms,
+                p99_ms=result.p99_ms,
+                max_ms=result.max_ms,
+                statements=ceiling.statements,
+                round_trips=ceiling.round_trips,
+                note=f"raw replay {result.tps:.0f} tx/s incl. the per-request lookup ({ceiling.lookup_tps:.0f}/s alone)"
+                + (f"; {ceiling.others} captured requests of another shape left out" if ceiling.others else ""),
+            )
+            runs.append(run)
+            print(
+                f"  pgbench    {scenario.name:<24} {ceiling.tps:>9.0f} tx/s  (raw {result.tps:.0f}, lookup alone "
+                f"{ceiling.lookup_tps:.0f})  {ceiling.statements} statements in {ceiling.round_trips} round trips",
+                flush=True,
+            )
+    finally:
+        server.stop()
+    return runs, ceilings
 
 
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+# ---------------------------------------------------------------------------------------------------- one repetition
 
 
-def table(runs: list[Run]) -> str:
-    lines = [
-        "| scenario | processes | side | req/s | p50 ms | p99 ms | errors | ratio to ceiling | peak RSS MB/process "
-        "| wrk CPU s | CPU busy % |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for run in runs:
-        rss = " / ".join(f"{mb:.0f}" for mb in run.peak_rss_mb) or "-"
-        errors = f"**{run.errors}**" if run.errors else "0"
-        lines.append(
-            f"| {run.scenario} | {run.processes} | {run.target} | {run.rps:.0f} | {_fmt(run.p50_ms)} | "
-            f"{_fmt(run.p99_ms)} | {errors} | {_fmt(run.ratio)} | {rss} | {run.wrk_cpu_s:.1f} | "
-            f"{_fmt(run.cpu_busy_pct, 0)} |"
+def measure_writes(server: Server, url: str, count: int, folder: Path, args: argparse.Namespace) -> list[Run]:
+    runs = []
+    for scenario in writes.SCENARIOS:
+        wanted = WRITE_RATE_CAP * (args.warmup + args.duration)
+        chosen = writes.choose(url, scenario, wanted)
+        warm = math.ceil(len(chosen) * args.warmup / (args.warmup + args.duration))
+        stem = f"agora-{count}-{scenario.name.replace(' ', '-')}"
+        warm_script = writes.lua_script(folder / f"{stem}-warmup.lua", chosen[:warm], THREADS)
+        script = writes.lua_script(folder / f"{stem}.lua", chosen[warm:], THREADS)
+        run = measure(
+            server, scenario.name, "agora", script, seconds=args.duration, warmup=args.warmup, warmup_script=warm_script
         )
-    return "\n".join(lines)
+        run.note = f"{len(chosen) - warm:,} requests prepared for the timed run"
+        runs.append(run)
+    return runs
 
 
-def write_results(folder: Path, report: dict, runs: list[Run]) -> tuple[Path, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = f"{report['date'][:10]}-{report['git']}"
-    json_path, md_path = folder / f"{stem}.json", folder / f"{stem}.md"
-    json_path.write_text(
-        json.dumps({**report, "runs": [{**asdict(run), "errors": run.errors} for run in runs]}, indent=2) + "\n"
-    )
-    m, v, d = report["machine"], report["versions"], report["dataset"]
-    md = [
-        f"# Agora bench {report['date']} ({report['git']})",
-        "",
-        f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['ram_gib']} GiB RAM, {m['os']}. Load generator, "
-        "PostgreSQL and the servers share these CPUs.",
-        "",
-        "Versions: " + ", ".join(f"{name} {version}" for name, version in v.items()) + ".",
-        "",
-        f"Data: {d['tasks']:,} seeded tasks ({d['open_tasks']:,} open). Load: wrk -t{THREADS} -c{CONNECTIONS}, "
-        f"{report['config']['warmup']} s warm-up then {report['config']['duration']} s timed, per scenario. "
-        f"Server: uvicorn --loop uvloop --http httptools --workers N, for Agora and the ceiling app alike.",
-        "",
-        f"CPU busy before the run (other load on the machine): {m['busy_pct_before_run']} %.",
-        "",
-        f"Search terms: selective {d['selective']} (open tasks matched); broad {d['broad']}.",
-        "",
-        "Ratio = Agora's req/s / the ceiling's req/s (same processes): one raw psycopg query serving the same rows, "
-        "no auth; the plain JSON row is the framework's own ceiling. Target: every read scenario >= 0.6.",
-        "",
-        table(runs),
-        "",
+def measure_reads(server: Server, target: str, f: reads.Fixtures, folder: Path, args: argparse.Namespace) -> list[Run]:
+    runs = []
+    for scenario in reads.scenarios(f):
+        path = scenario.agora if target == "agora" else scenario.ceiling
+        if path is None:
+            continue
+        if scenario.agora is not None:
+            preflight(server, reads.sample_path(path, f), key=f.keys[0] if target == "agora" else None)
+        name = f"{target} {server.count} {scenario.name}"
+        script = reads.lua_script(folder, name, path, f, authenticated=target == "agora")
+        runs.append(measure(server, scenario.name, target, script, seconds=args.duration, warmup=args.warmup))
+    return runs
+
+
+def fanout(url: str, counts: list[int], deliveries: int) -> list[Run]:
+    from tests.bench.fanout import fanout_runs
+
+    fields = set(Run.__dataclass_fields__)
+    return [
+        Run(**{k: v for k, v in row.items() if k in fields})
+        for row in fanout_runs(url, processes=counts, deliveries=deliveries)
     ]
-    md_path.write_text("\n".join(md))
-    return json_path, md_path
+
+
+def repetition(pristine: str, f: reads.Fixtures, counts: list[int], args: argparse.Namespace) -> list[Run]:
+    """Reads first, on the copy exactly as seeded; then the writes, which change it."""
+    started = time.monotonic()
+    url = fresh_copy(pristine)
+    print(f"fresh copy of the seeded database in {time.monotonic() - started:.1f} s", flush=True)
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="agora-bench-") as temp:
+        folder = Path(temp)
+        for count in counts if "reads" in args.parts else []:
+            print(f"reads, agora, {count} process(es):", flush=True)
+            server = start_agora(url, count)
+            try:
+                runs += measure_reads(server, "agora", f, folder, args)
+            finally:
+                server.stop()
+            print(f"reads, ceiling, {count} process(es):", flush=True)
+            env = {"BENCH_DATABASE_URL": url, "BENCH_POOL_MAX": str(CONNECTIONS)}
+            server = start_server("tests.bench.ceiling_app:app", count, env, "/plain")
+            try:
+                runs += measure_reads(server, "ceiling", f, folder, args)
+            finally:
+                server.stop()
+        if "writes" in args.parts:
+            writes.fund_posters(url)
+            print("write ceilings (capture, then pgbench replay):", flush=True)
+            ceiling_runs, ceilings = write_ceilings(url, args.replay_requests, folder)
+            runs += ceiling_runs
+            for count in counts:
+                print(f"writes, agora, {count} process(es):", flush=True)
+                server = start_agora(url, count)
+                try:
+                    for run in measure_writes(server, url, count, folder, args):
+                        run.statements = ceilings[run.scenario].statements
+                        run.round_trips = ceilings[run.scenario].round_trips
+                        runs.append(run)
+                finally:
+                    server.stop()
+        if "fanout" in args.parts:
+            print("webhook fan-out:", flush=True)
+            runs += fanout(url, counts, args.fanout_deliveries)
+    return runs
+
+
+def score(runs: list[Run], chosen: list[reads.Scenario]) -> None:
+    """Each Agora row's req/s over its ceiling's: the raw endpoint (reads), pgbench (writes), the sender (fan-out)."""
+    ceiling_of = {s.name: s.ceiling_name for s in chosen}
+    for run in runs:
+        if run.target != "agora":
+            continue
+        if run.scenario in ceiling_of:
+            ceiling_name = next(s.name for s in chosen if s.ceiling_name == ceiling_of[run.scenario])
+            candidates = [c for c in runs if c.target == "ceiling" and c.scenario == ceiling_name]
+            candidates = [c for c in candidates if c.processes == run.processes]
+        elif any(s.name == run.scenario for s in writes.SCENARIOS):
+            candidates = [c for c in runs if c.target == "pgbench" and c.scenario == run.scenario]
+        else:
+            same = [c for c in runs if c.target == "ceiling" and c.scenario == run.scenario]
+            candidates = [c for c in same if c.processes == run.processes] or same
+        if candidates and candidates[0].rps:
+            run.ratio = round(run.rps / candidates[0].rps, 3)
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -541,79 +288,65 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=int, default=10, help="timed seconds per scenario (wrk takes whole s)")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up seconds per scenario (0: none)")
     parser.add_argument("--processes", default="1,2", help="API process counts, comma-separated")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions; the table shows each row's median")
+    parser.add_argument("--replay-requests", type=int, default=4800, help="requests captured per write scenario")
+    parser.add_argument("--fanout-deliveries", type=int, default=3000)
+    parser.add_argument("--parts", default="reads,writes,fanout", help="which parts to run, comma-separated")
     parser.add_argument("--data-dir", type=Path, default=ROOT / "bench" / ".data")
     parser.add_argument("--results-dir", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
+    args.parts = {part.strip() for part in args.parts.split(",") if part.strip()}
     counts = [int(n) for n in args.processes.split(",") if n.strip()]
-    if shutil.which(WRK) is None:
-        raise SystemExit("bench: wrk is not installed (Debian/Ubuntu: sudo apt-get install wrk)")
+    for tool, package in ((WRK, "wrk"), ("pgbench", "postgresql-client")):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"bench: {tool} is not installed (Debian/Ubuntu: sudo apt-get install {package})")
 
     background = background_busy_pct()
     if background > 15:
         print(
             f"WARNING: the machine is already {background:.0f} % busy before the run: figures will be low", flush=True
         )
-    url = ensure_seeded(args.data_dir.resolve(), args.tasks)
-    f = fixtures(url)
+    pristine = ensure_seeded(args.data_dir.resolve(), args.tasks)
+    f = reads.fixtures(pristine)
     print(
         f"dataset: {args.tasks:,} tasks, {f.open_tasks:,} open; deep page after {f.deep_offset:,} rows; "
         f"search terms selective {f.selective}, broad {f.broad}",
         flush=True,
     )
-    chosen = scenarios(f)
     runs: list[Run] = []
-    with tempfile.TemporaryDirectory(prefix="agora-bench-") as temp:
-        folder = Path(temp)
-        for count in counts:
-            pool = str(CONNECTIONS)
-            agora_env = {
-                "AGORA_DATABASE_URL": url,
-                "AGORA_RATE_LIMIT_PER_MINUTE": "1000000",
-                "AGORA_WEBHOOK_WORKER": "false",
-                "AGORA_LOG_LEVEL": "warning",
-                "AGORA_DB_POOL_MIN": str(math.ceil(CONNECTIONS / count)),
-                "AGORA_DB_POOL_MAX": pool,
-            }
-            print(f"agora, {count} process(es):", flush=True)
-            server = start_server("app.main:app_from_environment", count, agora_env, "/healthz", factory=True)
-            try:
-                for scenario in chosen:
-                    if scenario.agora is None:
-                        continue
-                    preflight(server, sample_path(scenario.agora, f), key=f.keys[0])
-                    script = lua_script(folder, f"agora {scenario.name}", scenario.agora, f, authenticated=True)
-                    runs.append(measure(server, scenario.name, "agora", script, args))
-            finally:
-                server.stop()
-            print(f"ceiling, {count} process(es):", flush=True)
-            ceiling_env = {"BENCH_DATABASE_URL": url, "BENCH_POOL_MAX": pool}
-            server = start_server("tests.bench.ceiling_app:app", count, ceiling_env, "/plain")
-            ceilings: dict[str, Run] = {}
-            try:
-                for scenario in chosen:
-                    if scenario.agora is not None:
-                        preflight(server, sample_path(scenario.ceiling, f), key=None)
-                    script = lua_script(folder, f"ceiling {scenario.name}", scenario.ceiling, f, authenticated=False)
-                    ceilings[scenario.ceiling_name] = measure(server, scenario.name, "ceiling", script, args)
-                    runs.append(ceilings[scenario.ceiling_name])
-            finally:
-                server.stop()
-            for run in runs:
-                if run.processes == count and run.target == "agora":
-                    ceiling = next(c for s, c in ceilings.items() if s == _ceiling_of(chosen, run.scenario))
-                    run.ratio = round(run.rps / ceiling.rps, 3) if ceiling.rps else None
+    try:
+        for number in range(1, args.repeat + 1):
+            print(f"--- repetition {number} of {args.repeat}", flush=True)
+            runs += repetition(pristine, f, counts, args)
+        found_versions = versions(pristine)
+    finally:
+        drop_copy(pristine)
 
+    chosen = reads.scenarios(f)
+    medians = median_runs(runs)
+    score(medians, chosen)
+    order = [s.name for s in chosen] + [s.name for s in writes.SCENARIOS]
+    medians.sort(
+        key=lambda r: (
+            r.processes if r.target != "pgbench" else 0,
+            order.index(r.scenario) if r.scenario in order else 99,
+            r.target,
+        )
+    )
     report = {
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "git": git_sha(),
         "machine": {**machine(), "busy_pct_before_run": background},
-        "versions": versions(url),
+        "versions": found_versions,
         "config": {
             "threads": THREADS,
             "connections": CONNECTIONS,
             "duration": args.duration,
             "warmup": args.warmup,
             "processes": counts,
+            "repeat": args.repeat,
+            "replay_requests": args.replay_requests,
+            "parts": sorted(args.parts),
         },
         "dataset": {
             "tasks": args.tasks,
@@ -623,19 +356,19 @@ def main(argv: list[str] | None = None) -> None:
             "broad": f.broad,
             "agent_keys": len(f.keys),
         },
+        "all_runs": [vars(run) | {"errors": run.errors} for run in runs],
     }
-    ordered = sorted(runs, key=lambda r: (r.processes, [s.name for s in chosen].index(r.scenario), r.target))
-    json_path, md_path = write_results(args.results_dir, report, ordered)
+    checks = targets(medians, f)
+    json_path, md_path = write_results(args.results_dir, report, medians, checks)
     print()
-    print(table(ordered))
-    flagged = [r for r in ordered if r.errors]
+    print(table(medians))
+    print()
+    print("\n".join(checks))
+    flagged = [r for r in medians if r.errors]
     if flagged:
-        print(f"\nWARNING: {len(flagged)} run(s) had non-2xx responses or socket errors (flagged in bold).")
-    print(f"\nwrote {json_path.relative_to(ROOT) if json_path.is_relative_to(ROOT) else json_path} and {md_path.name}")
-
-
-def _ceiling_of(chosen: list[Scenario], name: str) -> str:
-    return next(s.ceiling_name for s in chosen if s.name == name)
+        print(f"\nWARNING: {len(flagged)} row(s) had non-2xx responses or socket errors (flagged in bold).")
+    shown = json_path.relative_to(ROOT) if json_path.is_relative_to(ROOT) else json_path
+    print(f"\nwrote {shown} and {md_path.name}")
 
 
 if __name__ == "__main__":
