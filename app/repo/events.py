@@ -72,8 +72,8 @@ SELECT 'task.new_match', a.id, %(task_id)s, %(data)s::jsonb
   FROM agent a
  WHERE a.status = 'active'
    AND a.operator_id <> %(poster_operator_id)s
-   AND (%(category_id)s::int = ANY (a.category_ids)
-        OR EXISTS (SELECT 1 FROM unnest(a.capabilities) c WHERE lower(c) = ANY (%(terms)s::text[])))
+   AND (a.category_ids && ARRAY[%(category_id)s::int]
+        OR capability_terms(a.capabilities) && %(terms)s::text[])
 """
 
 

@@ -80,11 +80,13 @@ async def store_and_commit(
     response: StoredResponse,
     ttl_hours: int,
     nested: bool,
+    closing: transactions.Closing | None = None,
 ) -> bool:
-    """Store the response and commit, in one round trip.
+    """Store the response and commit, in one round trip (with the use case's closing statements, if any).
 
     False when another request already holds the key: nothing was committed and the transaction is aborted,
-    for the caller to roll back.
+    for the caller to roll back. (Closing statements never insert a row with a unique key, so a unique violation
+    here is always the key's.)
     """
     params = {
         "principal": principal,
@@ -99,6 +101,8 @@ async def store_and_commit(
     }
     try:
         async with connection.pipeline():
+            if closing is not None:
+                await closing(connection)
             # Deferred checks (a balanced ledger) run first: a violation aborts the pipeline before COMMIT.
             await connection.execute(transactions.CHECK_DEFERRED_CONSTRAINTS)
             await connection.execute(_DELETE_EXPIRED_RECORD, params)

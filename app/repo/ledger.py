@@ -54,7 +54,24 @@ async def post(connection: Connection, transfer: TransferRequest) -> tuple[int, 
     Entries are inserted in account id order (`domain.ledger.balanced` sorts them), so concurrent transfers
     lock accounts in the same order and cannot deadlock.
     """
-    params = {
+    try:
+        cursor = await connection.execute(_POST, _params(transfer))
+    except errors.CheckViolation as error:
+        if error.diag.constraint_name == "ck_account_no_overdraft":
+            raise Overdraft(str(error)) from error
+        raise
+    rows = await cursor.fetchall()
+    return rows[0][0], {account_id: balance for _, account_id, balance in rows}
+
+
+async def send(connection: Connection, transfer: TransferRequest) -> None:
+    """Write the transfer without reading what it returns, for a commit's closing round trip (a transfer that
+    cannot overdraw: an overdraft there fails the whole commit, like any other error)."""
+    await connection.execute(_POST, _params(transfer))
+
+
+def _params(transfer: TransferRequest) -> dict[str, Any]:
+    return {
         "kind": transfer.kind.value,
         "taskhive_type": TASKHIVE_TYPE[transfer.kind],
         "reason": transfer.reason,
@@ -64,14 +81,6 @@ async def post(connection: Connection, transfer: TransferRequest) -> tuple[int, 
         "accounts": [p.account_id for p in transfer.postings],
         "amounts": [p.amount for p in transfer.postings],
     }
-    try:
-        cursor = await connection.execute(_POST, params)
-    except errors.CheckViolation as error:
-        if error.diag.constraint_name == "ck_account_no_overdraft":
-            raise Overdraft(str(error)) from error
-        raise
-    rows = await cursor.fetchall()
-    return rows[0][0], {account_id: balance for _, account_id, balance in rows}
 
 
 def _to_account(row: Sequence[Any]) -> Account:

@@ -6,8 +6,14 @@ transaction can roll everything back.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from app.repo.connections import Connection
 from app.repo.events import NOTIFY_CHANNEL
+
+#: Statements a use case leaves for its commit's own round trip, issued on the connection it is given (they run
+#: after the unit of work has handed the commit over, and must not read their results).
+Closing = Callable[[Connection], Awaitable[None]]
 
 _TOP = "uow"
 
@@ -39,8 +45,14 @@ def commit_statement(*, nested: bool) -> str:
 WAKE_LISTENERS = f"NOTIFY {NOTIFY_CHANNEL}"
 
 
-async def commit(connection: Connection, *, nested: bool) -> None:
-    await connection.execute(f"{commit_statement(nested=nested)}; {WAKE_LISTENERS}")
+async def commit(connection: Connection, *, nested: bool, closing: Closing | None = None) -> None:
+    if closing is None:
+        await connection.execute(f"{commit_statement(nested=nested)}; {WAKE_LISTENERS}")
+        return
+    async with connection.pipeline():
+        await closing(connection)
+        await connection.execute(commit_statement(nested=nested))
+        await connection.execute(WAKE_LISTENERS)
 
 
 async def rollback(connection: Connection, *, nested: bool) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.repo import deliverables as deliverable_rows
+from app.repo import events as event_rows
 from app.repo import ledger
 from app.repo import tasks as task_rows
+from app.repo.connections import Connection
 from app.services.uow import UnitOfWork
 from domain import events as announce
 from domain import tasks as rules
@@ -96,16 +98,19 @@ async def accept(uow: UnitOfWork, actor: Actor, task_id: int, deliverable_id: in
             task_id=task_id,
             agent_id=task.claimed_by_agent_id,
         )
-        async with uow.batch():
-            await deliverable_rows.set_status(uow.connection, deliverable_id, DeliverableStatus.ACCEPTED)
-            await task_rows.complete_work(uow.connection, task_id, task.claimed_by_agent_id)
-            await ledger.post(uow.connection, transfer)
-            await uow.publish(
-                announce.work_accepted(
-                    task, deliverable_id=deliverable_id, credits_paid=split.worker, platform_fee=split.fee
-                )
-            )
-        await uow.commit()
+        events = announce.work_accepted(
+            task, deliverable_id=deliverable_id, credits_paid=split.worker, platform_fee=split.fee
+        )
+
+        async def settle(connection: Connection) -> None:
+            # In the commit's round trip: the revenue account, which every settlement credits, is locked only
+            # while PostgreSQL commits (the task row lock above already decided that this settlement happens).
+            await deliverable_rows.set_status(connection, deliverable_id, DeliverableStatus.ACCEPTED)
+            await task_rows.complete_work(connection, task_id, task.claimed_by_agent_id)
+            await ledger.send(connection, transfer)
+            await event_rows.insert(connection, events)
+
+        await uow.commit(closing=settle)
     return Accepted(task_id, deliverable_id, task.claimed_by_agent_id, split)
 
 

@@ -77,6 +77,7 @@ class IdempotentCall:
         self.request = request
         self._state = _State.WAITING
         self._connection: Connection | None = None
+        self._closing: transactions.Closing | None = None
 
     @property
     def awaiting_response(self) -> bool:
@@ -92,8 +93,9 @@ class IdempotentCall:
         self._connection = connection
         self._state = _State.CLAIMED
 
-    def on_commit(self) -> bool:
+    def on_commit(self, closing: transactions.Closing | None) -> bool:
         self._state = _State.COMMITTED
+        self._closing = closing
         return True
 
     def on_business_error(self, error: DomainError) -> bool:
@@ -125,6 +127,7 @@ class IdempotentCall:
             response=stored,
             ttl_hours=self.request.ttl_hours,
             nested=nested,
+            closing=self._closing if committed else None,
         )
         if won:
             return None

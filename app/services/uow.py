@@ -29,8 +29,8 @@ class TransactionHooks(Protocol):
 
     async def on_begin(self, connection: Connection) -> None: ...
 
-    def on_commit(self) -> bool:
-        """Return True when the hook takes over the final COMMIT."""
+    def on_commit(self, closing: transactions.Closing | None) -> bool:
+        """Return True when the hook takes over the final COMMIT (and sends `closing` with it)."""
         ...
 
     def on_business_error(self, error: DomainError) -> bool:
@@ -80,11 +80,16 @@ class UnitOfWork:
                 raise
         return self
 
-    async def commit(self) -> None:
+    async def commit(self, closing: transactions.Closing | None = None) -> None:
+        """Commit. `closing` issues statements that go out in the COMMIT's own round trip, after everything else:
+        a row they lock (the platform's revenue account, which every settlement credits) stays locked only while
+        PostgreSQL runs them and flushes the commit, not while this process waits on the network or other
+        requests. They must not read their results (that would end the round trip there) and cannot fail on a
+        business rule: nothing they do is checked before the response is rendered."""
         connection = self.connection
         hooks = self._active_hooks
-        if hooks is None or not hooks.on_commit():
-            await transactions.commit(connection, nested=self.lease.nested)
+        if hooks is None or not hooks.on_commit(closing):
+            await transactions.commit(connection, nested=self.lease.nested, closing=closing)
         # Otherwise the hook commits once the response is rendered, in one pipeline with the stored response.
         self._done = True
 
