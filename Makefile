@@ -50,6 +50,6 @@ clean: ## remove the virtualenv and caches (keeps .data/, your database)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
 
 BENCH_ARGS ?=
-bench: install ## read scenarios vs their raw-SQL and framework ceilings, 1M tasks (BENCH_ARGS="--tasks 100000 --duration 5")
-	@command -v wrk >/dev/null || { echo "make bench needs wrk: sudo apt-get install wrk (Debian/Ubuntu)"; exit 1; }
+bench: install ## every scenario vs its ceiling (raw SQL, pgbench replay, framework), 1M tasks (BENCH_ARGS="--tasks 100000 --repeat 1")
+	@command -v wrk >/dev/null && command -v pgbench >/dev/null || { echo "make bench needs wrk and pgbench: sudo apt-get install wrk postgresql-client (Debian/Ubuntu)"; exit 1; }
 	$(BIN)/python -m tests.bench.run --tasks 1000000 $(BENCH_ARGS)

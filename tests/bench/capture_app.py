@@ -5,7 +5,8 @@
 Every statement a request sends on its leased connection (authentication, rate limit, idempotency, the use case,
 COMMIT and the wake-up NOTIFY) is written as one JSON line per request when the connection goes back to the pool,
 in the form PostgreSQL received it: `$n` placeholders, each parameter as text with the type OID psycopg sent, and
-the round trips as psycopg made them (a pipeline, or a parameterless multi-statement query, is one round trip).
+the round trips as psycopg made them (a pipeline, or a parameterless multi-statement query, is one round trip; a
+result read inside a pipeline ends a round trip there, as psycopg must wait for it).
 
 With BENCH_CAPTURE_ROLLBACK=1 every COMMIT is sent as ROLLBACK (and recorded as COMMIT): the service behaves and
 answers exactly as usual but changes nothing, so the captured requests can be replayed by pgbench against the
@@ -21,7 +22,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 from psycopg._queries import PostgresQuery  # the conversion psycopg itself applies before sending
 from psycopg.adapt import PyFormat, Transformer
 
@@ -125,6 +126,20 @@ def install(capture_file: str, *, rollback: bool) -> None:
                 out.write(json.dumps({"steps": recording.steps}) + "\n")
         await original_release(self, connection)
 
+    def answered(fetch):
+        """Reading a result inside a pipeline makes psycopg wait for it: a round trip ends there."""
+
+        async def wrapper(self, *args, **kwargs):
+            recording = _recordings.get(id(self.connection))
+            if recording is not None and recording.pipeline:
+                recording.steps.append(recording.pipeline)
+                recording.pipeline = []
+            return await fetch(self, *args, **kwargs)
+
+        return wrapper
+
+    for name in ("fetchone", "fetchmany", "fetchall"):
+        setattr(AsyncCursor, name, answered(getattr(AsyncCursor, name)))
     AsyncConnection.execute = execute
     AsyncConnection.pipeline = pipeline
     PoolSource.acquire = acquire
