@@ -186,7 +186,10 @@ async def get(connection: Connection, task_id: int) -> TaskRecord | None:
 
 
 def _filters(task_filter: TaskFilter) -> tuple[str, dict[str, Any]]:
-    clauses, params = ["t.status = %(status)s"], {"status": task_filter.status.value}
+    # The status is written into the statement (a TaskStatus value, a closed set of plain words), not bound: the
+    # plan then knows it, and a search for open tasks can use the index of open tasks only (migration 0005).
+    status = TaskStatus(task_filter.status).value
+    clauses, params = [f"t.status = '{status}'"], {}
     for column, operator, name in (
         ("category_id", "=", "category_id"),
         ("budget_credits", ">=", "min_budget"),
