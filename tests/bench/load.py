@@ -22,6 +22,14 @@ ROOT = Path(__file__).resolve().parents[2]
 CONNECTIONS = 32
 THREADS = 2
 WRK = "wrk"
+# wrk's setup() runs once per thread in the main Lua state; numbering the threads lets
+# each one seed its generator or pick its own slice of the requests.
+LUA_THREAD_NUMBERS = """local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("thread_number", threads)
+end
+"""
 
 
 @dataclass

@@ -17,6 +17,7 @@ import psycopg
 
 from app.bench.dataset import agent_key
 from app.http.pagination import encode_cursor
+from tests.bench.load import LUA_THREAD_NUMBERS
 
 PAGE = 20
 DEEP_ROWS = 10_000
@@ -151,12 +152,7 @@ def lua_script(folder: Path, name: str, path_expression: str, f: Fixtures, *, au
 keys = {_lua_list(f.keys if authenticated else [])}
 selective = {_lua_list(sorted(f.selective))}
 broad = {_lua_list(sorted(f.broad))}
-local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("thread_number", threads)
-end
-function init(args)
+{LUA_THREAD_NUMBERS}function init(args)
   math.randomseed(os.time() * 7919 + (thread_number or 0))
 end
 function request()

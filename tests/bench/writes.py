@@ -22,6 +22,7 @@ import httpx
 import psycopg
 
 from app.bench.dataset import agent_key
+from tests.bench.load import LUA_THREAD_NUMBERS
 
 POSTERS = 500  # poster agents whose operators are topped up for the post-task scenario
 TOP_UP = 1_000_000_000
@@ -177,12 +178,7 @@ def lua_script(path: Path, requests: list[WriteRequest], threads: int) -> Path:
 local items = {{
 {items}
 }}
-local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("thread_number", threads)
-end
-function init(args)
+{LUA_THREAD_NUMBERS}function init(args)
   next_item = (thread_number or 1) - {threads}
 end
 function request()
