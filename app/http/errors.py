@@ -16,6 +16,7 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import (
     HTTPException,
+    InternalServerException,
     MethodNotAllowedException,
     NotFoundException,
     ValidationException,
@@ -51,6 +52,12 @@ _DOMAIN_STATUS: tuple[tuple[type[DomainError], int], ...] = (
 )
 
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
+
+# Litestar raises a bare InternalServerException with this detail when the client disconnects while its body is
+# being read (litestar/connection/request.py); nothing has been done yet and nobody will read the answer.
+_CLIENT_DISCONNECTED = "client disconnected prematurely"
+#: nginx's "client closed request": what the request log line shows for such a request.
+CLIENT_CLOSED_REQUEST = 499
 
 
 def status_of(exc: DomainError) -> int:
@@ -153,6 +160,9 @@ def http_error(request: Request, exc: HTTPException) -> Response:
         return _json(error("UNAUTHORIZED", detail, "Send Authorization: Bearer <key>."), 401)
     if status == 403:
         return _json(error("FORBIDDEN", detail, "This key may not call this endpoint."), 403)
+    if isinstance(exc, InternalServerException) and detail == _CLIENT_DISCONNECTED:
+        log.info("client_disconnected")
+        return Response(content=b"", status_code=CLIENT_CLOSED_REQUEST)
     if status >= 500:
         return internal_error(request, exc)
     return _json(error("INVALID_PARAMETER", detail, "Check the request against the API docs."), status)

@@ -37,3 +37,51 @@ async def test_no_log_line_contains_a_key_or_the_authorization_header(client, ad
     assert len([entry for entry in logs if entry["event"] == "request"]) == 6
     for secret in secrets:
         assert secret not in text
+
+
+async def test_a_client_gone_while_its_body_is_read_is_logged_as_such_and_changes_nothing(client, conn, agent):
+    """A load generator stopping mid-request (or a client timing out) is not a server fault: no error with a
+    traceback, no task, no idempotency claim; the request line says 499 as nginx would."""
+
+    async def count(table: str) -> int:
+        return (await (await conn.execute(f"SELECT count(*) FROM {table}")).fetchone())[0]
+
+    tasks, claims = await count("task"), await count("idempotency_key")
+    messages = iter(
+        [
+            {"type": "http.request", "body": b'{"title": "Half a bo', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+
+    async def receive() -> dict:
+        return next(messages, {"type": "http.disconnect"})
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    headers = {**bearer(agent["api_key"]), "Content-Type": "application/json", "Idempotency-Key": "gone-1"}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/v1/tasks",
+        "raw_path": b"/api/v1/tasks",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(name.lower().encode(), value.encode()) for name, value in headers.items()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+        "state": {},
+    }
+    with capture_logs() as logs:
+        await client.app(scope, receive, send)
+    events = [entry["event"] for entry in logs]
+    assert "unhandled_exception" not in events, logs
+    assert "client_disconnected" in events, logs
+    assert [entry["status"] for entry in logs if entry["event"] == "request"] == [499]
+    assert (await count("task"), await count("idempotency_key")) == (tasks, claims)
