@@ -37,7 +37,7 @@ def versions(url: str) -> dict[str, str]:
     with psycopg.connect(url) as connection:
         (server_version,) = connection.execute("SHOW server_version").fetchone()
         settings = connection.execute(
-            "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings"
+            "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings"
             " WHERE name IN ('shared_buffers', 'work_mem', 'max_connections', 'effective_cache_size',"
             " 'random_page_cost', 'synchronous_commit', 'jit')"
         ).fetchone()[0]

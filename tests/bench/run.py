@@ -92,7 +92,7 @@ def ensure_seeded(data_dir: Path, tasks: int) -> str:
 
 def tune(url: str) -> None:
     """PostgreSQL settings for a machine with this much RAM and an SSD, as in perf.md (the report prints them).
-    shared_buffers applies from the cluster's next start; the others at once."""
+    shared_buffers needs a restart: the server is restarted when a setting waits for one."""
     with psycopg.connect(url, autocommit=True) as connection:
         for name, value in (
             ("shared_buffers", "1GB"),
@@ -102,6 +102,22 @@ def tune(url: str) -> None:
         ):
             connection.execute(f"ALTER SYSTEM SET {name} = '{value}'")
         connection.execute("SELECT pg_reload_conf()")
+        time.sleep(0.5)  # the reload is asynchronous: pending_restart is set once the postmaster has read the file
+        (pending,) = connection.execute("SELECT count(*) FROM pg_settings WHERE pending_restart").fetchone()
+        (data_directory,) = connection.execute("SHOW data_directory").fetchone()
+    if pending:
+        _restart_embedded(Path(data_directory))
+
+
+def _restart_embedded(pgdata: Path) -> None:
+    """Restart the embedded server this process started (nobody else uses it during a run), keeping pgserver's
+    record of the postmaster current so that it still stops the server when the run exits."""
+    import pgserver
+    from pgserver.postgres_server import PostmasterInfo
+
+    server = pgserver.PostgresServer._instances[pgdata]
+    pgserver.pg_ctl(["-w", "-m", "fast", "restart"], pgdata=pgdata, user=server.system_user)
+    server._postmaster_info = PostmasterInfo.read_from_pgdata(pgdata)
 
 
 def _admin(url: str) -> str:
