@@ -63,8 +63,10 @@ def git_sha() -> str:
         sha = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
-        return sha + ("-dirty" if dirty.strip() else "")
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ).stdout
+        return sha + ("-dirty" if dirty.strip() else "")  # a changed tracked file: not the commit's code
     except (OSError, subprocess.CalledProcessError):
         return "nogit"
 
