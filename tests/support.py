@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -130,3 +131,40 @@ def start_servers(database_url: str, count: int = 2, **settings: str) -> ServerP
                 raise RuntimeError(f"server at {url} did not start")
             time.sleep(0.1)
     return servers
+
+
+async def asgi_post(
+    app, path: str, chunks: list[bytes], headers: list[tuple[bytes, bytes]], *, complete: bool = True
+) -> tuple[int, dict | None]:
+    """POST straight through the ASGI interface, so the body can arrive in chunks with no Content-Length, or stop
+    short (`complete=False`: the client disconnects after the last chunk). Returns the status and the JSON body
+    (None when the response has no body)."""
+    messages = [
+        {"type": "http.request", "body": chunk, "more_body": not complete or index < len(chunks) - 1}
+        for index, chunk in enumerate(chunks)
+    ]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    await app(scope, receive, send)
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return sent[0]["status"], json.loads(body) if body else None

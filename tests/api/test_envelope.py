@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +17,7 @@ from app.config import Settings
 from app.main import create_app
 from app.repo.connections import SharedConnectionSource
 from tests.conftest import TEST_SETTINGS, bearer
+from tests.support import asgi_post
 
 REQUEST_ID = re.compile(r"^req_[0-9a-f]+$")
 
@@ -225,39 +225,6 @@ async def test_body_over_the_limit_on_an_authenticated_route_is_413(conn, admin_
     async with app_client(conn, TEST_SETTINGS.with_overrides(max_body_bytes=2048)) as small:
         response = await small.post("/api/v1/admin/operators", json={"name": "n" * 3000}, headers=bearer(admin_key))
     assert_error(response, 413, "PAYLOAD_TOO_LARGE")
-
-
-async def asgi_post(app, path: str, chunks: list[bytes], headers: list[tuple[bytes, bytes]]) -> tuple[int, dict]:
-    """POST straight through the ASGI interface, so the body can arrive in chunks with no Content-Length."""
-    messages = [
-        {"type": "http.request", "body": chunk, "more_body": index < len(chunks) - 1}
-        for index, chunk in enumerate(chunks)
-    ]
-    sent: list[dict] = []
-
-    async def receive() -> dict:
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": headers,
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
-    await app(scope, receive, send)
-    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return sent[0]["status"], json.loads(body)
 
 
 async def test_a_chunked_body_over_the_limit_is_413(conn):

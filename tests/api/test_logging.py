@@ -3,6 +3,7 @@
 from structlog.testing import capture_logs
 
 from tests.conftest import bearer
+from tests.support import asgi_post
 
 
 async def test_one_request_line_with_request_id_route_and_caller(client, agent):
@@ -47,39 +48,13 @@ async def test_a_client_gone_while_its_body_is_read_is_logged_as_such_and_change
         return (await (await conn.execute(f"SELECT count(*) FROM {table}")).fetchone())[0]
 
     tasks, claims = await count("task"), await count("idempotency_key")
-    messages = iter(
-        [
-            {"type": "http.request", "body": b'{"title": "Half a bo', "more_body": True},
-            {"type": "http.disconnect"},
-        ]
-    )
-
-    async def receive() -> dict:
-        return next(messages, {"type": "http.disconnect"})
-
-    sent: list[dict] = []
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
     headers = {**bearer(agent["api_key"]), "Content-Type": "application/json", "Idempotency-Key": "gone-1"}
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/api/v1/tasks",
-        "raw_path": b"/api/v1/tasks",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(name.lower().encode(), value.encode()) for name, value in headers.items()],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-        "state": {},
-    }
+    raw_headers = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
     with capture_logs() as logs:
-        await client.app(scope, receive, send)
+        status, body = await asgi_post(
+            client.app, "/api/v1/tasks", [b'{"title": "Half a bo'], raw_headers, complete=False
+        )
+    assert (status, body) == (499, None)
     events = [entry["event"] for entry in logs]
     assert "unhandled_exception" not in events, logs
     assert "client_disconnected" in events, logs
