@@ -11,6 +11,7 @@ import structlog
 from litestar import Litestar
 from litestar.datastructures import State
 
+from app.cancellation import raise_if_cancelled
 from app.config import Settings, load_settings
 from app.http.errors import EXCEPTION_HANDLERS
 from app.http.lifecycle import handle_http
@@ -160,6 +161,7 @@ async def _sweep_expired(source: ConnectionSource, settings: Settings) -> None:
             if removed:
                 log.info("idempotency_keys_expired", removed=removed)
         except Exception as exc:
+            raise_if_cancelled()
             log.warning("idempotency_sweep_failed", error=str(exc))
         finally:
             await lease.release()
@@ -168,6 +170,7 @@ async def _sweep_expired(source: ConnectionSource, settings: Settings) -> None:
             if removed:
                 log.info("events_expired", removed=removed)
         except Exception as exc:
+            raise_if_cancelled()
             log.warning("event_sweep_failed", error=str(exc))
 
 

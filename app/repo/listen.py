@@ -11,6 +11,7 @@ from collections.abc import Callable
 import psycopg
 import structlog
 
+from app.cancellation import raise_if_cancelled
 from app.repo.events import NOTIFY_CHANNEL
 
 log = structlog.get_logger("agora.listen")
@@ -33,5 +34,6 @@ async def listen_forever(url: str, on_notify: Callable[[], None], *, name: str, 
                 async for _ in connection.notifies():
                     on_notify()
         except (psycopg.Error, OSError) as error:
+            raise_if_cancelled()
             log.warning("listen_lost", error=str(error))
             await asyncio.sleep(retry_seconds)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from app.cancellation import raise_if_cancelled
 from app.repo import events as event_rows
 from app.repo import tasks as task_rows
 from app.repo.connections import ConnectionLease, ConnectionSource
@@ -230,6 +231,7 @@ class EventHub:
                 else:
                     recheck = None
             except Exception as error:  # the database is away: streams wait, the next round retries
+                raise_if_cancelled()
                 log.warning("event_hub_read_failed", error=str(error))
 
     async def _dispatch_new(self) -> bool:

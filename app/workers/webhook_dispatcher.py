@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 import msgspec
 import structlog
 
+from app.cancellation import raise_if_cancelled
 from app.config import Settings
 from app.outbound.webhook_client import AttemptOutcome, SendResult, WebhookClient
 from app.repo.connections import ConnectionSource
@@ -120,6 +121,7 @@ class DeliveryWorker:
                 claimed = await self._claim_and_send()
                 timeout = await self._idle_timeout()
             except Exception as error:  # the database is away: wait and try again
+                raise_if_cancelled()
                 log.warning("webhook_worker_failed", error=str(error))
                 claimed, timeout = 0, self.settings.events_poll_seconds
             if not claimed:
