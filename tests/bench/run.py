@@ -55,6 +55,7 @@ from tests.bench.report import git_sha, machine, median_runs, table, targets, ve
 
 DATABASE = "agora_bench"
 RUN_DATABASE = "agora_bench_run"
+SHARED_BUFFERS = "1GB"
 WRITE_RATE_CAP = 2000  # requests prepared per second of a write run; a faster run runs out and shows errors
 
 
@@ -92,20 +93,19 @@ def ensure_seeded(data_dir: Path, tasks: int) -> str:
 
 def tune(url: str) -> None:
     """PostgreSQL settings for a machine with this much RAM and an SSD, as in perf.md (the report prints them).
-    shared_buffers needs a restart: the server is restarted when a setting waits for one."""
+    shared_buffers only changes when the server starts: it is restarted when the running value is another."""
     with psycopg.connect(url, autocommit=True) as connection:
         for name, value in (
-            ("shared_buffers", "1GB"),
+            ("shared_buffers", SHARED_BUFFERS),
             ("effective_cache_size", "12GB"),
             ("random_page_cost", "1.1"),
             ("work_mem", "16MB"),
         ):
             connection.execute(f"ALTER SYSTEM SET {name} = '{value}'")
         connection.execute("SELECT pg_reload_conf()")
-        time.sleep(0.5)  # the reload is asynchronous: pending_restart is set once the postmaster has read the file
-        (pending,) = connection.execute("SELECT count(*) FROM pg_settings WHERE pending_restart").fetchone()
+        (shared_buffers,) = connection.execute("SHOW shared_buffers").fetchone()
         (data_directory,) = connection.execute("SHOW data_directory").fetchone()
-    if pending:
+    if shared_buffers != SHARED_BUFFERS:
         _restart_embedded(Path(data_directory))
 
 
