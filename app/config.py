@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from app.crypto import KeyRing, KeyRingError
 from domain.webhooks import parse_allow_cidrs
 
 ENV_PREFIX = "AGORA_"
@@ -35,6 +36,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     public_base_url: str = ""
+    # The data key ring that seals secrets at rest (app/crypto.py): `<key id>:<32 random bytes, base64url>` entries,
+    # the first sealing, all opening (`agora secrets new-key` prints one). Empty with the embedded database: the key
+    # is kept in `<data_dir>/secret_key`. Empty with a configured database: serving refuses to start.
+    secret_key: str = ""
     # Event streams (SSE): a comment line this often keeps proxies from closing an idle stream; the outbox is read
     # on every NOTIFY and at least this often; a stream whose client lags by more events than this catches up
     # from the outbox instead of holding them in memory.
@@ -74,6 +79,17 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             raise SettingsError(f"{ENV_PREFIX}WEBHOOK_ALLOW_CIDRS: {error}") from None
         if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
             raise SettingsError(f"{ENV_PREFIX}DATABASE_URL must be a postgresql:// URL, got {self.database_url!r}")
+        try:
+            KeyRing.parse(self.secret_key, source=f"{ENV_PREFIX}SECRET_KEY")
+        except KeyRingError as error:
+            raise SettingsError(str(error)) from None
+
+    def __repr__(self) -> str:
+        # Settings end up in tracebacks and debug output: never with the data key in them.
+        shown = {f.name: getattr(self, f.name) for f in msgspec.structs.fields(self)}
+        if shown["secret_key"]:
+            shown["secret_key"] = "<redacted>"  # noqa: S105 (a placeholder, not a password)
+        return f"Settings({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
 
     @property
     def data_path(self) -> Path:
