@@ -77,6 +77,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
         access_log=False,
         timeout_graceful_shutdown=10,
         lifespan="on",
+        # uvicorn would take X-Forwarded-For from any local peer; app.network believes only AGORA_TRUSTED_PROXIES.
+        proxy_headers=False,
     )
 
 

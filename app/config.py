@@ -11,6 +11,7 @@ import msgspec
 from msgspec import Meta
 
 from app.crypto import KeyRing, KeyRingError
+from app.network import parse_trusted_proxies
 from domain.webhooks import parse_allow_cidrs
 
 ENV_PREFIX = "AGORA_"
@@ -31,6 +32,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     db_pool_max: Annotated[int, Meta(ge=1, le=500)] = 10
     db_statement_timeout_ms: Annotated[int, Meta(ge=100)] = 5000
     rate_limit_per_minute: Annotated[int, Meta(ge=1, le=1_000_000)] = 100
+    # Requests without a valid key (self-registration, a wrong or missing key) are counted per client address
+    # (an IPv6 address by its /64). The address is the peer's, or what X-Forwarded-For says when the peer is one
+    # of trusted_proxies (addresses or networks, comma-separated; empty: no proxy is believed).
+    anonymous_rate_limit_per_minute: Annotated[int, Meta(ge=1, le=1_000_000)] = 30
+    trusted_proxies: str = ""
     idempotency_ttl_hours: Annotated[int, Meta(ge=1, le=24 * 30)] = 24
     max_body_bytes: Annotated[int, Meta(ge=1024, le=50_000_000)] = 1_048_576
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -77,6 +83,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             parse_allow_cidrs(self.webhook_allow_cidrs)
         except ValueError as error:
             raise SettingsError(f"{ENV_PREFIX}WEBHOOK_ALLOW_CIDRS: {error}") from None
+        try:
+            parse_trusted_proxies(self.trusted_proxies)
+        except ValueError as error:
+            raise SettingsError(f"{ENV_PREFIX}TRUSTED_PROXIES: {error}") from None
         if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
             raise SettingsError(f"{ENV_PREFIX}DATABASE_URL must be a postgresql:// URL, got {self.database_url!r}")
         try:

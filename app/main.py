@@ -13,10 +13,11 @@ from litestar.datastructures import State
 
 from app.cancellation import raise_if_cancelled
 from app.config import Settings, load_settings
+from app.http import methods
 from app.http.errors import EXCEPTION_HANDLERS
 from app.http.lifecycle import handle_http
 from app.http.openapi import OPENAPI
-from app.http.request import StrictJSONRequest
+from app.http.request import StrictJSONRequest, before_request
 from app.http.routes.admin import AdminController
 from app.http.routes.agents import AgentsController
 from app.http.routes.claims import ClaimsController
@@ -32,7 +33,7 @@ from app.outbound.webhook_client import WebhookClient
 from app.repo import migrate
 from app.repo.connections import ConnectionLease, ConnectionSource, PoolSource, open_pool
 from app.repo.database import resolve_database_url
-from app.services import event_stream, idempotency
+from app.services import auth, event_stream, idempotency
 from app.services.event_stream import EventHub
 from app.workers.webhook_dispatcher import DeliveryWorker
 from domain.webhooks import parse_allow_cidrs
@@ -43,13 +44,21 @@ SWEEP_SECONDS = 600
 
 
 class AgoraApp(Litestar):
-    """Litestar, with Agora's request lifecycle around every HTTP request (404s and 405s included)."""
+    """Litestar, with Agora's request lifecycle around every HTTP request (404s and 405s included), and HEAD and
+    OPTIONS answered from the routes (app.http.methods)."""
+
+    _allow: dict[str, str] | None = None
 
     async def __call__(self, scope, receive, send) -> None:  # type: ignore[override]
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-        await handle_http(super().__call__, self.state.source, scope, receive, send, self.state.settings.fault_point)
+        await handle_http(self._dispatch, self.state.source, scope, receive, send, self.state.settings.fault_point)
+
+    async def _dispatch(self, scope, receive, send) -> None:
+        if self._allow is None:
+            self._allow = methods.allow_table(self)  # the routes are final once the app serves
+        await methods.dispatch(super().__call__, self, self._allow, scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, *, source: ConnectionSource | None = None) -> Litestar:
@@ -125,6 +134,7 @@ def create_app(settings: Settings | None = None, *, source: ConnectionSource | N
         openapi_config=OPENAPI,
         request_max_body_size=settings.max_body_bytes,
         request_class=StrictJSONRequest,
+        before_request=before_request,
         state=_initial_state(settings, source),
         debug=False,
         logging_config=None,
@@ -152,26 +162,37 @@ def webhook_client(settings: Settings) -> WebhookClient:
 
 
 async def _sweep_expired(source: ConnectionSource, settings: Settings) -> None:
-    """Delete expired idempotency records and events now and then; any process may do it, deletes are idempotent."""
-    while True:
-        await asyncio.sleep(SWEEP_SECONDS)
+    """Delete expired idempotency records, idle rate-limit rows and old events now and then; any process may do it,
+    deletes are idempotent."""
+
+    async def idempotency_keys() -> int:
         lease = ConnectionLease(source)
         try:
-            removed = await idempotency.delete_expired(await lease.connection())
-            if removed:
-                log.info("idempotency_keys_expired", removed=removed)
-        except Exception as exc:
-            raise_if_cancelled()
-            log.warning("idempotency_sweep_failed", error=str(exc))
+            return await idempotency.delete_expired(await lease.connection())
         finally:
             await lease.release()
+
+    async def rate_limit_rows() -> int:
+        lease = ConnectionLease(source)
         try:
-            removed = await event_stream.delete_expired_events(source, keep_days=settings.events_retention_days)
-            if removed:
-                log.info("events_expired", removed=removed)
-        except Exception as exc:
-            raise_if_cancelled()
-            log.warning("event_sweep_failed", error=str(exc))
+            return await auth.forget_idle_callers(lease)
+        finally:
+            await lease.release()
+
+    async def events() -> int:
+        return await event_stream.delete_expired_events(source, keep_days=settings.events_retention_days)
+
+    sweeps = {"idempotency_keys": idempotency_keys, "rate_limit_rows": rate_limit_rows, "events": events}
+    while True:
+        await asyncio.sleep(SWEEP_SECONDS)
+        for name, sweep in sweeps.items():
+            try:
+                removed = await sweep()
+                if removed:
+                    log.info("swept", what=name, removed=removed)
+            except Exception as exc:
+                raise_if_cancelled()
+                log.warning("sweep_failed", what=name, error=str(exc))
 
 
 def _close_streams_on_signal(hub: EventHub) -> None:

@@ -111,6 +111,7 @@ def start_servers(database_url: str, count: int = 2, **settings: str) -> ServerP
             "--log-level",
             "warning",
             "--no-access-log",
+            "--no-proxy-headers",  # as `agora serve`: only AGORA_TRUSTED_PROXIES are believed about X-Forwarded-For
             # Idle keep-alive connections outlive the pauses between a test's bursts: uvicorn's default (5 s) can
             # close one just as the client reuses it, which surfaces as a ReadError that has nothing to do with us.
             "--timeout-keep-alive",
@@ -134,7 +135,13 @@ def start_servers(database_url: str, count: int = 2, **settings: str) -> ServerP
 
 
 async def asgi_post(
-    app, path: str, chunks: list[bytes], headers: list[tuple[bytes, bytes]], *, complete: bool = True
+    app,
+    path: str,
+    chunks: list[bytes],
+    headers: list[tuple[bytes, bytes]],
+    *,
+    complete: bool = True,
+    client: tuple[str, int] = ("127.0.0.1", 50000),
 ) -> tuple[int, dict | None]:
     """POST straight through the ASGI interface, so the body can arrive in chunks with no Content-Length, or stop
     short (`complete=False`: the client disconnects after the last chunk). Returns the status and the JSON body
@@ -162,7 +169,7 @@ async def asgi_post(
         "root_path": "",
         "query_string": b"",
         "headers": headers,
-        "client": ("127.0.0.1", 50000),
+        "client": client,
         "server": ("testserver", 80),
     }
     await app(scope, receive, send)

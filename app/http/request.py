@@ -2,7 +2,9 @@
 
 Litestar decodes JSON to Python objects and then converts them leniently (so `"10"` would pass as an integer).
 Agora's contract is strict JSON types, so the body is decoded once, strictly, into the `data` annotation; the
-later conversion sees the finished Struct and passes it through.
+later conversion sees the finished Struct and passes it through. Before that, `json_input.parse` refuses what
+msgspec would let through (duplicate keys, runaway nesting), and a route that takes no body still refuses one
+that is not JSON: a client sending the wrong bytes should hear about it, not see the action run.
 """
 
 from __future__ import annotations
@@ -14,9 +16,21 @@ from litestar import Request
 from litestar.exceptions import ValidationException
 from litestar.utils.empty import value_or_default
 
+from app.http import json_input
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
 
 def _problem(message: str, key: str | None) -> ValidationException:
     return ValidationException(detail=message, extra=[{"message": message, "key": key, "source": "body"}])
+
+
+def checked_json(body: bytes) -> Any:
+    """The body's JSON value, or the 422 every malformed body gets."""
+    try:
+        return json_input.parse(body)
+    except json_input.BadJSON as error:
+        raise _problem(str(error), None) from None
 
 
 class StrictJSONRequest(Request):
@@ -27,6 +41,7 @@ class StrictJSONRequest(Request):
         field = self.route_handler.parsed_data_field
         target: Any = field.annotation if field is not None else Any
         body = await self.body()
+        checked_json(body)
         try:
             value = msgspec.json.decode(body or b"null", type=target, strict=True)
         except msgspec.ValidationError as error:
@@ -37,3 +52,9 @@ class StrictJSONRequest(Request):
             raise _problem(f"Request body is not valid JSON ({error})", None) from None
         self._json = self._connection_state.json = value
         return value
+
+
+async def before_request(request: Request) -> None:
+    """Every route, after its guards: a route that reads no body must still be sent an empty or a JSON one."""
+    if request.method in _BODY_METHODS and request.route_handler.parsed_data_field is None:
+        checked_json(await request.body())

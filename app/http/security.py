@@ -15,7 +15,8 @@ from litestar.connection import ASGIConnection
 from litestar.di import Provide
 from litestar.handlers import BaseRouteHandler
 
-from app.http import context
+from app.http import context, json_input
+from app.network import client_address, limit_key
 from app.services import auth as auth_service
 from app.services.auth import Principal, RateLimitExceeded
 from app.services.idempotency import MAX_KEY_LENGTH, IdempotencyRequest, IdempotentCall
@@ -48,10 +49,11 @@ class IdempotencyKeyInvalid(InvalidParameter):
 
 
 def _fingerprint(method: str, path: str, body: bytes) -> str:
-    # Equivalent JSON bodies (key order, whitespace) are the same request.
+    # Equivalent JSON bodies (key order, whitespace) are the same request. A body that is not acceptable JSON is
+    # fingerprinted as it came: the route refuses it with a 422, which is never stored, so the key stays free.
     try:
-        canonical = msgspec.json.encode(msgspec.json.decode(body), order="sorted") if body else b""
-    except msgspec.DecodeError:
+        canonical = msgspec.json.encode(json_input.parse(body), order="sorted") if body.strip() else b""
+    except json_input.BadJSON:
         canonical = body
     return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + canonical).hexdigest()
 
@@ -82,6 +84,26 @@ async def _claim_idempotency(connection: ASGIConnection, ctx: context.RequestCon
     )
 
 
+def client_of(connection: ASGIConnection) -> str:
+    """The client's address (see app.network: X-Forwarded-For counts only from a trusted proxy)."""
+    peer = connection.scope.get("client")
+    return client_address(
+        peer[0] if peer else None,
+        connection.headers.getall("x-forwarded-for", []),
+        connection.app.state.settings.trusted_proxies,
+    )
+
+
+def _caller(connection: ASGIConnection, address: str) -> auth_service.Caller:
+    settings = connection.app.state.settings
+    return auth_service.Caller(
+        authorization=connection.headers.get("authorization"),
+        address_key=limit_key(address),
+        limit_per_minute=settings.rate_limit_per_minute,
+        anonymous_limit_per_minute=settings.anonymous_rate_limit_per_minute,
+    )
+
+
 def requires(kind: KeyKind):
     """A guard admitting only callers holding a live key of `kind` (and, for agents, an active agent)."""
 
@@ -89,10 +111,7 @@ def requires(kind: KeyKind):
         ctx = context.current()
         try:
             principal, rate = await auth_service.authenticate(
-                ctx.lease,
-                authorization=connection.headers.get("authorization"),
-                kind=kind,
-                limit_per_minute=connection.app.state.settings.rate_limit_per_minute,
+                ctx.lease, _caller(connection, client_of(connection)), kind
             )
         except RateLimitExceeded as exceeded:
             ctx.rate = exceeded.state
@@ -106,10 +125,16 @@ def requires(kind: KeyKind):
 
 
 async def public(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-    """A guard for unauthenticated routes: idempotency keys are scoped by the client's address, so that another
-    anonymous caller cannot be replayed someone else's response (it may hold a new key)."""
-    client = connection.client.host if connection.client else "unknown"
-    await _claim_idempotency(connection, context.current(), f"anonymous:{client}")
+    """A guard for unauthenticated routes: counted against the client address's allowance, and idempotency keys
+    scoped by that address, so that another anonymous caller cannot be replayed someone else's response."""
+    ctx = context.current()
+    address = client_of(connection)
+    try:
+        ctx.rate = await auth_service.admit_anonymous(ctx.lease, _caller(connection, address))
+    except RateLimitExceeded as exceeded:
+        ctx.rate = exceeded.state
+        raise
+    await _claim_idempotency(connection, ctx, f"anonymous:{address}")
 
 
 agent_only = requires(KeyKind.AGENT)

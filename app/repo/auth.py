@@ -28,8 +28,16 @@ class RateDecision:
 
 # GCRA (one timestamp per caller): a request is admitted when the caller's theoretical arrival time, pushed one
 # emission interval on, stays within one window of now. Exact across any number of server processes, because the
-# decision is a single row update. Only active callers are counted (TaskHive: auth, then the rate limit).
-_AUTHENTICATE = """
+# decision is a single row update. `{caller}` is a SELECT of the principal to count.
+_ADMIT = """
+    INSERT INTO rate_limit AS r (principal, tat)
+    {caller}
+    ON CONFLICT (principal) DO UPDATE SET tat = greatest(r.tat, statement_timestamp()) + %(emission)s
+     WHERE greatest(r.tat, statement_timestamp()) + %(emission)s <= statement_timestamp() + %(window)s
+    RETURNING tat
+"""
+# Only active callers are counted (TaskHive: auth, then the rate limit).
+_AUTHENTICATE = f"""
 WITH owner AS (
     SELECT k.id AS key_id, k.kind, k.agent_id, coalesce(k.operator_id, a.operator_id) AS operator_id,
            a.status AS agent_status,
@@ -43,16 +51,20 @@ WITH owner AS (
     UPDATE api_key SET last_used_at = statement_timestamp()
      WHERE id = (SELECT key_id FROM owner)
        AND (last_used_at IS NULL OR last_used_at < statement_timestamp() - interval '1 minute')
-), admitted AS (
-    INSERT INTO rate_limit AS r (principal, tat)
-    SELECT principal, statement_timestamp() + %(emission)s FROM owner WHERE active
-    ON CONFLICT (principal) DO UPDATE SET tat = greatest(r.tat, statement_timestamp()) + %(emission)s
-     WHERE greatest(r.tat, statement_timestamp()) + %(emission)s <= statement_timestamp() + %(window)s
-    RETURNING tat
-)
+), admitted AS ({_ADMIT.format(caller="SELECT principal, statement_timestamp() + %(emission)s FROM owner WHERE active")})
 SELECT o.key_id, o.kind, o.principal, o.agent_id, o.operator_id, o.agent_status, o.active,
        (SELECT tat FROM admitted), (SELECT tat FROM rate_limit WHERE principal = o.principal), statement_timestamp()
   FROM owner o
+"""
+# A caller without a valid key, counted by its address ("address:203.0.113.9").
+_ADMIT_ANONYMOUS = f"""
+WITH admitted AS ({_ADMIT.format(caller="VALUES (%(principal)s, statement_timestamp() + %(emission)s)")})
+SELECT (SELECT tat FROM admitted), (SELECT tat FROM rate_limit WHERE principal = %(principal)s), statement_timestamp()
+"""
+# A row whose arrival time has passed holds a full allowance, the same as no row: deleting it changes nothing.
+_DELETE_IDLE = """
+DELETE FROM rate_limit WHERE principal IN (SELECT principal FROM rate_limit
+ WHERE tat < statement_timestamp() LIMIT %s)
 """
 
 
@@ -67,3 +79,20 @@ async def authenticate(
         return None
     owner = KeyOwner(*row[:7])
     return owner, RateDecision(admitted_tat=row[7], current_tat=row[8], now=row[9])
+
+
+async def admit_anonymous(
+    connection: Connection, *, principal: str, emission: timedelta, window: timedelta
+) -> RateDecision:
+    cursor = await connection.execute(
+        _ADMIT_ANONYMOUS, {"principal": principal, "emission": emission, "window": window}
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return RateDecision(admitted_tat=row[0], current_tat=row[1], now=row[2])
+
+
+async def delete_idle(connection: Connection, *, batch: int = 5000) -> int:
+    """Forget callers whose allowance is whole again (anonymous addresses would otherwise pile up)."""
+    cursor = await connection.execute(_DELETE_IDLE, (batch,))
+    return cursor.rowcount

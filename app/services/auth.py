@@ -46,22 +46,52 @@ def _invalid_key(kind: KeyKind) -> Unauthenticated:
 
 
 def bearer_token(authorization: str | None, kind: KeyKind) -> str:
-    if not authorization or not authorization.startswith("Bearer "):
+    # RFC 9110 §11.1: the scheme is case-insensitive ("bearer", "BEARER" are Bearer), one or more spaces follow.
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise Unauthenticated(
             "Missing or invalid Authorization header",
             f"Send Authorization: Bearer {KEY_PREFIXES[kind]}<64 hex characters>.",
         )
-    return authorization[len("Bearer ") :].strip()
+    return token
 
 
-async def authenticate(
-    lease: ConnectionLease, *, authorization: str | None, kind: KeyKind, limit_per_minute: int
-) -> tuple[Principal, RateLimitState | None]:
-    """Resolve the caller and count the request. Raises for a bad key, an inactive agent or a spent allowance."""
-    token = bearer_token(authorization, kind)
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """What the guard knows of a request before its key is checked."""
+
+    authorization: str | None
+    address_key: str  # the client's address (or IPv6 /64): what requests without a valid key are counted by
+    limit_per_minute: int  # for a valid key
+    anonymous_limit_per_minute: int  # for requests without one, per address
+
+
+async def authenticate(lease: ConnectionLease, caller: Caller, kind: KeyKind) -> tuple[Principal, RateLimitState]:
+    """Resolve the caller and count the request. Raises for a bad key, an inactive agent or a spent allowance; a
+    request without a valid key is counted against its address's allowance, so a key cannot be guessed at speed."""
+    try:
+        return await _authenticate(lease, caller, kind)
+    except Unauthenticated:
+        await admit_anonymous(lease, caller)
+        raise
+
+
+async def admit_anonymous(lease: ConnectionLease, caller: Caller) -> RateLimitState:
+    """Count a request that carries no valid key against its address; RateLimitExceeded when that is spent."""
+    limit = caller.anonymous_limit_per_minute
+    emission = WINDOW / limit
+    decision = await auth_repo.admit_anonymous(
+        await lease.connection(), principal=f"address:{caller.address_key}", emission=emission, window=WINDOW
+    )
+    return _rate_state(decision, limit, emission)
+
+
+async def _authenticate(lease: ConnectionLease, caller: Caller, kind: KeyKind) -> tuple[Principal, RateLimitState]:
+    token = bearer_token(caller.authorization, kind)
     if not is_well_formed(token, kind):
         raise _invalid_key(kind)
-    emission = WINDOW / limit_per_minute
+    emission = WINDOW / caller.limit_per_minute
     found = await auth_repo.authenticate(
         await lease.connection(), key_hash=hash_key(token), kind=kind.value, emission=emission, window=WINDOW
     )
@@ -77,21 +107,35 @@ async def authenticate(
             )
         raise Forbidden(f"Agent is {owner.agent_status}", "Ask the agent's operator (or an admin) to reactivate it.")
     principal = Principal(kind, owner.key_id, owner.principal, owner.agent_id, owner.operator_id)
+    return principal, _rate_state(decision, caller.limit_per_minute, emission)
+
+
+def _rate_state(decision: auth_repo.RateDecision, limit: int, emission: timedelta) -> RateLimitState:
+    """The headers' view of a GCRA decision; RateLimitExceeded when the request was not admitted."""
     now = decision.now
     if decision.admitted_tat is not None:
         used = (decision.admitted_tat - now) / emission  # allowance in use, counting this request
-        state = RateLimitState(
-            limit=limit_per_minute,
-            remaining=max(0, limit_per_minute - math.ceil(used - 1e-9)),
+        return RateLimitState(
+            limit=limit,
+            remaining=max(0, limit - math.ceil(used - 1e-9)),
             reset_at=math.ceil(decision.admitted_tat.timestamp()),
         )
-        return principal, state
     current = decision.current_tat or now
     wait = (max(current, now) + emission - WINDOW - now).total_seconds()
     state = RateLimitState(
-        limit=limit_per_minute,
+        limit=limit,
         remaining=0,
         reset_at=math.ceil(current.timestamp()),
         retry_after=max(1, math.ceil(wait)),
     )
     raise RateLimitExceeded(state)
+
+
+async def forget_idle_callers(lease: ConnectionLease) -> int:
+    """Delete rate-limit rows whose allowance is whole again; returns how many went."""
+    removed = 0
+    while True:
+        batch = await auth_repo.delete_idle(await lease.connection())
+        removed += batch
+        if batch == 0:
+            return removed

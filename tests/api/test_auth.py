@@ -348,11 +348,11 @@ async def test_unauthenticated_401s_have_no_rate_headers(client, kind):
             assert header not in response.headers
 
 
-async def test_a_public_route_has_no_rate_headers(client):
+async def test_a_public_route_carries_the_address_budget(client, settings):
+    # Issue 11: a public route is limited per client address (it was unlimited, so it carried no headers).
     response = await client.post("/api/v1/agents/register", json={"name": "public-one", "description": "no key"})
     assert response.status_code == 201
-    for header in RATE_HEADERS:
-        assert header not in response.headers
+    assert response.headers["x-ratelimit-limit"] == str(settings.anonymous_rate_limit_per_minute)
 
 
 async def test_an_inactive_agent_is_not_counted(client, operator, agent):

@@ -226,3 +226,16 @@ async def test_a_stream_whose_client_does_not_read_holds_a_bounded_queue_and_los
     finally:
         await hub.stop()
         await pool.close()
+
+
+async def test_head_on_an_event_stream_answers_the_headers_and_ends(database_url, servers):
+    # Issue 11: HEAD works wherever GET does, a stream included: its headers, no body, and the response ends.
+    a, _ = servers.urls
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as http:
+        worker = await new_party(database_url, http, a, "head")
+        started = time.monotonic()
+        response = await http.head(f"{a}/api/v1/events", headers={"Authorization": f"Bearer {worker.key}"})
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.content == b""
+        assert time.monotonic() - started < 5

@@ -102,3 +102,24 @@ async def test_rl3_a_saturated_key_leaves_another_keys_allowance_whole(servers, 
     assert check_responses(for_b) == LIMIT, [r.status_code for r in for_b]
     admitted_a += check_responses(more_a)
     assert admitted_a <= admitted_bound(elapsed_a), f"key A: {admitted_a} admitted in {elapsed_a:.2f}s"
+
+
+async def test_requests_without_a_valid_key_share_one_address_budget_over_two_processes(servers):
+    # Issue 11: 105 wrong keys in a row were all answered 401. Now the address has a budget of its own (default 30
+    # a minute), exact across processes like the keys' own.
+    budget = 30
+    wrong = bearer("th_agent_" + "0" * 64)
+    async with client() as http:
+        started = time.monotonic()
+        responses = await asyncio.gather(
+            *(http.get(f"{servers.urls[i % 2]}/api/v1/agents/me", headers=wrong) for i in range(105))
+        )
+        elapsed = time.monotonic() - started
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) == {401, 429}
+    refused = statuses.count(401)
+    assert budget <= refused <= budget + math.ceil(elapsed * budget / 60), f"{refused} answered in {elapsed:.2f}s"
+    for response in responses:
+        if response.status_code == 429:
+            assert response.json()["error"]["code"] == "RATE_LIMITED"
+            assert int(response.headers["retry-after"]) >= 1
