@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format migrate openapi check clean bench
+.PHONY: help install run test test-fast lint format migrate openapi check clean bench fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -53,3 +53,7 @@ BENCH_ARGS ?=
 bench: install ## every scenario vs its ceiling (raw SQL, pgbench replay, framework), 1M tasks (BENCH_ARGS="--tasks 100000 --repeat 1")
 	@command -v wrk >/dev/null && command -v pgbench >/dev/null || { echo "make bench needs wrk and pgbench: sudo apt-get install wrk postgresql-client (Debian/Ubuntu)"; exit 1; }
 	$(BIN)/python -m tests.bench.run --tasks 1000000 $(BENCH_ARGS)
+
+FUZZ_ARGS ?=
+fuzz: install ## schemathesis, all phases and checks, vs 2 server processes, 100 cases/operation, new seed (FUZZ_ARGS="--max-time 1800 --seed 7")
+	$(BIN)/python -m tests.fuzz $(FUZZ_ARGS)
