@@ -111,6 +111,7 @@ class RunResult:
     calls: list[dict]  # one per request the fuzzer sent (the hooks' log)
     outputs: list[str]
     seconds: float
+    dropped: list[dict] = field(default_factory=list)  # failures tests/fuzz/exceptions.py accepted
     audit: dict = field(default_factory=dict)
 
     @property
@@ -126,6 +127,7 @@ class RunResult:
         return (
             f"cases per phase {self.cases_per_phase}; {len(self.calls)} requests; statuses {dict(sorted(statuses.items()))}; "
             f"{len(self.failures)} failures; {len(self.server_errors)} 5xx; exit codes {self.exit_codes}; "
+            f"accepted by tests/fuzz/exceptions.py {dict(Counter(d['dropped'] for d in self.dropped))}; "
             f"audit ok={self.audit.get('ok')} violations={self.audit.get('violations')}; {self.seconds:.0f} s"
         )
 
@@ -232,7 +234,7 @@ def run_schemathesis(
         processes.append(
             (subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT), out, output)
         )
-    exit_codes, failures, calls, outputs = [], [], [], []
+    exit_codes, failures, calls, outputs, dropped = [], [], [], [], []
     for process, out, output in processes:
         exit_codes.append(process.wait())
         output.close()
@@ -240,8 +242,10 @@ def run_schemathesis(
         failures.extend(_junit_failures(out / "junit.xml"))
         log = out / "calls.ndjson"
         if log.exists():
-            calls.extend(json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line)
-    return RunResult(exit_codes, failures, calls, outputs, time.monotonic() - started)
+            for line in log.read_text(encoding="utf-8").splitlines():
+                record = json.loads(line)
+                (dropped if "dropped" in record else calls).append(record)
+    return RunResult(exit_codes, failures, calls, outputs, time.monotonic() - started, dropped)
 
 
 def verdict(result: RunResult) -> list[str]:

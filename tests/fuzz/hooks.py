@@ -6,6 +6,8 @@
 * Every write gets a fresh Idempotency-Key, so "same key, different body" (422) only happens in its own tests.
 * The fuzz agents themselves are never suspended: an admin suspend aimed at one is redirected to a decoy agent,
   because a suspended agent's key is refused for the rest of the run and every later case would test nothing.
+* A failure that `tests/fuzz/exceptions.py` accepts (a business rule a schema cannot express) is dropped, and the
+  drop logged; that file is the only place such exceptions live.
 * Every response is appended to AGORA_FUZZ_LOG (one JSON line: phase, operation, status) so the harness can count
   cases per phase and 5xx responses, whichever check would or would not have reported them.
 """
@@ -19,6 +21,8 @@ import uuid
 
 import schemathesis
 from schemathesis.core.parameters import ParameterLocation
+
+from tests.fuzz.exceptions import accepted_for
 
 # operationId -> which agent sends it. Everything else with agentKey is the poster's (the first agent).
 WORKER_OPERATIONS = frozenset({"createClaim", "withdrawClaim", "bulkClaims", "createDeliverable"})
@@ -85,6 +89,32 @@ def before_call(context, case, kwargs):
         case.path_parameters["agent_id"] = os.environ["AGORA_FUZZ_DECOY_AGENT"]
 
 
+def _log(line: dict) -> None:
+    path = os.environ.get("AGORA_FUZZ_LOG")
+    if path:
+        with _log_lock, open(path, "a", encoding="utf-8") as log:
+            log.write(json.dumps(line) + "\n")
+
+
+def _error(response) -> dict:
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return {}
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+@schemathesis.hook
+def filter_failure(context, failure, case, response):
+    operation_id = case.operation.definition.raw.get("operationId")
+    exception = accepted_for(tuple(failure.checks), operation_id, case, _error(response))
+    if exception is None:
+        return True
+    _log({"dropped": exception.name, "operation": case.operation.label, "status": response.status_code})
+    return False
+
+
 def _key_name(authorization: str | None) -> str:
     """Which of the fuzz keys a request carried (never the key itself)."""
     if not authorization:
@@ -97,9 +127,6 @@ def _key_name(authorization: str | None) -> str:
 
 @schemathesis.hook
 def after_call(context, case, response):
-    path = os.environ.get("AGORA_FUZZ_LOG")
-    if not path:
-        return
     meta = case.meta
     line = {
         "phase": meta.phase.name.value if meta is not None else "unknown",
@@ -119,5 +146,4 @@ def after_call(context, case, response):
             else str(response.request.body)[:2000],
         }
         line["response"] = response.text[:2000]
-    with _log_lock, open(path, "a", encoding="utf-8") as log:
-        log.write(json.dumps(line) + "\n")
+    _log(line)
