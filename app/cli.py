@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from app.config import Settings, SettingsError, load_settings
+from app.crypto import KeyRing, SealError, new_key_entry
 from app.repo import migrate
 from app.repo.connections import ConnectionLease, PoolSource, open_pool
-from app.repo.database import resolve_database_url
-from app.services import admin, credits, operators
+from app.repo.database import load_keyring, resolve_database_url
+from app.services import admin, credits, operators, sealing
 from app.services.agents import AgentProfile
 from app.services.uow import UnitOfWork
 
@@ -44,9 +45,26 @@ def _run(settings: Settings, use_case: Callable[[UnitOfWork], Awaitable[T]]) -> 
     return asyncio.run(_with_uow(url, use_case))
 
 
-def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
+def _keyring(settings: Settings) -> KeyRing:
+    try:
+        return load_keyring(settings)
+    except SettingsError as error:
+        raise SystemExit(f"agora: {error}") from None
+
+
+def _migrate_and_seal(settings: Settings) -> tuple[str, KeyRing]:
+    """Migrate, then seal what migration 0006 left in plaintext: how every process that serves starts."""
+    keyring = _keyring(settings)  # first: a start refused for want of a key changes nothing
     url = _database(settings)
     migrate.upgrade(url)
+    report = asyncio.run(_with_uow(url, lambda uow: sealing.seal_unsealed(uow.lease, keyring)))
+    if report.total:
+        print(f"sealed {report.total} stored secrets that migration 0006 left in plaintext", file=sys.stderr)
+    return url, keyring
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
+    url, _ = _migrate_and_seal(settings)
     print(f"database at revision {migrate.current_revision(url)}")
 
 
@@ -56,9 +74,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     from app.logging import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
-    url = _database(settings)  # the embedded server stays up while this process lives
-    migrate.upgrade(url)
+    url, keyring = _migrate_and_seal(settings)  # the embedded server stays up while this process lives
     os.environ["AGORA_DATABASE_URL"] = url  # workers join the same database instead of starting their own
+    os.environ["AGORA_SECRET_KEY"] = keyring.to_text()  # ... and seal and open with the same key ring
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
     workers = args.workers or settings.workers
@@ -88,8 +106,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
     from app.workers.webhook_dispatcher import run_standalone
 
     configure_logging(settings.log_level, settings.log_format)
-    url = _database(settings)
-    migrate.upgrade(url)
+    url, keyring = _migrate_and_seal(settings)
+    settings = settings.with_overrides(secret_key=keyring.to_text())
     asyncio.run(run_standalone(settings, url, webhook_client(settings), once=args.once))
 
 
@@ -203,6 +221,57 @@ def cmd_bench_seed(settings: Settings, args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def cmd_secrets_new_key(settings: Settings, args: argparse.Namespace) -> None:
+    print(new_key_entry())
+
+
+def cmd_secrets_status(settings: Settings, args: argparse.Namespace) -> None:
+    keyring = _keyring(settings)
+    url = _database(settings)
+    migrate.upgrade(url)
+    census = asyncio.run(_with_uow(url, lambda uow: sealing.census(uow.lease)))
+    used = {key for counts in census.values() for key in counts}
+    unused = [key_id for key_id in keyring.key_ids[1:] if key_id not in used]
+    print(json.dumps({"sealing_key": keyring.primary_id, "values": census, "unused_keys": unused}, indent=2))
+
+
+def cmd_secrets_rotate(settings: Settings, args: argparse.Namespace) -> None:
+    """Re-seal everything under the ring's first key. With the data folder's key file: a new key first, then the
+    re-seal, then the old keys dropped. With AGORA_SECRET_KEY: the operator put the new key first; we re-seal and
+    name the old keys that nothing uses any more."""
+    from app.repo.database import embedded_users, key_file, uses_key_file, write_key_file
+
+    keyring = _keyring(settings)
+    url = _database(settings)
+    migrate.upgrade(url)
+    in_file = uses_key_file(settings)
+    if in_file:
+        if users := embedded_users(settings):
+            raise SystemExit(
+                f"agora: stop the processes using this data folder first (pids {users}): a running server keeps "
+                "the old key ring in memory, so it would seal new values under the old key and not open the new ones"
+            )
+        keyring = keyring.with_new_key()
+        write_key_file(key_file(settings), keyring.to_text(separator="\n") + "\n")
+    try:
+        report = asyncio.run(_with_uow(url, lambda uow: sealing.reseal_all(uow.lease, keyring)))
+    except SealError as error:  # e.g. a value under a key already removed from AGORA_SECRET_KEY
+        raise SystemExit(f"agora: {error}") from None
+    used = report.key_ids_in_use()
+    old = list(keyring.key_ids[1:])
+    summary = {"sealing_key": keyring.primary_id, "resealed": report.resealed, "values": report.census}
+    if used - {keyring.primary_id}:  # written meanwhile by a process that still seals with an old key
+        print(json.dumps({**summary, "old_keys_still_used": sorted(used - {keyring.primary_id})}, indent=2))
+        raise SystemExit("agora: some values are still sealed under old keys; restart every process, then run again")
+    if in_file:
+        write_key_file(key_file(settings), keyring.only_primary().to_text() + "\n")
+        print(json.dumps({**summary, "dropped_keys": old}, indent=2))
+    else:
+        print(json.dumps({**summary, "unused_keys": old}, indent=2))
+        if old:
+            print(f"Nothing is sealed under {', '.join(old)} now: remove them from AGORA_SECRET_KEY.", file=sys.stderr)
+
+
 def cmd_database_url(settings: Settings, args: argparse.Namespace) -> None:
     print(_database(settings))
 
@@ -281,6 +350,17 @@ def parser() -> argparse.ArgumentParser:
     bench_seed.add_argument("--agents-per-operator", type=int, default=5)
     bench_seed.add_argument("--quiet", action="store_true", help="no progress display")
     bench_seed.set_defaults(run=cmd_bench_seed)
+
+    keys = commands.add_parser("secrets", help="the data key that seals secrets at rest").add_subparsers(
+        dest="secrets_command", required=True
+    )
+    keys.add_parser("new-key", help="print a new random data key entry for AGORA_SECRET_KEY").set_defaults(
+        run=cmd_secrets_new_key
+    )
+    keys.add_parser("status", help="how many stored values each key seals").set_defaults(run=cmd_secrets_status)
+    keys.add_parser(
+        "rotate", help="re-seal every stored secret under the first key (the data folder's: a new key), drop the old"
+    ).set_defaults(run=cmd_secrets_rotate)
 
     db = commands.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
     db.add_parser("url", help="print the database URL (starting the embedded server if needed)").set_defaults(

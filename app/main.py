@@ -13,6 +13,7 @@ from litestar.datastructures import State
 
 from app.cancellation import raise_if_cancelled
 from app.config import Settings, load_settings
+from app.crypto import KeyRing
 from app.http import methods
 from app.http.errors import EXCEPTION_HANDLERS
 from app.http.lifecycle import handle_http
@@ -32,8 +33,8 @@ from app.logging import configure_logging
 from app.outbound.webhook_client import WebhookClient
 from app.repo import migrate
 from app.repo.connections import ConnectionLease, ConnectionSource, PoolSource, open_pool
-from app.repo.database import resolve_database_url
-from app.services import auth, event_stream, idempotency
+from app.repo.database import load_keyring, resolve_database_url
+from app.services import auth, event_stream, idempotency, sealing
 from app.services.event_stream import EventHub
 from app.workers.webhook_dispatcher import DeliveryWorker
 from domain.webhooks import parse_allow_cidrs
@@ -53,7 +54,9 @@ class AgoraApp(Litestar):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-        await handle_http(self._dispatch, self.state.source, scope, receive, send, self.state.settings.fault_point)
+        # Services seal and open secrets with the ring bound here (app.services.sealing), for the whole request.
+        with sealing.bound(self.state.keyring):
+            await handle_http(self._dispatch, self.state.source, scope, receive, send, self.state.settings.fault_point)
 
     async def _dispatch(self, scope, receive, send) -> None:
         if self._allow is None:
@@ -71,6 +74,8 @@ def create_app(settings: Settings | None = None, *, source: ConnectionSource | N
         if source is not None:  # tests: the source is in the initial state (and a test may swap it)
             yield
             return
+        if app.state.keyring.empty:  # no AGORA_SECRET_KEY: the data folder's key file, or refuse to start
+            app.state.keyring = await asyncio.to_thread(load_keyring, settings)
         url = await asyncio.to_thread(resolve_database_url, settings)
         pool = open_pool(
             url,
@@ -94,7 +99,9 @@ def create_app(settings: Settings | None = None, *, source: ConnectionSource | N
         _close_streams_on_signal(hub)
         worker = None
         if settings.webhook_worker:
-            worker = DeliveryWorker(app.state.source, app.state.webhook_client, settings, listen_url=url)
+            worker = DeliveryWorker(
+                app.state.source, app.state.webhook_client, settings, listen_url=url, keyring=app.state.keyring
+            )
             await worker.start()
         log.info("started", database="configured" if settings.database_url else "embedded", webhook_worker=bool(worker))
         try:
@@ -148,6 +155,8 @@ def _initial_state(settings: Settings, source: ConnectionSource | None) -> State
             "source": source,
             "event_hub": None,
             "webhook_client": webhook_client(settings),
+            # Empty when the settings carry no key: the lifespan then loads the data folder's (or refuses).
+            "keyring": KeyRing.parse(settings.secret_key),
             "expected_revision": migrate.head_revision(),
         }
     )

@@ -15,10 +15,12 @@ from app.repo import migrate
 from app.repo.connections import SharedConnectionSource
 from app.services import admin
 from app.services.uow import UnitOfWork
-from tests.support import sibling_database, test_database_url
+from tests.support import TEST_SECRET_KEY, sibling_database, test_database_url
 
 # In-process tests make many calls per test; the rate limit has tests of its own.
-TEST_SETTINGS = Settings(rate_limit_per_minute=100_000, log_format="console", log_level="warning")
+TEST_SETTINGS = Settings(
+    rate_limit_per_minute=100_000, log_format="console", log_level="warning", secret_key=TEST_SECRET_KEY
+)
 
 
 @pytest.fixture(scope="session")

@@ -17,12 +17,18 @@ from typing import TypeVar
 
 import httpx
 
+from app.crypto import new_key_entry
 from app.repo.connections import ConnectionLease, PoolSource, open_pool
 from app.repo.database import embedded_server_url
 from app.services.uow import UnitOfWork
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]
+
+# This test session's data key: made now (no fixed key anywhere), and put in the environment so that every process
+# a test starts (servers, `agora` commands, workers) seals and opens with the same key as the in-process app.
+TEST_SECRET_KEY = new_key_entry()
+os.environ["AGORA_SECRET_KEY"] = TEST_SECRET_KEY
 
 
 def test_database_url() -> str:
@@ -90,6 +96,7 @@ def start_servers(database_url: str, count: int = 2, **settings: str) -> ServerP
     env = {
         **os.environ,
         "AGORA_DATABASE_URL": database_url,
+        "AGORA_SECRET_KEY": TEST_SECRET_KEY,
         "AGORA_LOG_LEVEL": "warning",
         "AGORA_DB_POOL_MIN": "1",
         "AGORA_DB_POOL_MAX": "20",

@@ -24,7 +24,7 @@ class DueDelivery:
     attempt_number: int  # this attempt's, counted over the delivery's life
     attempts_in_round: int  # this attempt's, counted from the last (re)delivery: the retry schedule's clock
     url: str
-    secrets: tuple[str, ...]  # the current secret first, then one still in its rotation overlap
+    sealed_secrets: tuple[bytes, ...]  # as stored: the current secret first, then one still in its rotation overlap
     event_id: int
     event_type: str
     event_data: bytes
@@ -86,7 +86,7 @@ async def claim_due(
             attempt_number=row[2],
             attempts_in_round=row[3],
             url=row[4],
-            secrets=(row[5], row[6]) if row[6] else (row[5],),
+            sealed_secrets=(bytes(row[5]), bytes(row[6])) if row[6] else (bytes(row[5]),),
             event_id=row[7],
             event_type=row[8],
             event_data=compact_json(row[9]),

@@ -15,7 +15,7 @@ class StoredResponse:
     fingerprint: str
     status: int
     content_type: str
-    body: bytes
+    body: bytes  # as stored: sealed by the service before it is written, opened by it after it is read
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,14 @@ def _created_at() -> Column:
     return Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now())
 
 
+# A sealed column's first byte is its format: 1 sealed (app/crypto.py), 0 plaintext awaiting the seal pass.
+_UNSEALED = "substring({column} from 1 for 1) = '\\x00'::bytea"
+
+
+def _sealed_format(column: str) -> str:
+    return f"substring({column} from 1 for 1) IN ('\\x00'::bytea, '\\x01'::bytea)"
+
+
 operator = Table(
     "operator",
     metadata,
@@ -194,13 +202,16 @@ idempotency_key = Table(
     Column("method", Text, nullable=False),
     Column("path", Text, nullable=False),
     Column("response_status", Integer, nullable=False),
+    # Sealed to "idempotency_key:<principal>|<key>" (app/services/sealing.py); see the 0006 migration.
     Column("response_body", LargeBinary, nullable=False),
     Column("response_content_type", Text, nullable=False),
     _created_at(),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     CheckConstraint("char_length(key) BETWEEN 1 AND 255", name="key_length"),
+    CheckConstraint(_sealed_format("response_body"), name="response_body_sealed"),
     UniqueConstraint("principal", "key"),
     Index(None, "expires_at"),
+    Index("ix_idempotency_key_unsealed", "id", postgresql_where=text(_UNSEALED.format(column="response_body"))),
 )
 
 rate_limit = Table(
@@ -292,8 +303,9 @@ webhook = Table(
     Column("agent_id", BigInteger, ForeignKey("agent.id"), nullable=False),
     Column("url", Text, nullable=False),
     Column("events", ARRAY(Text), nullable=False),
-    Column("secret", Text, nullable=False),
-    Column("previous_secret", Text, nullable=True),
+    # Both sealed to "webhook:<id>": rotation moves the current secret into previous_secret as it is.
+    Column("secret", LargeBinary, nullable=False),
+    Column("previous_secret", LargeBinary, nullable=True),
     Column("previous_secret_expires_at", DateTime(timezone=True), nullable=True),
     Column("is_active", Boolean, nullable=False, server_default=text("true")),
     Column("disabled_reason", Text, nullable=True),
@@ -302,6 +314,8 @@ webhook = Table(
     Column("failing_since", DateTime(timezone=True), nullable=True),
     Column("last_triggered_at", DateTime(timezone=True), nullable=True),
     _created_at(),
+    CheckConstraint(_sealed_format("secret"), name="secret_sealed"),
+    CheckConstraint(_sealed_format("previous_secret"), name="previous_secret_sealed"),
 )
 
 webhook_delivery = Table(

@@ -13,7 +13,7 @@ _COLUMNS = """w.id, w.agent_id, w.url, w.events, w.is_active, w.disabled_reason,
               w.previous_secret_expires_at, w.created_at"""
 
 
-def _to_record(row: Sequence[Any], secret: str | None = None) -> WebhookRecord:
+def _to_record(row: Sequence[Any]) -> WebhookRecord:
     return WebhookRecord(
         id=row[0],
         agent_id=row[1],
@@ -25,28 +25,49 @@ def _to_record(row: Sequence[Any], secret: str | None = None) -> WebhookRecord:
         last_triggered_at=row[7],
         previous_secret_expires_at=row[8],
         created_at=row[9],
-        secret=secret,
     )
 
 
-async def insert(
-    connection: Connection, *, agent_id: int, url: str, events: Sequence[str], secret: str, limit: int
-) -> WebhookRecord | None:
-    """Create the endpoint unless the agent already has `limit`; None then. The agent's row lock makes the count
-    exact under concurrent registrations (the insert's own snapshot is taken after the lock is granted)."""
+async def reserve_id(connection: Connection, agent_id: int) -> int:
+    """Lock the agent's row, so that `insert` counts its endpoints exactly under concurrent registrations (the
+    insert's own snapshot is taken after the lock is granted), and take the new endpoint's id: its secret is
+    sealed to it before the row exists."""
     async with connection.pipeline():
         await connection.execute("SELECT 1 FROM agent WHERE id = %s FOR UPDATE", (agent_id,))
-        cursor = await connection.execute(
-            f"""
-            INSERT INTO webhook AS w (agent_id, url, events, secret)
-            SELECT %(agent)s, %(url)s, %(events)s, %(secret)s
-             WHERE (SELECT count(*) FROM webhook WHERE agent_id = %(agent)s) < %(limit)s
-            RETURNING {_COLUMNS}
-            """,
-            {"agent": agent_id, "url": url, "events": list(events), "secret": secret, "limit": limit},
-        )
-        row = await cursor.fetchone()
-    return _to_record(row, secret) if row else None
+        cursor = await connection.execute("SELECT nextval(pg_get_serial_sequence('webhook', 'id'))")
+        (webhook_id,) = await cursor.fetchone()
+    return webhook_id
+
+
+async def insert(
+    connection: Connection,
+    *,
+    webhook_id: int,
+    agent_id: int,
+    url: str,
+    events: Sequence[str],
+    sealed_secret: bytes,
+    limit: int,
+) -> WebhookRecord | None:
+    """Create the endpoint (after `reserve_id`) unless the agent already has `limit`; None then."""
+    cursor = await connection.execute(
+        f"""
+        INSERT INTO webhook AS w (id, agent_id, url, events, secret)
+        SELECT %(id)s, %(agent)s, %(url)s, %(events)s, %(secret)s
+         WHERE (SELECT count(*) FROM webhook WHERE agent_id = %(agent)s) < %(limit)s
+        RETURNING {_COLUMNS}
+        """,
+        {
+            "id": webhook_id,
+            "agent": agent_id,
+            "url": url,
+            "events": list(events),
+            "secret": sealed_secret,
+            "limit": limit,
+        },
+    )
+    row = await cursor.fetchone()
+    return _to_record(row) if row else None
 
 
 async def get(connection: Connection, webhook_id: int) -> WebhookRecord | None:
@@ -107,9 +128,10 @@ async def update(
 
 
 async def rotate_secret(
-    connection: Connection, webhook_id: int, agent_id: int, *, secret: str, overlap_seconds: int
+    connection: Connection, webhook_id: int, agent_id: int, *, sealed_secret: bytes, overlap_seconds: int
 ) -> WebhookRecord | None:
-    """The new secret signs from now on; the old one also signs for `overlap_seconds` (0: not at all)."""
+    """The new secret signs from now on; the old one also signs for `overlap_seconds` (0: not at all). Both are
+    sealed to the row, so the old one moves into previous_secret as it is."""
     cursor = await connection.execute(
         f"""
         UPDATE webhook w SET
@@ -120,10 +142,10 @@ async def rotate_secret(
          WHERE w.id = %(id)s AND w.agent_id = %(agent)s
         RETURNING {_COLUMNS}
         """,
-        {"id": webhook_id, "agent": agent_id, "secret": secret, "overlap": overlap_seconds},
+        {"id": webhook_id, "agent": agent_id, "secret": sealed_secret, "overlap": overlap_seconds},
     )
     row = await cursor.fetchone()
-    return _to_record(row, secret) if row else None
+    return _to_record(row) if row else None
 
 
 _DELIVERY = """d.id, d.webhook_id, d.event_id, e.type, d.status, d.attempt_count, d.next_attempt_at, d.created_at,

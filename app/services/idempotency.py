@@ -5,17 +5,22 @@ stored response), and the rendered response is stored in that same transaction j
 crash either loses both the effect and the record (the retry runs afresh) or keeps both (the retry is replayed).
 Business errors (4xx raised by the use case) are stored too, after rolling back to a savepoint taken just after
 the claim; validation failures, auth failures and 5xx are never stored, and leave the key free.
+
+A stored body is sealed to its principal and key (it may carry a key shown once, or a webhook secret): opened only
+to be replayed, byte for byte.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum, auto
 
+from app.crypto import KeyRing
 from app.repo import idempotency as records
 from app.repo import transactions
 from app.repo.connections import Connection
 from app.repo.idempotency import StoredResponse
+from app.services import sealing
 from domain.errors import Conflict, DomainError, Unprocessable
 
 MAX_KEY_LENGTH = 255
@@ -73,8 +78,9 @@ class IdempotentCall:
 
     savepoint = "idempotent_effect"
 
-    def __init__(self, request: IdempotencyRequest) -> None:
+    def __init__(self, request: IdempotencyRequest, keyring: KeyRing | None = None) -> None:
         self.request = request
+        self._keyring = keyring  # None: the ring the application bound for this request
         self._state = _State.WAITING
         self._connection: Connection | None = None
         self._closing: transactions.Closing | None = None
@@ -117,7 +123,7 @@ class IdempotentCall:
             # The response failed after the use case: keep neither the effect nor the key.
             await transactions.rollback(connection, nested=nested)
             return None
-        stored = StoredResponse(self.request.fingerprint, status, content_type, body)
+        stored = StoredResponse(self.request.fingerprint, status, content_type, self._ring().seal(body, self._context))
         won = await records.store_and_commit(
             connection,
             principal=self.request.principal,
@@ -145,7 +151,14 @@ class IdempotentCall:
     def _replay(self, stored: StoredResponse) -> Exception:
         if stored.fingerprint != self.request.fingerprint:
             return IdempotencyKeyMismatch()
-        return IdempotentReplay(stored)
+        return IdempotentReplay(replace(stored, body=self._ring().open(stored.body, self._context)))
+
+    @property
+    def _context(self) -> str:
+        return sealing.idempotency_context(self.request.principal, self.request.key)
+
+    def _ring(self) -> KeyRing:
+        return self._keyring if self._keyring is not None else sealing.current()
 
 
 async def delete_expired(connection: Connection) -> int:

@@ -4,10 +4,11 @@ redelivery). Every endpoint belongs to one agent; another agent's endpoint is "n
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from app.repo import events as event_rows
 from app.repo import webhooks as webhook_rows
+from app.services import sealing
 from app.services.uow import UnitOfWork
 from domain import deliveries as rules
 from domain.deliveries import DeliveryRecord, DeliveryStatus, WebhookRecord
@@ -36,19 +37,23 @@ async def register(
     subscribed = check_events(events)
     await uow.release_connection()  # DNS may take seconds: hold no pooled connection meanwhile
     await check_url(url)  # before the transaction: no row lock waits on it either
+    keyring = sealing.current()
     async with uow:
+        webhook_id = await webhook_rows.reserve_id(uow.connection, agent_id)
+        secret = new_secret()
         record = await webhook_rows.insert(
             uow.connection,
+            webhook_id=webhook_id,
             agent_id=agent_id,
             url=url,
             events=subscribed,
-            secret=new_secret(),
+            sealed_secret=keyring.seal(secret.encode(), sealing.webhook_context(webhook_id)),
             limit=rules.MAX_WEBHOOKS_PER_AGENT,
         )
         if record is None:
             raise rules.limit_reached()
         await uow.commit()
-    return record
+    return replace(record, secret=secret)
 
 
 async def owned(uow: UnitOfWork, agent_id: int, webhook_id: int) -> WebhookRecord:
@@ -94,14 +99,16 @@ async def update(
 
 
 async def rotate_secret(uow: UnitOfWork, agent_id: int, webhook_id: int, *, overlap_seconds: int) -> WebhookRecord:
+    secret = new_secret()
+    sealed_secret = sealing.current().seal(secret.encode(), sealing.webhook_context(webhook_id))
     async with uow:
         record = await webhook_rows.rotate_secret(
-            uow.connection, webhook_id, agent_id, secret=new_secret(), overlap_seconds=overlap_seconds
+            uow.connection, webhook_id, agent_id, sealed_secret=sealed_secret, overlap_seconds=overlap_seconds
         )
         if record is None:
             raise rules.webhook_not_found(webhook_id)
         await uow.commit()
-    return record
+    return replace(record, secret=secret)
 
 
 async def send_test(uow: UnitOfWork, agent_id: int, webhook_id: int) -> DeliveryRecord:

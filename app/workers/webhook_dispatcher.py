@@ -13,6 +13,7 @@ import contextlib
 import random
 import time
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import msgspec
@@ -20,11 +21,12 @@ import structlog
 
 from app.cancellation import raise_if_cancelled
 from app.config import Settings
+from app.crypto import KeyRing, SealError
 from app.outbound.webhook_client import AttemptOutcome, SendResult, WebhookClient
 from app.repo.connections import ConnectionSource
 from app.repo.deliveries import AttemptReport, DueDelivery
 from app.repo.listen import listen_forever
-from app.services import deliveries
+from app.services import deliveries, sealing
 from domain.deliveries import DisablePolicy
 from domain.webhooks import parse_retry_after, standard_signature, taskhive_signature
 
@@ -54,16 +56,17 @@ def delivery_body(delivery: DueDelivery) -> bytes:
     )
 
 
-def signed_headers(delivery: DueDelivery, body: bytes, now: int) -> dict[str, str]:
+def signed_headers(delivery: DueDelivery, body: bytes, now: int, secrets: Sequence[str]) -> dict[str, str]:
+    """`secrets`: the delivery's, opened (the current one first)."""
     message_id = f"evt_{delivery.event_id}"  # the same on every retry and redelivery: the receiver's dedupe key
     return {
-        "X-TaskHive-Signature": taskhive_signature(delivery.secrets[0], body),
+        "X-TaskHive-Signature": taskhive_signature(secrets[0], body),
         "X-TaskHive-Event": delivery.event_type,
         "X-TaskHive-Delivery": f"whd_{delivery.id}",
         "X-TaskHive-Timestamp": str(now),
         "webhook-id": message_id,
         "webhook-timestamp": str(now),
-        "webhook-signature": standard_signature(delivery.secrets, message_id, now, body),
+        "webhook-signature": standard_signature(secrets, message_id, now, body),
     }
 
 
@@ -76,10 +79,13 @@ class DeliveryWorker:
         *,
         listen_url: str | None = None,
         rng: random.Random | None = None,
+        keyring: KeyRing | None = None,
     ) -> None:
         self.source = source
         self.client = client
         self.settings = settings
+        # Opens the endpoints' secrets to sign with; by default the ring in the settings (AGORA_SECRET_KEY).
+        self.keyring = keyring if keyring is not None else KeyRing.parse(settings.secret_key)
         self.listen_url = listen_url
         self.rng = rng
         self.policy = DisablePolicy(settings.webhook_disable_after_failures, settings.webhook_disable_after_seconds)
@@ -168,9 +174,16 @@ class DeliveryWorker:
         self._wake.clear()
 
     async def _deliver(self, delivery: DueDelivery) -> None:
+        try:
+            secrets = self._open_secrets(delivery)
+        except SealError as error:  # a key missing from the ring: nothing is sent, the lease runs out, it is retried
+            log.error(
+                "webhook_secret_unreadable", delivery_id=delivery.id, webhook_id=delivery.webhook_id, error=str(error)
+            )
+            return
         body = delivery_body(delivery)
         started_at = datetime.now(UTC)
-        result = await self.client.post(delivery.url, body, signed_headers(delivery, body, int(time.time())))
+        result = await self.client.post(delivery.url, body, signed_headers(delivery, body, int(time.time()), secrets))
         report = AttemptReport(
             started_at=started_at,
             duration_ms=result.duration_ms,
@@ -205,6 +218,10 @@ class DeliveryWorker:
             next=verdict.status.value if verdict else "endpoint deleted",
             disabled=verdict.disable_reason if verdict else None,
         )
+
+    def _open_secrets(self, delivery: DueDelivery) -> tuple[str, ...]:
+        context = sealing.webhook_context(delivery.webhook_id)
+        return tuple(self.keyring.open(sealed, context).decode() for sealed in delivery.sealed_secrets)
 
 
 def _retry_after(result: SendResult) -> float | None:

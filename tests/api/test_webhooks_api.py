@@ -15,9 +15,11 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from app.config import load_settings
+from app.crypto import KeyRing
 from app.main import create_app
 from app.repo.connections import SharedConnectionSource
-from tests.conftest import bearer
+from app.services import sealing
+from tests.conftest import TEST_SETTINGS, bearer
 
 WEBHOOKS = "/api/v1/webhooks"
 PUBLIC_URL = "https://93.184.216.34/hook"
@@ -136,6 +138,13 @@ def error_code(response) -> str:
     return body["error"]["code"]
 
 
+def opened(stored: object, webhook_id: int) -> str | None:
+    """A webhook secret as stored (sealed to its row), opened with the test session's key."""
+    if stored is None:
+        return None
+    return KeyRing.parse(TEST_SETTINGS.secret_key).open(bytes(stored), sealing.webhook_context(webhook_id)).decode()  # type: ignore[arg-type]
+
+
 def moment(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
@@ -169,7 +178,8 @@ async def test_registering_returns_201_with_the_secret_shown_once(client, conn, 
     assert body["meta"]["note"] and "secret" in body["meta"]["note"]
     assert body["meta"]["request_id"] and body["meta"]["timestamp"]
     stored = await scalar(conn, "SELECT secret FROM webhook WHERE id = %s AND agent_id = %s", data["id"], agent["id"])
-    assert stored == data["secret"]
+    assert data["secret"].encode() not in stored  # sealed at rest (DESIGN §10)
+    assert opened(stored, data["id"]) == data["secret"]
 
 
 async def test_two_registrations_get_different_secrets(client, agent):
@@ -599,7 +609,7 @@ async def test_rotation_keeps_the_old_secret_signing_for_24_hours_by_default(cli
             "SELECT secret, previous_secret, previous_secret_expires_at FROM webhook WHERE id = %s", (hook["id"],)
         )
     ).fetchone()
-    assert row == (data["secret"], hook["secret"], expires)
+    assert (opened(row[0], hook["id"]), opened(row[1], hook["id"]), row[2]) == (data["secret"], hook["secret"], expires)
     detail = (await get(client, agent, f"{WEBHOOKS}/{hook['id']}")).json()["data"]
     assert moment(detail["previous_secret_expires_at"]) == expires
 
@@ -615,7 +625,7 @@ async def test_rotation_with_no_overlap_drops_the_old_secret_at_once(client, con
             "SELECT secret, previous_secret, previous_secret_expires_at FROM webhook WHERE id = %s", (hook["id"],)
         )
     ).fetchone()
-    assert row == (data["secret"], None, None)
+    assert (opened(row[0], hook["id"]), row[1], row[2]) == (data["secret"], None, None)
 
 
 async def test_rotation_with_a_chosen_overlap(client, conn, agent, hook):
@@ -625,7 +635,8 @@ async def test_rotation_with_a_chosen_overlap(client, conn, agent, hook):
     maximum = await rotate(client, agent, hook["id"], {"overlap_seconds": 7 * 86400})
     assert maximum.status_code == 200, maximum.text
     # The overlap keeps the secret that was current just before, not the first one.
-    assert await scalar(conn, "SELECT previous_secret FROM webhook WHERE id = %s", hook["id"]) == data["secret"]
+    previous = await scalar(conn, "SELECT previous_secret FROM webhook WHERE id = %s", hook["id"])
+    assert opened(previous, hook["id"]) == data["secret"]
 
 
 async def test_rotation_with_a_bad_overlap_is_422(client, conn, agent, hook):
@@ -633,7 +644,8 @@ async def test_rotation_with_a_bad_overlap_is_422(client, conn, agent, hook):
         response = await rotate(client, agent, hook["id"], body)
         assert response.status_code == 422, (body, response.text)
         assert error_code(response) == "VALIDATION_ERROR"
-    assert await scalar(conn, "SELECT secret FROM webhook WHERE id = %s", hook["id"]) == hook["secret"]
+    stored = await scalar(conn, "SELECT secret FROM webhook WHERE id = %s", hook["id"])
+    assert opened(stored, hook["id"]) == hook["secret"]
 
 
 # POST /webhooks/{id}/test ------------------------------------------------------------------------------------------

@@ -42,10 +42,12 @@ import psutil
 import psycopg
 
 from app.config import Settings, load_settings
+from app.crypto import KeyRing
 from app.outbound.webhook_client import AttemptOutcome, WebhookClient
 from app.repo.deliveries import DueDelivery
 from app.services import operators
 from app.services.agents import AgentProfile
+from app.services.sealing import webhook_context
 from app.workers.webhook_dispatcher import delivery_body, signed_headers
 from domain.webhooks import new_secret, parse_allow_cidrs
 from tests.bench.webhook_throughput import LOOPBACK, cpu_seconds, enqueue, receiver_process
@@ -160,6 +162,7 @@ def row(target: str, processes: int, **values: object) -> dict:
 async def setup(url: str, port: int, hooks: int) -> tuple[list[int], list[str]]:
     """An operator, agents and `hooks` endpoints on the receiver (four per agent): (webhook ids, their URLs)."""
     stamp = secrets.token_hex(3)
+    keyring = KeyRing.parse(os.environ["AGORA_SECRET_KEY"])  # the workers' key (tests.support sets the session's)
     created = await run_committed_async(url, lambda uow: operators.create_operator(uow, name=f"fanout {stamp}"))
     ids, urls = [], [f"http://127.0.0.1:{port}/fanout-{stamp}-{n}" for n in range(hooks)]
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as connection:
@@ -169,11 +172,14 @@ async def setup(url: str, port: int, hooks: int) -> tuple[list[int], list[str]]:
                 agent = await run_committed_async(
                     url, lambda uow, p=profile: operators.create_agent(uow, operator_id=created.operator.id, profile=p)
                 )
-            cursor = await connection.execute(
-                "INSERT INTO webhook (agent_id, url, events, secret) VALUES (%s, %s, %s, %s) RETURNING id",
-                (agent.agent.id, hook_url, ["task.created"], new_secret()),
+            cursor = await connection.execute("SELECT nextval(pg_get_serial_sequence('webhook', 'id'))")
+            (webhook_id,) = await cursor.fetchone()
+            secret = keyring.seal(new_secret().encode(), webhook_context(webhook_id))  # sealed to its row, as stored
+            await connection.execute(
+                "INSERT INTO webhook (id, agent_id, url, events, secret) VALUES (%s, %s, %s, %s, %s)",
+                (webhook_id, agent.agent.id, hook_url, ["task.created"], secret),
             )
-            ids.append((await cursor.fetchone())[0])
+            ids.append(webhook_id)
     return ids, urls
 
 
@@ -322,6 +328,8 @@ async def send(urls: list[str], count: int, concurrency: int, first_event: int) 
     settings = load_settings()  # the workers' environment: same timeout
     client = WebhookClient(allow=parse_allow_cidrs(LOOPBACK), timeout=settings.webhook_timeout_seconds)
     secret, durations, errors = new_secret(), [], 0
+    keyring = KeyRing.parse(settings.secret_key)
+    sealed = [keyring.seal(secret.encode(), webhook_context(hook)) for hook in range(len(urls))]
 
     async def sender(numbers: Iterator[int], record: bool) -> None:
         nonlocal errors
@@ -333,14 +341,15 @@ async def send(urls: list[str], count: int, concurrency: int, first_event: int) 
                 attempt_number=1,
                 attempts_in_round=1,
                 url=urls[hook],
-                secrets=(secret,),
+                sealed_secrets=(sealed[hook],),
                 event_id=first_event + n,
                 event_type="webhook.ping",
                 event_data=b'{"message":"bench","webhook_id":%d}' % hook,
                 event_created_at=datetime.now(UTC),
             )
             body = delivery_body(delivery)
-            result = await client.post(delivery.url, body, signed_headers(delivery, body, int(time.time())))
+            opened = tuple(keyring.open(s, webhook_context(hook)).decode() for s in delivery.sealed_secrets)
+            result = await client.post(delivery.url, body, signed_headers(delivery, body, int(time.time()), opened))
             if record:
                 durations.append(result.duration_ms)
                 errors += result.outcome is not AttemptOutcome.SUCCEEDED

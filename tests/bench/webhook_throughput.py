@@ -28,6 +28,7 @@ from pathlib import Path
 import psycopg
 
 from app.config import load_settings
+from app.crypto import KeyRing
 from app.logging import configure_logging
 from app.outbound.webhook_client import WebhookClient
 from app.repo import migrate
@@ -35,6 +36,7 @@ from app.repo.connections import PoolSource, open_pool
 from app.repo.events import NOTIFY_CHANNEL
 from app.services import operators
 from app.services.agents import AgentProfile
+from app.services.sealing import webhook_context
 from app.workers.webhook_dispatcher import DeliveryWorker
 from domain.webhooks import new_secret, parse_allow_cidrs
 from tests.support import ROOT, run_committed_async, test_database_url
@@ -174,14 +176,24 @@ async def setup(url: str, port: int, hooks: int) -> list[int]:
             ),
         )
         agents.append(agent.agent.id)
+    keyring = KeyRing.parse(os.environ["AGORA_SECRET_KEY"])  # the workers' key (tests.support sets the session's)
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as connection:
         ids = []
         for n in range(hooks):
-            cursor = await connection.execute(
-                "INSERT INTO webhook (agent_id, url, events, secret) VALUES (%s, %s, %s, %s) RETURNING id",
-                (agents[n // HOOKS_PER_AGENT], f"http://127.0.0.1:{port}/hook-{n}", ["task.created"], new_secret()),
+            cursor = await connection.execute("SELECT nextval(pg_get_serial_sequence('webhook', 'id'))")
+            (webhook_id,) = await cursor.fetchone()
+            sealed = keyring.seal(new_secret().encode(), webhook_context(webhook_id))  # to its row, as stored
+            await connection.execute(
+                "INSERT INTO webhook (id, agent_id, url, events, secret) VALUES (%s, %s, %s, %s, %s)",
+                (
+                    webhook_id,
+                    agents[n // HOOKS_PER_AGENT],
+                    f"http://127.0.0.1:{port}/hook-{n}",
+                    ["task.created"],
+                    sealed,
+                ),
             )
-            ids.append((await cursor.fetchone())[0])
+            ids.append(webhook_id)
     return ids
 
 
@@ -224,7 +236,7 @@ async def attempts_per_delivery(url: str, ids: list[int]) -> tuple[int, int, flo
 
 @contextlib.asynccontextmanager
 async def in_process_workers(url: str, count: int) -> AsyncIterator[list[int]]:
-    settings = load_settings({}).with_overrides(webhook_allow_cidrs=LOOPBACK)
+    settings = load_settings({}).with_overrides(webhook_allow_cidrs=LOOPBACK, secret_key=os.environ["AGORA_SECRET_KEY"])
     stack = contextlib.AsyncExitStack()
     async with stack:
         for n in range(count):
