@@ -41,15 +41,40 @@ class WebhookRecord:
     secret: str | None = None  # only right after creation or rotation: shown once
 
 
+class AttemptLogOutcome(StrEnum):
+    """An attempt's outcome as the delivery log shows it."""
+
+    IN_PROGRESS = "in_progress"  # claimed and sent (or about to be); no outcome yet
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # an HTTP answer other than 2xx
+    TIMEOUT = "timeout"
+    NETWORK_ERROR = "network_error"
+    BLOCKED = "blocked"  # the URL resolved to an address deliveries may not reach
+    # Its worker died, or could not write the outcome, before the claim ran out: the request may or may not have
+    # reached the receiver, and the delivery is attempted again (at-least-once: the same webhook-id may arrive twice).
+    INTERRUPTED = "interrupted"
+
+
+def reported_outcome(stored: str, claim_ends_at: datetime | None, now: datetime) -> AttemptLogOutcome:
+    """What the log shows for an attempt: one still in progress once its claim has run out was interrupted (its
+    delivery is due again from that moment, so another worker may be sending it already)."""
+    if stored == AttemptLogOutcome.IN_PROGRESS and (claim_ends_at is None or claim_ends_at <= now):
+        return AttemptLogOutcome.INTERRUPTED
+    return AttemptLogOutcome(stored)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AttemptRecord:
     attempt_number: int
-    started_at: datetime
-    duration_ms: int
-    outcome: str
+    # When the attempt was claimed, right before its request; None only for an attempt made before attempts were
+    # recorded at their start (migration 0007), of which nothing but its having happened is known.
+    started_at: datetime | None
+    duration_ms: int | None  # None while in progress, or when interrupted
+    outcome: AttemptLogOutcome
     response_status: int | None
     response_snippet: str | None
     error: str | None
+    # When the next attempt is (was) due; while in progress, when the claim ends and the delivery is due again.
     next_attempt_at: datetime | None
 
 

@@ -1,9 +1,13 @@
-"""The delivery queue: claiming due deliveries under a lease, and recording each attempt's outcome.
+"""The delivery queue: claiming due deliveries under a lease, and recording each attempt as it starts and ends.
 
 A claimed delivery's `next_attempt_at` becomes its lease's end: if the worker dies mid-attempt the delivery is due
 again once the lease runs out, and another worker sends it (a duplicate is possible, a loss is not). Claims skip
 rows another worker holds (`FOR UPDATE SKIP LOCKED`) and take at most a few deliveries per endpoint, so one slow
 endpoint cannot fill every worker slot.
+
+The claim also writes each attempt, `in_progress`, in the same statement (no extra round trip), and the attempt's
+end fills in its outcome: an attempt whose worker died or lost the database stays listed, and reads as
+`interrupted` once the lease is over (`domain.deliveries.reported_outcome`).
 """
 
 from __future__ import annotations
@@ -43,13 +47,24 @@ WITH running AS (
                AND d.webhook_id <> ALL (%(busy)s::bigint[])
              ORDER BY d.next_attempt_at LIMIT %(scan)s) d
 ), picked AS (
-    SELECT d.id FROM webhook_delivery d
+    SELECT d.id, d.attempt_count FROM webhook_delivery d  -- the locked row's attempt_count (FOR UPDATE reads it)
      WHERE d.id IN (SELECT r.id FROM ranked r
                      WHERE r.per_endpoint <= %(per_endpoint)s
                            - coalesce((SELECT attempts FROM running WHERE running.webhook_id = r.webhook_id), 0)
                      ORDER BY r.next_attempt_at LIMIT %(limit)s)
        AND d.status = 'pending' AND d.next_attempt_at <= now()
        FOR UPDATE SKIP LOCKED
+), interrupted AS (
+    -- The previous attempt, if it never got its outcome: its claim has run out (the delivery is due), so its worker
+    -- died or lost the database. The log already reads it so; this writes it down.
+    UPDATE webhook_attempt a SET outcome = 'interrupted'
+      FROM picked p
+     WHERE a.delivery_id = p.id AND a.attempt_number = p.attempt_count AND a.outcome = 'in_progress'
+), started AS (
+    -- This attempt, written as it starts, so that it is listed whatever becomes of its worker: attempt_count and
+    -- the attempts listed stay equal. Its next_attempt_at is the claim's end, when it reads as interrupted.
+    INSERT INTO webhook_attempt (delivery_id, attempt_number, started_at, outcome, next_attempt_at)
+    SELECT p.id, p.attempt_count + 1, now(), 'in_progress', now() + make_interval(secs => %(lease)s) FROM picked p
 )
 UPDATE webhook_delivery d
    SET attempt_count = d.attempt_count + 1, next_attempt_at = now() + make_interval(secs => %(lease)s)
@@ -119,7 +134,8 @@ async def lock_endpoint(connection: Connection, webhook_id: int) -> EndpointHeal
 
 @dataclass(frozen=True, slots=True)
 class AttemptReport:
-    started_at: datetime
+    """How an attempt ended (its start was recorded by the claim)."""
+
     duration_ms: int
     outcome: str
     response_status: int | None
@@ -130,14 +146,14 @@ class AttemptReport:
 async def record_attempt(
     connection: Connection, delivery: DueDelivery, attempt: AttemptReport, verdict: AttemptVerdict
 ) -> bool:
-    """Write the attempt, the delivery's new state and the endpoint's streak. False when the lease had already
-    run out and another worker took the delivery over (the attempt is still recorded)."""
+    """Write the attempt's outcome, the delivery's new state and the endpoint's streak. False when the lease had
+    already run out and another worker took the delivery over (the attempt's outcome is still recorded: the log
+    then shows what became of it instead of `interrupted`)."""
     pending = verdict.status is DeliveryStatus.PENDING
     params = {
         "delivery": delivery.id,
         "webhook": delivery.webhook_id,
         "attempt": delivery.attempt_number,
-        "started": attempt.started_at,
         "duration": attempt.duration_ms,
         "outcome": attempt.outcome,
         "response_status": attempt.response_status,
@@ -151,10 +167,14 @@ async def record_attempt(
     cursor = await connection.execute(
         """
         WITH attempt AS (
-            INSERT INTO webhook_attempt (delivery_id, attempt_number, started_at, duration_ms, outcome,
-                                         response_status, response_snippet, error, next_attempt_at)
-            VALUES (%(delivery)s, %(attempt)s, %(started)s, %(duration)s, %(outcome)s, %(response_status)s,
-                    %(snippet)s, %(error)s, now() + make_interval(secs => %(delay)s))
+            -- The row the claim wrote; an outcome once recorded is never overwritten. One marked interrupted was
+            -- taken over by the next claim, which this no longer reschedules: it keeps the claim's end as its next.
+            UPDATE webhook_attempt SET duration_ms = %(duration)s, outcome = %(outcome)s,
+                   response_status = %(response_status)s, response_snippet = %(snippet)s, error = %(error)s,
+                   next_attempt_at = CASE WHEN outcome = 'in_progress' THEN now() + make_interval(secs => %(delay)s)
+                                          ELSE next_attempt_at END
+             WHERE delivery_id = %(delivery)s AND attempt_number = %(attempt)s
+               AND outcome IN ('in_progress', 'interrupted')
         ), endpoint AS (
             UPDATE webhook SET
                    failure_count = CASE WHEN %(succeeded)s THEN 0

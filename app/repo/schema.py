@@ -334,17 +334,27 @@ webhook_delivery = Table(
     UniqueConstraint("webhook_id", "event_id"),
 )
 
+_ATTEMPT_OUTCOMES = "'succeeded', 'failed', 'timeout', 'network_error', 'blocked'"
+_UNFINISHED = "'in_progress', 'interrupted'"
+
 webhook_attempt = Table(
     "webhook_attempt",
     metadata,
     Column("id", BigInteger, primary_key=True),
     Column("delivery_id", BigInteger, ForeignKey("webhook_delivery.id", ondelete="CASCADE"), nullable=False),
     Column("attempt_number", Integer, nullable=False),
-    Column("started_at", DateTime(timezone=True), nullable=False),
-    Column("duration_ms", Integer, nullable=False),
+    # Written by the claim as in_progress, completed when the attempt ends (see the 0007 migration). started_at is
+    # NULL only for attempts 0007 filled in; duration_ms is NULL exactly while no outcome is recorded.
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("duration_ms", Integer, nullable=True),
     Column("outcome", Text, nullable=False),
     Column("response_status", Integer, nullable=True),
     Column("response_snippet", Text, nullable=True),
     Column("error", Text, nullable=True),
+    # When the next attempt is due; while in progress, when the claim ends (then it reads as interrupted).
     Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+    CheckConstraint(f"outcome IN ({_ATTEMPT_OUTCOMES}, {_UNFINISHED})", name="outcome_known"),
+    CheckConstraint(f"(duration_ms IS NULL) = (outcome IN ({_UNFINISHED}))", name="duration_when_ended"),
+    CheckConstraint(f"started_at IS NOT NULL OR outcome IN ({_UNFINISHED})", name="started_when_ended"),
+    UniqueConstraint("delivery_id", "attempt_number"),
 )

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from app.repo.connections import Connection
-from domain.deliveries import AttemptRecord, DeliveryRecord, DeliveryStatus, WebhookRecord
+from domain.deliveries import AttemptRecord, DeliveryRecord, DeliveryStatus, WebhookRecord, reported_outcome
 
 _COLUMNS = """w.id, w.agent_id, w.url, w.events, w.is_active, w.disabled_reason, w.failure_count, w.last_triggered_at,
               w.previous_secret_expires_at, w.created_at"""
@@ -154,8 +154,9 @@ _DELIVERY = """d.id, d.webhook_id, d.event_id, e.type, d.status, d.attempt_count
                            'attempt_number', a.attempt_number, 'started_at', a.started_at,
                            'duration_ms', a.duration_ms, 'outcome', a.outcome,
                            'response_status', a.response_status, 'response_snippet', a.response_snippet,
-                           'error', a.error, 'next_attempt_at', a.next_attempt_at) ORDER BY a.id)
-                           FROM webhook_attempt a WHERE a.delivery_id = d.id), '[]')"""
+                           'error', a.error, 'next_attempt_at', a.next_attempt_at) ORDER BY a.attempt_number)
+                           FROM webhook_attempt a WHERE a.delivery_id = d.id), '[]'),
+               now()"""  # the database's clock, the one the claims' leases run on
 
 
 def _moment(text: str | None) -> datetime | None:
@@ -166,9 +167,10 @@ def _to_delivery(row: Sequence[Any]) -> DeliveryRecord:
     attempts = tuple(
         AttemptRecord(
             attempt_number=a["attempt_number"],
-            started_at=_moment(a["started_at"]),  # type: ignore[arg-type]
+            started_at=_moment(a["started_at"]),
             duration_ms=a["duration_ms"],
-            outcome=a["outcome"],
+            # An attempt still in progress after its claim ran out was interrupted: the same rule for every reader.
+            outcome=reported_outcome(a["outcome"], _moment(a["next_attempt_at"]), row[10]),
             response_status=a["response_status"],
             response_snippet=a["response_snippet"],
             error=a["error"],

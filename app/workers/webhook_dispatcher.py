@@ -182,10 +182,8 @@ class DeliveryWorker:
             )
             return
         body = delivery_body(delivery)
-        started_at = datetime.now(UTC)
         result = await self.client.post(delivery.url, body, signed_headers(delivery, body, int(time.time()), secrets))
         report = AttemptReport(
-            started_at=started_at,
             duration_ms=result.duration_ms,
             outcome=result.outcome.value,
             response_status=result.status,
@@ -203,7 +201,9 @@ class DeliveryWorker:
                 scale=self.settings.webhook_retry_scale,
                 rng=self.rng,
             )
-        except Exception as error:  # not recorded: the lease runs out and the delivery is attempted again
+        except Exception as error:
+            # Not recorded: the log shows the attempt (written at the claim) as interrupted once the lease runs out,
+            # and the delivery is attempted again.
             log.warning("webhook_attempt_not_recorded", delivery_id=delivery.id, error=str(error))
             return
         log.info(

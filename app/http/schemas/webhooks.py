@@ -12,6 +12,7 @@ from app.http.envelope import Meta as EnvelopeMeta
 from domain.deliveries import (
     DEFAULT_ROTATION_OVERLAP_SECONDS,
     MAX_ROTATION_OVERLAP_SECONDS,
+    AttemptLogOutcome,
     AttemptRecord,
     DeliveryRecord,
     WebhookRecord,
@@ -109,9 +110,12 @@ class SecretRotatedOut(msgspec.Struct, kw_only=True):
 
 class AttemptOut(msgspec.Struct, kw_only=True):
     attempt_number: int
-    started_at: datetime
-    duration_ms: int
-    outcome: str
+    # null only for an attempt made before attempts were recorded as they start (only its having happened is known)
+    started_at: datetime | None
+    duration_ms: int | None  # null while in progress, or interrupted
+    # interrupted: its worker died or could not record the outcome before its claim ran out; the request may have
+    # reached the receiver, and the delivery is sent again with the same webhook-id.
+    outcome: AttemptLogOutcome
     response_status: int | None
     response_snippet: str | None
     error: str | None
