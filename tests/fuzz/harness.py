@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -31,7 +32,6 @@ from tests.support import ROOT, ServerProcesses, run_committed, start_servers
 
 CONFIG = ROOT / "schemathesis.toml"
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
-PHASE_SPLIT = (("examples", "coverage", "fuzzing"), ("stateful",))
 # Every fuzz key may make as many requests as the fuzzer sends; so may requests without a valid key (the fuzzer
 # sends many on purpose). The webhook worker is off: the SSRF guard still judges every URL at registration (what
 # is fuzzed), but a public URL the fuzzer registers must not be called from this machine.
@@ -112,6 +112,7 @@ class RunResult:
     outputs: list[str]
     seconds: float
     dropped: list[dict] = field(default_factory=list)  # failures tests/fuzz/exceptions.py accepted
+    peer_probes: int = 0  # reads object_level_authorization replayed as the other agent
     audit: dict = field(default_factory=dict)
 
     @property
@@ -127,7 +128,7 @@ class RunResult:
         return (
             f"cases per phase {self.cases_per_phase}; {len(self.calls)} requests; statuses {dict(sorted(statuses.items()))}; "
             f"{len(self.failures)} failures; {len(self.server_errors)} 5xx; exit codes {self.exit_codes}; "
-            f"accepted by tests/fuzz/exceptions.py {dict(Counter(d['dropped'] for d in self.dropped))}; "
+            f"{self.peer_probes} peer probes; accepted by tests/fuzz/exceptions.py {dict(Counter(d['dropped'] for d in self.dropped))}; "
             f"audit ok={self.audit.get('ok')} violations={self.audit.get('violations')}; {self.seconds:.0f} s"
         )
 
@@ -194,58 +195,103 @@ def findings_markdown(result: RunResult) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Step:
+    """One `schemathesis run`: its phases, its operations and what else it needs."""
+
+    name: str
+    phases: tuple[str, ...]
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+
+# What each server gets, in order; the two lanes run at the same time. The stateful phase is the shortest, so the
+# object-level authorization run follows it: only the agent operations, everything sent as the poster and every
+# read replayed as the worker (tests/fuzz/hooks.py).
+LANES: tuple[tuple[Step, ...], ...] = (
+    (Step("phases", ("examples", "coverage", "fuzzing")),),
+    (
+        Step("stateful", ("stateful",)),
+        Step(
+            "peers",
+            ("fuzzing", "stateful"),
+            ("--exclude-path-regex", r"^/(healthz|readyz)$|^/api/v1/(admin|operator)/|^/api/v1/agents/register$"),
+            (("AGORA_FUZZ_PEERS", "1"),),
+        ),
+    ),
+)
+
+
+def _run_step(step: Step, url: str, base_env: dict[str, str], args: list[str], out: Path, cache: Path) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "calls.ndjson").unlink(missing_ok=True)
+    env = {**base_env, "AGORA_FUZZ_LOG": str(out / "calls.ndjson"), "AGORA_FUZZ_CACHE": str(cache), **dict(step.env)}
+    command = [
+        str(SCHEMATHESIS),
+        "--config-file",
+        str(CONFIG),
+        "run",
+        f"{url}/schema/openapi.json",
+        "--phases",
+        ",".join(step.phases),
+        "--report",
+        "junit",
+        "--report-junit-path",
+        str(out / "junit.xml"),
+        *step.args,
+        *args,
+    ]
+    with open(out / "output.txt", "w", encoding="utf-8") as output:
+        return subprocess.run(
+            command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, check=False
+        ).returncode
+
+
 def run_schemathesis(
     servers: ServerProcesses, parties: Parties, args: list[str], report_dir: Path, cache_dir: Path
 ) -> RunResult:
-    """One `schemathesis run` per server, at the same time; returns when both have finished. `cache_dir` keeps the
-    failing cases schemathesis replays first on the next run (a fresh one per run makes a run reproducible)."""
+    """Each lane of `LANES` against its own server, the lanes at the same time; returns when all have finished.
+    `cache_dir` keeps the failing cases schemathesis replays first on the next run (a fresh one per run makes a
+    run reproducible)."""
     report_dir.mkdir(parents=True, exist_ok=True)
+    base_env = {
+        **os.environ,
+        **parties.environment(),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "NO_COLOR": "1",
+    }
     started = time.monotonic()
-    processes = []
-    for index, phases in enumerate(PHASE_SPLIT):
-        url = servers.urls[index % len(servers.urls)]
-        out = report_dir / f"run-{index}"
-        out.mkdir(exist_ok=True)
-        log = out / "calls.ndjson"
-        log.unlink(missing_ok=True)
-        env = {
-            **os.environ,
-            **parties.environment(),
-            "AGORA_FUZZ_LOG": str(log),
-            "AGORA_FUZZ_CACHE": str(cache_dir / f"run-{index}"),
-            "PYTHONPATH": str(ROOT),
-            "NO_COLOR": "1",
-        }
-        command = [
-            str(SCHEMATHESIS),
-            "--config-file",
-            str(CONFIG),
-            "run",
-            f"{url}/schema/openapi.json",
-            "--phases",
-            ",".join(phases),
-            "--report",
-            "junit",
-            "--report-junit-path",
-            str(out / "junit.xml"),
-            *args,
-        ]
-        output = open(out / "output.txt", "w", encoding="utf-8")  # noqa: SIM115 - closed below
-        processes.append(
-            (subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT), out, output)
-        )
-    exit_codes, failures, calls, outputs, dropped = [], [], [], [], []
-    for process, out, output in processes:
-        exit_codes.append(process.wait())
-        output.close()
+    exit_codes: dict[str, int] = {}
+
+    def lane(steps: tuple[Step, ...], url: str) -> None:
+        for step in steps:
+            out, cache = report_dir / step.name, cache_dir / step.name
+            exit_codes[step.name] = _run_step(step, url, base_env, args, out, cache)
+
+    threads = [
+        threading.Thread(target=lane, args=(steps, servers.urls[index % len(servers.urls)]))
+        for index, steps in enumerate(LANES)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    failures, calls, outputs, dropped, probes = [], [], [], [], 0
+    for step in (step for steps in LANES for step in steps):
+        out = report_dir / step.name
         outputs.append((out / "output.txt").read_text(encoding="utf-8"))
         failures.extend(_junit_failures(out / "junit.xml"))
         log = out / "calls.ndjson"
-        if log.exists():
-            for line in log.read_text(encoding="utf-8").splitlines():
-                record = json.loads(line)
-                (dropped if "dropped" in record else calls).append(record)
-    return RunResult(exit_codes, failures, calls, outputs, time.monotonic() - started, dropped)
+        for line in log.read_text(encoding="utf-8").splitlines() if log.exists() else []:
+            record = json.loads(line)
+            if "dropped" in record:
+                dropped.append(record)
+            elif "peer_probes" in record:
+                probes += record["peer_probes"]
+            else:
+                calls.append(record)
+    codes = [exit_codes.get(step.name, -1) for steps in LANES for step in steps]
+    return RunResult(codes, failures, calls, outputs, time.monotonic() - started, dropped, probes)
 
 
 def verdict(result: RunResult) -> list[str]:

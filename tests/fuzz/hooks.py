@@ -3,6 +3,9 @@
 * Every operation gets the key its `security` names in the served document (agentKey, operatorKey, adminKey). The
   worker's side of the task life (bidding, delivering, withdrawing) is sent with a second agent of another operator:
   with one agent the stateful phase could never get past SELF_CLAIM.
+* With AGORA_FUZZ_PEERS=1 (a run of the agent operations only) both agents are loaded as peers that must not see
+  each other's objects, so `object_level_authorization` replays the poster's reads as the worker; everything is
+  sent as the poster there.
 * Every write gets a fresh Idempotency-Key, so "same key, different body" (422) only happens in its own tests.
 * The fuzz agents themselves are never suspended: an admin suspend aimed at one is redirected to a decoy agent,
   because a suspended agent's key is refused for the rest of the run and every later case would test nothing.
@@ -14,6 +17,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import threading
@@ -61,6 +65,38 @@ class FuzzKeys:
     def set(self, case, data, context):
         case.headers = case.headers or {}
         case.headers["Authorization"] = f"Bearer {data}"
+
+
+class _Bearer:
+    """One fixed key, as a peer identity for the object-level authorization check."""
+
+    def __init__(self, variable: str) -> None:
+        self.variable = variable
+
+    def get(self, case, context):
+        return os.environ[self.variable]
+
+    def set(self, case, data, context):
+        case.headers = case.headers or {}
+        case.headers["Authorization"] = f"Bearer {data}"
+
+
+@schemathesis.hook
+def after_load_schema(context, schema):
+    if os.environ.get("AGORA_FUZZ_PEERS") != "1":
+        return
+    # schemathesis builds this from an `[auth.wfc]` file with `peers`; built here because the keys are made per run.
+    from schemathesis.wfc.escalation import EscalatingAuthProvider
+
+    peers = EscalatingAuthProvider(
+        [_Bearer("AGORA_FUZZ_AGENT_KEY"), _Bearer("AGORA_FUZZ_WORKER_KEY")],
+        ["poster", "worker"],
+        peers=("poster", "worker"),
+        pinned="poster",
+    )
+    schema.auth.providers.append(peers)
+    # How many reads were replayed as the other agent: the proof that the check did something.
+    atexit.register(lambda: _log({"peer_probes": len(peers._probed)}))
 
 
 def _negative_header(case, name: str) -> bool:
