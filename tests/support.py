@@ -10,10 +10,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 import httpx
 
@@ -92,7 +92,16 @@ class ServerProcesses:
                 process.kill()
 
 
-def start_servers(database_url: str, count: int = 2, **settings: str) -> ServerProcesses:
+def start_servers(
+    database_url: str,
+    count: int = 2,
+    *,
+    ports: Sequence[int] | None = None,
+    output: int | IO[bytes] | None = None,
+    **settings: str,
+) -> ServerProcesses:
+    """`count` servers on free ports, or one on each of `ports` (a server restarted where it was); their stdout
+    and stderr go to `output` (a file, or subprocess.DEVNULL) when given, else to this process's."""
     env = {
         **os.environ,
         "AGORA_DATABASE_URL": database_url,
@@ -103,8 +112,7 @@ def start_servers(database_url: str, count: int = 2, **settings: str) -> ServerP
     }
     env.update({f"AGORA_{name.upper()}": value for name, value in settings.items()})
     servers = ServerProcesses()
-    for _ in range(count):
-        port = free_port()
+    for port in ports if ports is not None else [free_port() for _ in range(count)]:
         command = [
             sys.executable,
             "-m",
@@ -124,7 +132,7 @@ def start_servers(database_url: str, count: int = 2, **settings: str) -> ServerP
             "--timeout-keep-alive",
             "75",
         ]
-        servers.processes.append(subprocess.Popen(command, cwd=ROOT, env=env))
+        servers.processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=output))
         servers.urls.append(f"http://127.0.0.1:{port}")
     deadline = time.monotonic() + 30
     for url in servers.urls:
