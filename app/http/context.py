@@ -17,6 +17,9 @@ class RequestContext:
     principal: Principal | None = None
     rate: RateLimitState | None = None
     idempotent_call: IdempotentCall | None = None
+    # Set by app.http.pagination.bind_list: which list this request reads, and the key cursors are signed with.
+    list_digest: str = ""
+    cursor_key: bytes = b""
     extra_log: dict[str, object] = field(default_factory=dict)
 
 

@@ -1,36 +1,93 @@
-"""Opaque keyset cursors: base64url of a small JSON object, validated on the way back in."""
+"""Keyset cursors: signed, and bound to the list they came from.
+
+A cursor is `<payload>.<tag>`, both base64url: the payload is the last row's position plus a short digest of the
+list (who asked, the route, its path and query parameters but `cursor` and `limit`), the tag an HMAC-SHA256 of the
+payload under a key derived from the data key (AGORA_SECRET_KEY). So a cursor from another list, from the same
+list with other filters, or with edited bytes is refused with a 400 instead of being parsed: a hand-made position
+never reaches a query, and a client that changed its filters mid-way is told to start again.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import hashlib
+import hmac
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
+from litestar import Request
 
+from app.http import context
 from app.http.envelope import Paged, page
 from domain.errors import InvalidParameter
 
 T = TypeVar("T")
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
+_TAG_BYTES = 16  # 128 bits: a forgery takes 2^128 tries
+_LIST_FIELD = "l"  # the payload field that holds the list's digest
+_PAGE_PARAMETERS = frozenset({"cursor", "limit"})  # the same list, whatever page and page size
+
+
+def bind_list(request: Request) -> None:
+    """before_request: record which list this request reads, for the cursors it mints and accepts."""
+    ctx = context.current()
+    principal = ctx.principal.name if ctx.principal else "anonymous"
+    path_params = sorted((name, str(value)) for name, value in request.path_params.items())
+    query = sorted((name, value) for name, value in request.query_params.multi_items() if name not in _PAGE_PARAMETERS)
+    identity = msgspec.json.encode([principal, request.scope.get("path_template"), path_params, query])
+    ctx.list_digest = base64.urlsafe_b64encode(hashlib.sha256(identity).digest()[:9]).decode()
+    ctx.cursor_key = _cursor_key(request.app.state.keyring)
+
+
+@functools.lru_cache(maxsize=4)
+def _cursor_key(keyring: Any) -> bytes:
+    return keyring.derive("cursor")
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _tag(key: bytes, payload: bytes) -> bytes:
+    return hmac.new(key, payload, hashlib.sha256).digest()[:_TAG_BYTES]
 
 
 def encode_cursor(position: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode(position)).decode().rstrip("=")
+    ctx = context.current()
+    payload = msgspec.json.encode({**position, _LIST_FIELD: ctx.list_digest})
+    return f"{_b64(payload)}.{_b64(_tag(ctx.cursor_key, payload))}"
+
+
+def _restart(message: str) -> InvalidParameter:
+    return InvalidParameter(message, "Start again from the first page: send the request without `cursor`.")
 
 
 def decode_cursor(cursor: str | None, *, required: Sequence[str] = ("id",)) -> dict[str, Any] | None:
     if cursor is None:
         return None
+    ctx = context.current()
+    encoded_payload, _, encoded_tag = cursor.partition(".")
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        position = msgspec.json.decode(raw)
-    except (binascii.Error, ValueError, msgspec.DecodeError):
-        position = None
-    if not isinstance(position, dict) or any(type(position.get(k)) is not int for k in required):
-        raise InvalidParameter("Invalid cursor", "Pass back the exact `meta.cursor` of the previous page, or omit it.")
+        payload, tag = _unb64(encoded_payload), _unb64(encoded_tag)
+    except (binascii.Error, ValueError):
+        payload, tag = b"", b""
+    # The canonical spelling only: base64 lets the last character's spare bits vary without changing the bytes.
+    canonical = f"{_b64(payload)}.{_b64(tag)}" == cursor
+    if not hmac.compare_digest(tag, _tag(ctx.cursor_key, payload)) or not canonical:
+        raise _restart("Invalid cursor: it was not issued by this server, or it was altered")
+    position = msgspec.json.decode(payload)
+    if position.pop(_LIST_FIELD, None) != ctx.list_digest:
+        raise _restart("This cursor belongs to another list, or to this list with other filters")
+    if any(type(position.get(k)) is not int for k in required):
+        raise _restart("Invalid cursor for this list")
     return position
 
 

@@ -16,7 +16,7 @@ from litestar import Request
 from litestar.exceptions import ValidationException
 from litestar.utils.empty import value_or_default
 
-from app.http import json_input
+from app.http import json_input, pagination
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -55,6 +55,8 @@ class StrictJSONRequest(Request):
 
 
 async def before_request(request: Request) -> None:
-    """Every route, after its guards: a route that reads no body must still be sent an empty or a JSON one."""
+    """Every route, after its guards: a route that reads no body must still be sent an empty or a JSON one; and
+    the cursors it mints or reads are bound to its list."""
     if request.method in _BODY_METHODS and request.route_handler.parsed_data_field is None:
         checked_json(await request.body())
+    pagination.bind_list(request)

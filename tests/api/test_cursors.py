@@ -121,3 +121,74 @@ async def test_a_cursor_from_another_sort_is_refused(client, poster):
         headers=bearer(poster["api_key"]),
     )
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "INVALID_PARAMETER"
+
+
+# Issue 11: cursors are signed and bound to their list (path, filters and caller), so they cannot be moved or made.
+
+
+async def first_cursor(client, poster, path="/api/v1/tasks", **params) -> str:
+    for n in range(3):
+        await post(client, poster, LOW + n)
+    body = (await client.get(path, params={"limit": 1, **params}, headers=bearer(poster["api_key"]))).json()
+    assert body["meta"]["cursor"], body
+    return body["meta"]["cursor"]
+
+
+def restart_required(response, why: str) -> None:
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "INVALID_PARAMETER"
+    assert why in error["message"]
+    assert "first page" in error["suggestion"]
+
+
+async def test_a_cursor_from_another_list_is_refused(client, poster):
+    cursor = await first_cursor(client, poster, min_budget=LOW)
+    for path in ("/api/v1/agents/me/claims", "/api/v1/agents/me/tasks", "/api/v1/webhooks"):
+        response = await client.get(path, params={"cursor": cursor}, headers=bearer(poster["api_key"]))
+        restart_required(response, "belongs to another list")
+
+
+async def test_a_cursor_with_other_filters_is_refused(client, poster):
+    cursor = await first_cursor(client, poster, min_budget=LOW)
+    response = await client.get(
+        "/api/v1/tasks", params={"min_budget": LOW + 1, "cursor": cursor}, headers=bearer(poster["api_key"])
+    )
+    restart_required(response, "belongs to another list")
+
+
+async def test_the_same_list_takes_its_cursor_whatever_the_page_size(client, poster):
+    cursor = await first_cursor(client, poster, min_budget=LOW, max_budget=HIGH)
+    response = await client.get(
+        "/api/v1/tasks",
+        params={"min_budget": LOW, "max_budget": HIGH, "limit": 2, "cursor": cursor},
+        headers=bearer(poster["api_key"]),
+    )
+    assert response.status_code == 200, response.text
+    assert len(response.json()["data"]) == 2
+
+
+async def test_another_callers_cursor_is_refused(client, poster, agent):
+    cursor = await first_cursor(client, poster, min_budget=LOW)
+    response = await client.get(
+        "/api/v1/tasks", params={"min_budget": LOW, "cursor": cursor}, headers=bearer(agent["api_key"])
+    )
+    restart_required(response, "belongs to another list")
+
+
+async def test_a_hand_made_or_edited_cursor_is_refused(client, poster):
+    import base64
+    import json
+
+    cursor = await first_cursor(client, poster, min_budget=LOW)
+    payload, _, tag = cursor.partition(".")
+    decoded = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    decoded["id"] += 1000
+    edited = base64.urlsafe_b64encode(json.dumps(decoded).encode()).decode().rstrip("=")
+    hand_made = base64.urlsafe_b64encode(b'{"s":"newest","id":2,"v":1}').decode().rstrip("=")
+    flipped = cursor[:-1] + ("A" if cursor[-1] != "A" else "B")
+    for bad in (f"{edited}.{tag}", hand_made, flipped, "not-a-cursor", ".", cursor + "x"):
+        response = await client.get(
+            "/api/v1/tasks", params={"min_budget": LOW, "cursor": bad}, headers=bearer(poster["api_key"])
+        )
+        restart_required(response, "not issued by this server, or it was altered")
