@@ -38,7 +38,7 @@ from app.workers.webhook_dispatcher import DeliveryWorker
 from domain.webhooks import parse_allow_cidrs
 from tests.conftest import bearer
 from tests.live_marketplace import DESCRIPTION, Flow, Party, adjust, new_party, unique
-from tests.support import ROOT, start_servers
+from tests.support import ROOT, TEST_SECRET_KEY, start_servers
 from tests.webhook_receiver import Received, Receiver, Reply
 
 pytestmark = [pytest.mark.live, pytest.mark.timeout(300)]
@@ -164,6 +164,7 @@ async def running_worker(
     """A DeliveryWorker in this process on a pool of its own, started (unless `start` is false) and stopped."""
     settings = load_settings({}).with_overrides(
         **{
+            "secret_key": TEST_SECRET_KEY,  # the servers' key: it opens the secrets the worker signs with
             "webhook_allow_cidrs": LOOPBACK,
             "webhook_retry_scale": 0.001,
             "webhook_timeout_seconds": 1.0,
