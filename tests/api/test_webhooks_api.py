@@ -393,8 +393,9 @@ async def test_ssrf4_the_allow_list_is_empty_by_default_and_loopback_is_refused(
     assert settings.webhook_allow_cidrs == ""  # the `client` fixture's app
     refused = await create(client, agent, url="http://127.0.0.1:8080/hook")
     assert refused.status_code == 422 and error_code(refused) == "WEBHOOK_URL_FORBIDDEN"
-    # An app built from nothing but the defaults refuses it too.
-    app = create_app(defaults, source=SharedConnectionSource(conn))
+    # An app built from nothing but the defaults refuses it too (given the data key, which has no default: it signs
+    # cursors and seals secrets).
+    app = create_app(defaults.with_overrides(secret_key=TEST_SETTINGS.secret_key), source=SharedConnectionSource(conn))
     async with AsyncTestClient(app=app) as default_client:
         response = await create(default_client, agent, url="http://127.0.0.1:8080/hook")
     assert response.status_code == 422 and error_code(response) == "WEBHOOK_URL_FORBIDDEN"
