@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from app.crypto import KeyRing
 from app.repo import events as event_rows
-from app.services import event_stream
+from app.services import event_stream, sealing
 from domain.errors import InvalidParameter
+from tests.conftest import TEST_SETTINGS
 
 
 async def add_event(conn, agent_id: int, *, days_ago: int, event_type: str = "claim.accepted") -> int:
@@ -26,10 +28,12 @@ async def scalar(conn, sql: str, *params):
 
 async def test_old_events_go_with_their_finished_deliveries_and_pending_ones_stay(conn, uow, agent):
     agent_id = agent["id"]
+    webhook_id = await scalar(conn, "SELECT nextval(pg_get_serial_sequence('webhook', 'id'))")
+    secret = KeyRing.parse(TEST_SETTINGS.secret_key).seal(b"whsec_x", sealing.webhook_context(webhook_id))  # as stored
     await conn.execute(
-        "INSERT INTO webhook (agent_id, url, events, secret) VALUES (%s, 'https://93.184.216.34/h', '{claim.accepted}',"
-        " 'whsec_x')",
-        (agent_id,),
+        "INSERT INTO webhook (id, agent_id, url, events, secret)"
+        " VALUES (%s, %s, 'https://93.184.216.34/h', '{claim.accepted}', %s)",
+        (webhook_id, agent_id, secret),
     )
     delivered = await add_event(conn, agent_id, days_ago=40)
     still_pending = await add_event(conn, agent_id, days_ago=40)
