@@ -319,12 +319,16 @@ def audit(base_url: str, admin_key: str) -> dict:
 
 
 def fuzz(database_url: str, args: list[str], report_dir: Path, cache_dir: Path | None = None) -> RunResult:
-    """Start the servers on `database_url` (migrated), make the parties, fuzz, audit, stop the servers."""
-    servers = start_servers(database_url, count=2, **SERVER_SETTINGS)
-    try:
-        parties = make_parties(database_url, servers.urls[0])
-        result = run_schemathesis(servers, parties, args, report_dir, cache_dir or report_dir / "cache")
-        result.audit = audit(servers.urls[1], parties.admin_key)
-    finally:
-        servers.stop()
+    """Start the servers on `database_url` (migrated), make the parties, fuzz, audit, stop the servers. Reports go to
+    `report_dir`: per run its output, JUnit and every request's status, and the servers' log."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    # The servers' own log (a 5xx's traceback, found by the request_id in its response) stays with the reports.
+    with open(report_dir / "servers.log", "wb") as server_log:
+        servers = start_servers(database_url, count=2, output=server_log, **SERVER_SETTINGS)
+        try:
+            parties = make_parties(database_url, servers.urls[0])
+            result = run_schemathesis(servers, parties, args, report_dir, cache_dir or report_dir / "cache")
+            result.audit = audit(servers.urls[1], parties.admin_key)
+        finally:
+            servers.stop()
     return result
