@@ -9,11 +9,14 @@ that take no body, so a bad body gets the same answer whatever headers came with
 
 from __future__ import annotations
 
+import decimal
 import json
 from typing import Any
 
 #: Deeper than any wire type Agora accepts (metadata objects included); deep enough for any honest client.
 MAX_DEPTH = 32
+#: A whole number written with a fraction or exponent is read as an int up to this many digits (past int64's 19).
+_WHOLE_DIGITS = 30
 
 
 class BadJSON(ValueError):
@@ -29,6 +32,16 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
                 raise BadJSON(f"Request body repeats the key '{key}' in one object")
             seen.add(key)
     return value
+
+
+def _number(text: str) -> float | int:
+    """A JSON number with a fraction or exponent: an int when its value is whole (JSON Schema and JavaScript count
+    `2.0` as the integer 2, and so do TaskHive's clients), else a float. Exponents are bounded first: `1e999999999`
+    must not become a billion-digit int."""
+    value = decimal.Decimal(text)
+    if value.is_finite() and abs(value.adjusted()) <= _WHOLE_DIGITS and value == value.to_integral_value():
+        return int(value)
+    return float(text)
 
 
 def _no_constants(name: str) -> Any:
@@ -58,7 +71,7 @@ def parse(body: bytes) -> Any:
         raise BadJSON("Request body is not valid JSON (it is not UTF-8 text)") from None
     too_deep = BadJSON(f"Request body is nested deeper than {MAX_DEPTH} levels")
     try:
-        value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constants)
+        value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constants, parse_float=_number)
     except RecursionError:
         raise too_deep from None
     except json.JSONDecodeError as error:

@@ -1,10 +1,10 @@
 """Request bodies decoded strictly, straight into the handler's wire type.
 
 Litestar decodes JSON to Python objects and then converts them leniently (so `"10"` would pass as an integer).
-Agora's contract is strict JSON types, so the body is decoded once, strictly, into the `data` annotation; the
-later conversion sees the finished Struct and passes it through. Before that, `json_input.parse` refuses what
-msgspec would let through (duplicate keys, runaway nesting), and a route that takes no body still refuses one
-that is not JSON: a client sending the wrong bytes should hear about it, not see the action run.
+Agora's contract is strict JSON types: `json_input.parse` reads the body as standard JSON (refusing duplicate keys
+and runaway nesting, which msgspec would let through), and msgspec converts that value strictly into the `data`
+annotation; Litestar's later conversion sees the finished Struct and passes it through. A route that takes no body
+still refuses one that is not JSON: a client sending the wrong bytes should hear about it, not see the action run.
 """
 
 from __future__ import annotations
@@ -40,16 +40,12 @@ class StrictJSONRequest(Request):
             return cached
         field = self.route_handler.parsed_data_field
         target: Any = field.annotation if field is not None else Any
-        body = await self.body()
-        checked_json(body)
         try:
-            value = msgspec.json.decode(body or b"null", type=target, strict=True)
+            value = msgspec.convert(checked_json(await self.body()), type=target, strict=True)
         except msgspec.ValidationError as error:
             message, _, location = str(error).partition(" - at `$")
             path = location.rstrip("`").lstrip(".") or None
             raise _problem(message, path) from None
-        except msgspec.DecodeError as error:
-            raise _problem(f"Request body is not valid JSON ({error})", None) from None
         self._json = self._connection_state.json = value
         return value
 

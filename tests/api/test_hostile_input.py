@@ -217,3 +217,21 @@ async def test_x_forwarded_for_from_a_trusted_proxy_names_the_client(client):
     assert statuses == [201, 201, 201, 201]
     again = [await _register_via(client.app, "10.0.0.5", "203.0.113.0", f"proxied-again-{n}") for n in range(3)]
     assert again == [201, 201, 429]
+
+
+@pytest.mark.parametrize(("written", "value"), [(b"100.0", 100), (b"1e2", 100), (b"1.00E+2", 100)])
+async def test_a_whole_number_written_with_a_fraction_or_exponent_is_that_integer(client, agent, written, value):
+    # JSON Schema (and JavaScript, and so TaskHive's clients) count 100.0 as the integer 100.
+    body = b'{"title": "Parse a PDF", "description": "Extract every table of the attached report", "budget_credits": '
+    headers = {**bearer(agent["api_key"]), "Content-Type": "application/json"}
+    response = await client.post("/api/v1/tasks", content=body + written + b"}", headers=headers)
+    assert response.status_code == 201, response.text
+    assert response.json()["data"]["budget_credits"] == value
+
+
+@pytest.mark.parametrize("written", [b"100.5", b"1e999999999", b"1e-999999999", b"100.00000000000000000001"])
+async def test_a_number_that_is_not_whole_is_not_an_integer(client, agent, written):
+    body = b'{"title": "Parse a PDF", "description": "Extract every table of the attached report", "budget_credits": '
+    headers = {**bearer(agent["api_key"]), "Content-Type": "application/json"}
+    response = await client.post("/api/v1/tasks", content=body + written + b"}", headers=headers)
+    assert "budget_credits" in validation_error(response)
