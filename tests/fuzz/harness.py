@@ -222,7 +222,9 @@ LANES: tuple[tuple[Step, ...], ...] = (
 )
 
 
-def _run_step(step: Step, url: str, base_env: dict[str, str], args: list[str], out: Path, cache: Path) -> int:
+def _run_step(
+    step: Step, url: str, base_env: dict[str, str], args: list[str], out: Path, cache: Path, timeout: float | None
+) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "calls.ndjson").unlink(missing_ok=True)
     env = {**base_env, "AGORA_FUZZ_LOG": str(out / "calls.ndjson"), "AGORA_FUZZ_CACHE": str(cache), **dict(step.env)}
@@ -242,17 +244,27 @@ def _run_step(step: Step, url: str, base_env: dict[str, str], args: list[str], o
         *args,
     ]
     with open(out / "output.txt", "w", encoding="utf-8") as output:
-        return subprocess.run(
-            command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, check=False
-        ).returncode
+        try:
+            run = subprocess.run(
+                command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, check=False, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:  # killed; its JUnit report is missing, which fails the run
+            output.write(f"\nkilled after {timeout} s\n")
+            return -9
+        return run.returncode
 
 
 def run_schemathesis(
-    servers: ServerProcesses, parties: Parties, args: list[str], report_dir: Path, cache_dir: Path
+    servers: ServerProcesses,
+    parties: Parties,
+    args: list[str],
+    report_dir: Path,
+    cache_dir: Path,
+    timeout: float | None = None,
 ) -> RunResult:
     """Each lane of `LANES` against its own server, the lanes at the same time; returns when all have finished.
     `cache_dir` keeps the failing cases schemathesis replays first on the next run (a fresh one per run makes a
-    run reproducible)."""
+    run reproducible). A run still going after `timeout` seconds is killed and fails."""
     report_dir.mkdir(parents=True, exist_ok=True)
     base_env = {
         **os.environ,
@@ -266,7 +278,7 @@ def run_schemathesis(
     def lane(steps: tuple[Step, ...], url: str) -> None:
         for step in steps:
             out, cache = report_dir / step.name, cache_dir / step.name
-            exit_codes[step.name] = _run_step(step, url, base_env, args, out, cache)
+            exit_codes[step.name] = _run_step(step, url, base_env, args, out, cache, timeout)
 
     threads = [
         threading.Thread(target=lane, args=(steps, servers.urls[index % len(servers.urls)]))
@@ -318,7 +330,13 @@ def audit(base_url: str, admin_key: str) -> dict:
     return response.json()["data"]
 
 
-def fuzz(database_url: str, args: list[str], report_dir: Path, cache_dir: Path | None = None) -> RunResult:
+def fuzz(
+    database_url: str,
+    args: list[str],
+    report_dir: Path,
+    cache_dir: Path | None = None,
+    timeout: float | None = None,
+) -> RunResult:
     """Start the servers on `database_url` (migrated), make the parties, fuzz, audit, stop the servers. Reports go to
     `report_dir`: per run its output, JUnit and every request's status, and the servers' log."""
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -327,7 +345,8 @@ def fuzz(database_url: str, args: list[str], report_dir: Path, cache_dir: Path |
         servers = start_servers(database_url, count=2, output=server_log, **SERVER_SETTINGS)
         try:
             parties = make_parties(database_url, servers.urls[0])
-            result = run_schemathesis(servers, parties, args, report_dir, cache_dir or report_dir / "cache")
+            cache_dir = cache_dir or report_dir / "cache"
+            result = run_schemathesis(servers, parties, args, report_dir, cache_dir, timeout)
             result.audit = audit(servers.urls[1], parties.admin_key)
         finally:
             servers.stop()
