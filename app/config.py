@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -94,12 +94,18 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         except KeyRingError as error:
             raise SettingsError(str(error)) from None
 
-    def __repr__(self) -> str:
-        # Settings end up in tracebacks and debug output: never with the data key in them.
+    # Settings end up in tracebacks (rich's show the locals of every frame) and debug output: never with the key.
+    def _shown(self) -> dict[str, object]:
         shown = {f.name: getattr(self, f.name) for f in msgspec.structs.fields(self)}
         if shown["secret_key"]:
             shown["secret_key"] = "<redacted>"  # noqa: S105 (a placeholder, not a password)
-        return f"Settings({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
+        return shown
+
+    def __repr__(self) -> str:
+        return f"Settings({', '.join(f'{name}={value!r}' for name, value in self._shown().items())})"
+
+    def __rich_repr__(self) -> Iterator[tuple[str, object]]:
+        yield from self._shown().items()
 
     @property
     def data_path(self) -> Path:

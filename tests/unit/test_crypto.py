@@ -193,7 +193,8 @@ def test_no_repr_shows_key_material():
     entry = new_key_entry()
     keys = ring(entry)
     settings = load_settings({"AGORA_SECRET_KEY": entry})
-    for shown in (repr(keys), str(keys), repr(settings), str(settings)):
+    pretty = pytest.importorskip("rich.pretty").pretty_repr  # what rich tracebacks show of a frame's locals
+    for shown in (repr(keys), str(keys), repr(settings), str(settings), pretty(settings), pretty(keys)):
         assert entry.split(":")[1] not in shown
     assert keys.primary_id in repr(keys)
     assert "secret_key='<redacted>'" in repr(settings)
