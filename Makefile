@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format migrate openapi check clean bench fuzz
+.PHONY: help install run test test-fast lint format migrate openapi check clean bench fuzz soak
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -57,3 +57,7 @@ bench: install ## every scenario vs its ceiling (raw SQL, pgbench replay, framew
 FUZZ_ARGS ?=
 fuzz: install ## schemathesis, all phases and checks, vs 2 server processes, 100 cases/operation, new seed (FUZZ_ARGS="--max-time 1800 --seed 7")
 	$(BIN)/python -m tests.fuzz $(FUZZ_ARGS)
+
+SOAK_ARGS ?=
+soak: install ## CHAOS-1: 10,000 operations, 3 API SIGKILLs, a PostgreSQL crash, then every check (SOAK_ARGS="--seed 7 --operations 20000")
+	$(BIN)/python -m tests.chaos $(SOAK_ARGS)
