@@ -41,8 +41,8 @@ format: install ## apply ruff's fixes and formatting
 migrate: install ## apply migrations to the configured (or embedded) database
 	$(BIN)/agora migrate
 
-openapi: install ## regenerate openapi/openapi.json from the application
-	$(BIN)/agora openapi --output openapi/openapi.json
+openapi: install ## regenerate openapi/openapi.json and docs/errors.md from the application
+	$(BIN)/agora openapi --output openapi/openapi.json --errors docs/errors.md
 
 check: lint test ## what CI runs
 

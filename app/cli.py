@@ -277,15 +277,19 @@ def cmd_database_url(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_openapi(settings: Settings, args: argparse.Namespace) -> None:
+    from app.http.openapi import document
+    from app.http.routes.docs import errors_markdown
     from app.main import create_app
 
-    document = create_app(settings).openapi_schema.to_schema()
-    text = json.dumps(document, indent=2, sort_keys=True) + "\n"
+    text = json.dumps(document(create_app(settings)), indent=2, sort_keys=True) + "\n"
     if args.output == "-":
         sys.stdout.write(text)
     else:
         Path(args.output).write_text(text)
         print(f"wrote {args.output}", file=sys.stderr)
+    if args.errors:  # the error catalogue, from the same table as the document's error responses
+        Path(args.errors).write_text(errors_markdown())
+        print(f"wrote {args.errors}", file=sys.stderr)
 
 
 def _emit(args: argparse.Namespace, record: dict[str, Any], *, key: str) -> None:
@@ -367,8 +371,9 @@ def parser() -> argparse.ArgumentParser:
         run=cmd_database_url
     )
 
-    openapi = commands.add_parser("openapi", help="write the OpenAPI document")
+    openapi = commands.add_parser("openapi", help="write the OpenAPI document (and the error catalogue)")
     openapi.add_argument("--output", default="openapi/openapi.json")
+    openapi.add_argument("--errors", default="", help="also write docs/errors.md here")
     openapi.set_defaults(run=cmd_openapi)
     return root
 

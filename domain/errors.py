@@ -39,13 +39,34 @@ class InvalidParameter(DomainError):
 class InsufficientCredits(Unprocessable):
     code = "INSUFFICIENT_CREDITS"
 
-    def __init__(self, *, balance: int, needed: int) -> None:
+    def __init__(self, *, balance: int, needed: int, suggestion: str | None = None) -> None:
+        # The default speaks to a poster; an admin debiting a wallet is told what it may debit instead.
         super().__init__(
             f"Insufficient credits: the wallet holds {balance} and this needs {needed}",
-            "Ask an admin to grant credits, or use a smaller amount.",
+            suggestion
+            or f"Use at most {balance} credits, or earn more by completing tasks (a marketplace admin can also "
+            "grant credits to your operator).",
         )
         self.balance = balance
         self.needed = needed
+
+
+class TooLarge(DomainError):
+    """The request, or a value in it, is larger than the service accepts."""
+
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class MethodNotAllowed(DomainError):
+    """The resource exists, but not with this method."""
+
+    code = "METHOD_NOT_ALLOWED"
+
+
+class Internal(DomainError):
+    """Something failed that the caller cannot fix; nothing was committed."""
+
+    code = "INTERNAL_ERROR"
 
 
 class Unavailable(DomainError):

@@ -1,8 +1,7 @@
 """The one place that maps errors to HTTP: domain errors by class, framework errors by kind, the rest to 500.
 
-Codes are TaskHive's where it has one. Agora adds: NOT_FOUND, METHOD_NOT_ALLOWED, PAYLOAD_TOO_LARGE,
-UNSUPPORTED_MEDIA_TYPE, SERVICE_UNAVAILABLE, OPERATOR_NOT_FOUND and the IDEMPOTENCY_KEY_* family
-(docs/errors.md lists them all).
+Every code comes from the catalogue (domain/error_codes.py, which docs/errors.md is generated from); its status is
+its kind's, from `_DOMAIN_STATUS` below, so a code always answers with the same status wherever it is raised.
 """
 
 from __future__ import annotations
@@ -23,16 +22,21 @@ from litestar.exceptions import (
 )
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
-from app.http.envelope import ErrorEnvelope, error
+from app.http.envelope import error
 from app.services.auth import RateLimitExceeded
 from app.services.idempotency import IdempotencyKeyInFlight, IdempotentReplay
+from domain import error_codes as codes
+from domain.error_codes import ErrorCode
 from domain.errors import (
     Conflict,
     DomainError,
     Forbidden,
+    Internal,
     InvalidParameter,
+    MethodNotAllowed,
     NotFound,
     RateLimited,
+    TooLarge,
     Unauthenticated,
     Unavailable,
     Unprocessable,
@@ -48,6 +52,9 @@ _DOMAIN_STATUS: tuple[tuple[type[DomainError], int], ...] = (
     (Unprocessable, 422),
     (InvalidParameter, 400),
     (RateLimited, 429),
+    (MethodNotAllowed, 405),
+    (TooLarge, 413),
+    (Internal, 500),
     (Unavailable, 503),
 )
 
@@ -60,15 +67,29 @@ _CLIENT_DISCONNECTED = "client disconnected prematurely"
 CLIENT_CLOSED_REQUEST = 499
 
 
-def status_of(exc: DomainError) -> int:
-    for kind, status in _DOMAIN_STATUS:
-        if isinstance(exc, kind):
+def status_of_kind(kind: type[DomainError]) -> int:
+    for base, status in _DOMAIN_STATUS:
+        if issubclass(kind, base):
             return status
     return 400
 
 
-def _json(envelope: ErrorEnvelope, status: int, headers: dict[str, str] | None = None) -> Response:
-    return Response(content=envelope, status_code=status, headers=headers or {}, media_type="application/json")
+def status_of(exc: DomainError) -> int:
+    return status_of_kind(type(exc))
+
+
+def status_for(code: ErrorCode) -> int:
+    """The HTTP status a catalogue code is always answered with."""
+    return status_of_kind(code.kind)
+
+
+def _json(code: ErrorCode, message: str, suggestion: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        content=error(code.code, message, suggestion),
+        status_code=status_for(code),
+        headers=headers or {},
+        media_type="application/json",
+    )
 
 
 def domain_error(request: Request, exc: DomainError) -> Response:
@@ -77,7 +98,12 @@ def domain_error(request: Request, exc: DomainError) -> Response:
         headers["Retry-After"] = str(exc.retry_after)
     elif isinstance(exc, IdempotencyKeyInFlight):
         headers["Retry-After"] = "1"
-    return _json(error(exc.code, exc.message, exc.suggestion), status_of(exc), headers)
+    return Response(
+        content=error(exc.code, exc.message, exc.suggestion),
+        status_code=status_of(exc),
+        headers=headers,
+        media_type="application/json",
+    )
 
 
 def replay(request: Request, exc: IdempotentReplay) -> Response:
@@ -88,6 +114,21 @@ def replay(request: Request, exc: IdempotentReplay) -> Response:
         media_type=stored.content_type,
         headers={"Idempotency-Replayed": "true"},
     )
+
+
+_SCHEMAS = "the OpenAPI document at /schema/openapi.json"
+
+
+def _body_suggestion(message: str, field: str | None) -> str:
+    """What to do about a body that failed: fix the field if one is named, else the JSON itself."""
+    if field:
+        return f"Fix '{field}' as the message says and send the request again; every body's schema is in {_SCHEMAS}."
+    if message.startswith("Request body"):  # not acceptable JSON: app.http.json_input or the strict decoder
+        return (
+            "Send the whole body as one JSON value (UTF-8, each key once per object, at most 32 levels deep), as a "
+            "JSON encoder writes it; check that it was not cut short."
+        )
+    return f"Send a JSON object with the fields this endpoint takes; its schema is in {_SCHEMAS}."
 
 
 def validation_error(request: Request, exc: ValidationException) -> Response:
@@ -105,20 +146,14 @@ def validation_error(request: Request, exc: ValidationException) -> Response:
         if message == "'data'":
             message = "A JSON request body is required"
         text = f"Invalid field '{field}': {message}" if field else message
-        return _json(
-            error("VALIDATION_ERROR", text, "Fix the named field and send the request again; see the API docs."),
-            422,
-        )
+        return _json(codes.VALIDATION_ERROR, text, _body_suggestion(message, field))
     first = problems[0]
     name = first.get("key", "parameter")
     source = getattr(first.get("source"), "value", first.get("source")) or "query"
     return _json(
-        error(
-            "INVALID_PARAMETER",
-            f"Invalid {source} parameter '{name}': {first.get('message')}",
-            f"Check the type and allowed values of '{name}'.",
-        ),
-        400,
+        codes.INVALID_PARAMETER,
+        f"Invalid {source} parameter '{name}': {first.get('message')}",
+        f"Send '{name}' with the type and within the range or values given for it in {_SCHEMAS}.",
     )
 
 
@@ -127,70 +162,58 @@ def http_error(request: Request, exc: HTTPException) -> Response:
     detail = str(exc.detail)
     if isinstance(exc, NotFoundException):
         return _json(
-            error(
-                "NOT_FOUND",
-                f"No route matches {request.method} {request.url.path}",
-                "Check the path; every endpoint is listed in the OpenAPI document at /schema.",
-            ),
-            404,
+            codes.NOT_FOUND,
+            f"No route matches {request.method} {request.url.path}",
+            f"Check the path; every endpoint is listed in {_SCHEMAS}.",
         )
     if isinstance(exc, MethodNotAllowedException):
         headers = dict(exc.headers or {})
         return _json(
-            error(
-                "METHOD_NOT_ALLOWED",
-                f"{request.method} is not allowed on {request.url.path}",
-                f"Use one of: {headers.get('allow', 'the documented methods')}.",
-            ),
-            405,
+            codes.METHOD_NOT_ALLOWED,
+            f"{request.method} is not allowed on {request.url.path}",
+            f"Use one of: {headers.get('allow', 'the documented methods')}.",
             headers,
         )
     if isinstance(exc, RequestEntityTooLarge):
+        limit = request.app.state.settings.max_body_bytes
         return _json(
-            error(
-                "PAYLOAD_TOO_LARGE",
-                "Request body is too large",
-                "Send a smaller body; the limit is in the API docs.",
-            ),
-            413,
+            codes.PAYLOAD_TOO_LARGE,
+            f"Request body is too large: the limit is {limit} bytes",
+            f"Send a body of at most {limit} bytes: shorten the longest text fields.",
         )
-    if status == 415:
-        return _json(error("UNSUPPORTED_MEDIA_TYPE", detail, "Send JSON with Content-Type: application/json."), 415)
+    # Litestar raises these only for its own guards and auth middleware, which Agora does not use; mapped anyway.
     if status == 401:
-        return _json(error("UNAUTHORIZED", detail, "Send Authorization: Bearer <key>."), 401)
+        return _json(codes.UNAUTHORIZED, detail, "Send Authorization: Bearer <key>.")
     if status == 403:
-        return _json(error("FORBIDDEN", detail, "This key may not call this endpoint."), 403)
+        return _json(codes.FORBIDDEN, detail, "Call this endpoint with a key of the kind it names in its docs.")
     if isinstance(exc, InternalServerException) and detail == _CLIENT_DISCONNECTED:
         log.info("client_disconnected")
         return Response(content=b"", status_code=CLIENT_CLOSED_REQUEST)
     if status >= 500:
         return internal_error(request, exc)
-    return _json(error("INVALID_PARAMETER", detail, "Check the request against the API docs."), status)
+    # Any other client error of the framework's (a malformed query string, ...): a 400, like TaskHive's.
+    return _json(codes.INVALID_PARAMETER, detail, f"Check the request against {_SCHEMAS}.")
 
 
 def unavailable(request: Request, exc: Exception) -> Response:
     log.warning("database_unavailable", error=type(exc).__name__, detail=str(exc)[:200])
     return _json(
-        error(
-            "SERVICE_UNAVAILABLE",
-            "The database is unavailable or busy",
-            "Retry in a few seconds with the same Idempotency-Key.",
-        ),
-        503,
+        codes.SERVICE_UNAVAILABLE,
+        "The database is unavailable or busy",
+        "Retry in a few seconds; nothing was committed (send a write again with the same Idempotency-Key).",
         {"Retry-After": "2"},
     )
 
 
+_INTERNAL_MESSAGE = "An unexpected error occurred"
+_INTERNAL_SUGGESTION = (
+    "Retry later (a write with the same Idempotency-Key); if it keeps failing, report the request_id in meta."
+)
+
+
 def internal_error(request: Request, exc: Exception) -> Response:
     log.error("unhandled_exception", exc_info=exc)
-    return _json(
-        error(
-            "INTERNAL_ERROR",
-            "An unexpected error occurred",
-            "Retry later with the same Idempotency-Key; if it persists, report the request_id.",
-        ),
-        500,
-    )
+    return _json(codes.INTERNAL_ERROR, _INTERNAL_MESSAGE, _INTERNAL_SUGGESTION)
 
 
 def retryable_database_error(request: Request, exc: psycopg.Error) -> Response:
@@ -207,12 +230,9 @@ def retryable_database_error(request: Request, exc: psycopg.Error) -> Response:
     if isinstance(exc, psycopg.DataError):
         # Input the wire schema let through but PostgreSQL cannot store (a NUL character, an out-of-range number).
         return _json(
-            error(
-                "VALIDATION_ERROR",
-                f"Invalid input: {str(exc).splitlines()[0]}",
-                "Remove NUL characters and keep numbers within range.",
-            ),
-            422,
+            codes.VALIDATION_ERROR,
+            f"Invalid input: {str(exc).splitlines()[0]}",
+            "Remove NUL (\\u0000) characters from text fields and keep numbers within their documented ranges.",
         )
     return internal_error(request, exc)
 
@@ -243,8 +263,8 @@ def encode_error(exc: Exception) -> tuple[int, dict[str, str], bytes]:
         if isinstance(exc, IdempotencyKeyInFlight):
             headers["retry-after"] = "1"
         return status_of(exc), headers, body
-    body = msgspec.json.encode(error("INTERNAL_ERROR", "An unexpected error occurred", "Retry later."))
+    body = msgspec.json.encode(error(codes.INTERNAL_ERROR.code, _INTERNAL_MESSAGE, _INTERNAL_SUGGESTION))
     return 500, {"content-type": "application/json"}, body
 
 
-__all__ = ["EXCEPTION_HANDLERS", "RateLimitExceeded", "encode_error", "status_of"]
+__all__ = ["EXCEPTION_HANDLERS", "RateLimitExceeded", "encode_error", "status_for", "status_of", "status_of_kind"]

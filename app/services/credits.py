@@ -67,7 +67,11 @@ async def adjust_operator(uow: UnitOfWork, *, operator_id: int, amount: int, rea
         # Lock both sides in id order before reading the balance the check depends on.
         wallet = (await ledger.lock_accounts(uow.connection, [issuance, found.id]))[found.id]
         if amount < 0 and wallet.balance + amount < 0:
-            raise InsufficientCredits(balance=wallet.balance, needed=-amount)
+            raise InsufficientCredits(
+                balance=wallet.balance,
+                needed=-amount,
+                suggestion=f"Debit at most {wallet.balance} credits: a debit never takes a wallet below zero.",
+            )
         kind = TransferKind.ADMIN_GRANT if amount > 0 else TransferKind.ADMIN_DEBIT
         posted = await issue(
             uow.connection, wallet_id=wallet.id, amount=amount, kind=kind, reason=reason, operator_id=operator_id

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.params import JSONBody
 
 from app.http.envelope import Envelope, Paged, ok
-from app.http.pagination import DEFAULT_LIMIT, id_page, parse_id
-from app.http.params import Cursor, Limit
-from app.http.routes.docs import AUTHENTICATED, WITH_BODY, errors
+from app.http.pagination import DEFAULT_LIMIT, id_page
+from app.http.params import (
+    AccountKindFilter,
+    AgentId,
+    Cursor,
+    Limit,
+    OperatorId,
+    RowFilter,
+    TransferKindFilter,
+    parse_id,
+)
+from app.http.routes.docs import errors
 from app.http.schemas.credits import (
     AccountOut,
     AuditOut,
@@ -24,9 +31,8 @@ from app.http.schemas.operators import ManagedAgentOut, OperatorCreatedOut, Oper
 from app.http.security import admin_only
 from app.services import admin, audit, credits, operators
 from app.services.uow import UnitOfWork
+from domain.error_codes import AGENT_NOT_FOUND, INSUFFICIENT_CREDITS, INVALID_STATUS, OPERATOR_NOT_FOUND
 from domain.ledger import AccountKind
-
-MUTATION = errors(*AUTHENTICATED, *WITH_BODY, 404)
 
 
 class AdminController(Controller):
@@ -39,7 +45,6 @@ class AdminController(Controller):
         "/operators",
         operation_id="createOperator",
         status_code=201,
-        responses=errors(*AUTHENTICATED, *WITH_BODY),
     )
     async def create_operator(
         self, data: JSONBody[OperatorIn], uow: NamedDependency[UnitOfWork]
@@ -60,10 +65,10 @@ class AdminController(Controller):
         "/operators/{operator_id:str}/credits",
         operation_id="adjustOperatorCredits",
         status_code=201,
-        responses=MUTATION,
+        responses=errors(OPERATOR_NOT_FOUND, INSUFFICIENT_CREDITS),
     )
     async def adjust_credits(
-        self, operator_id: FromPath[str], data: JSONBody[CreditAdjustIn], uow: NamedDependency[UnitOfWork]
+        self, operator_id: OperatorId, data: JSONBody[CreditAdjustIn], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[CreditAdjustOut]:
         """Grant (amount > 0) or debit (amount < 0) an operator's wallet; a debit never overdraws it."""
         wallet_owner = parse_id(operator_id, "Operator")
@@ -77,8 +82,13 @@ class AdminController(Controller):
             )
         )
 
-    @post("/agents/{agent_id:str}/suspend", operation_id="suspendAgent", status_code=200, responses=MUTATION)
-    async def suspend(self, agent_id: FromPath[str], uow: NamedDependency[UnitOfWork]) -> Envelope[ManagedAgentOut]:
+    @post(
+        "/agents/{agent_id:str}/suspend",
+        operation_id="suspendAgent",
+        status_code=200,
+        responses=errors(AGENT_NOT_FOUND),
+    )
+    async def suspend(self, agent_id: AgentId, uow: NamedDependency[UnitOfWork]) -> Envelope[ManagedAgentOut]:
         """Suspend an agent: its key is refused (403) until an admin reactivates it."""
         return ok(ManagedAgentOut.of(await admin.suspend_agent(uow, parse_id(agent_id, "Agent"))))
 
@@ -86,21 +96,19 @@ class AdminController(Controller):
         "/agents/{agent_id:str}/reactivate",
         operation_id="reactivateAgent",
         status_code=200,
-        responses=MUTATION,
+        responses=errors(AGENT_NOT_FOUND, INVALID_STATUS),
     )
-    async def reactivate(self, agent_id: FromPath[str], uow: NamedDependency[UnitOfWork]) -> Envelope[ManagedAgentOut]:
+    async def reactivate(self, agent_id: AgentId, uow: NamedDependency[UnitOfWork]) -> Envelope[ManagedAgentOut]:
         """Lift a suspension."""
         return ok(ManagedAgentOut.of(await admin.reactivate_agent(uow, parse_id(agent_id, "Agent"))))
 
-    @get("/accounts", operation_id="listAccounts", responses=errors(*AUTHENTICATED))
+    @get("/accounts", operation_id="listAccounts")
     async def accounts(
         self,
         uow: NamedDependency[UnitOfWork],
         cursor: Cursor = None,
         limit: Limit = DEFAULT_LIMIT,
-        kind: FromQuery[
-            Literal["operator_wallet", "task_escrow", "platform_revenue", "platform_issuance"] | None
-        ] = None,
+        kind: AccountKindFilter = None,
     ) -> Paged[list[AccountOut]]:
         """Every ledger account with its balance, by id."""
         account_kind = AccountKind(kind) if kind else None
@@ -111,7 +119,7 @@ class AdminController(Controller):
             AccountOut.of,
         )
 
-    @get("/ledger/audit", operation_id="auditLedger", responses=errors(*AUTHENTICATED))
+    @get("/ledger/audit", operation_id="auditLedger")
     async def audit(self, uow: NamedDependency[UnitOfWork]) -> Envelope[AuditOut]:
         """Check every ledger invariant (L1-L10) on one snapshot; `ok` is false when any is violated."""
         report = await audit.run_audit(uow)
@@ -128,13 +136,13 @@ class AdminController(Controller):
             )
         )
 
-    @get("/ledger/transfers", operation_id="listTransfers", responses=errors(*AUTHENTICATED))
+    @get("/ledger/transfers", operation_id="listTransfers")
     async def transfers(
         self,
         uow: NamedDependency[UnitOfWork],
-        account: FromQuery[int | None] = None,
-        task: FromQuery[int | None] = None,
-        kind: FromQuery[str | None] = None,
+        account: RowFilter = None,
+        task: RowFilter = None,
+        kind: TransferKindFilter = None,
         cursor: Cursor = None,
         limit: Limit = DEFAULT_LIMIT,
     ) -> Paged[list[TransferOut]]:
@@ -143,7 +151,7 @@ class AdminController(Controller):
             cursor,
             limit,
             lambda last, n: admin.list_transfers(
-                uow, before_id=last, limit=n, account_id=account, task_id=task, kind=kind
+                uow, before_id=last, limit=n, account_id=account, task_id=task, kind=kind.value if kind else None
             ),
             TransferOut.of,
         )

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from litestar import Controller, Request, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import JSONBody
 
 from app.http.envelope import Envelope, Paged, ok
-from app.http.pagination import DEFAULT_LIMIT, id_page, parse_id
-from app.http.params import Cursor, Limit
-from app.http.routes.docs import AUTHENTICATED, WITH_BODY, errors
+from app.http.pagination import DEFAULT_LIMIT, id_page
+from app.http.params import AgentId, Cursor, Limit, parse_id
+from app.http.routes.docs import errors
 from app.http.routes.statements import statement_page
 from app.http.schemas.agents import AgentMeOut, AgentPublicOut, AgentUpdateIn, RegisteredOut, RegisterIn
 from app.http.schemas.credits import CreditsOut
@@ -19,7 +19,7 @@ from app.services import agents, bids, tasks
 from app.services.auth import Principal
 from app.services.uow import UnitOfWork
 from domain.agents import REGISTER_NAME_PATTERN
-from domain.errors import Unprocessable
+from domain.error_codes import AGENT_NOT_FOUND, CATEGORY_NOT_FOUND, VALIDATION_ERROR
 
 AGENT_KEY = [{"agentKey": []}]
 
@@ -28,7 +28,7 @@ class AgentsController(Controller):
     path = "/api/v1/agents"
     tags = ["agents"]
 
-    @get("/me", operation_id="getMyAgent", guards=[agent_only], security=AGENT_KEY, responses=errors(*AUTHENTICATED))
+    @get("/me", operation_id="getMyAgent", guards=[agent_only], security=AGENT_KEY)
     async def me(self, principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]) -> Envelope[AgentMeOut]:
         """The calling agent's profile."""
         return ok(AgentMeOut.of(await agents.get_agent(uow, principal.agent_id)))
@@ -38,7 +38,7 @@ class AgentsController(Controller):
         operation_id="updateMyAgent",
         guards=[agent_only],
         security=AGENT_KEY,
-        responses=errors(*AUTHENTICATED, *WITH_BODY),
+        responses=errors(CATEGORY_NOT_FOUND),
     )
     async def update_me(
         self, data: JSONBody[AgentUpdateIn], principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
@@ -46,10 +46,9 @@ class AgentsController(Controller):
         """Change the calling agent's profile (at least one field)."""
         changes = data.changes()
         if not changes:
-            raise Unprocessable(
+            raise VALIDATION_ERROR.error(
                 "No valid fields to update",
                 "Send at least one of: name, description, capabilities, category_ids, hourly_rate_credits.",
-                code="VALIDATION_ERROR",
             )
         return ok(AgentMeOut.of(await agents.update_profile(uow, principal.agent_id, changes)))
 
@@ -58,7 +57,6 @@ class AgentsController(Controller):
         operation_id="getMyCredits",
         guards=[agent_only],
         security=AGENT_KEY,
-        responses=errors(*AUTHENTICATED),
     )
     async def credits(
         self,
@@ -76,7 +74,6 @@ class AgentsController(Controller):
         operation_id="getMyClaims",
         guards=[agent_only],
         security=AGENT_KEY,
-        responses=errors(*AUTHENTICATED),
     )
     async def my_claims(
         self,
@@ -98,7 +95,6 @@ class AgentsController(Controller):
         operation_id="getMyTasks",
         guards=[agent_only],
         security=AGENT_KEY,
-        responses=errors(*AUTHENTICATED),
     )
     async def my_tasks(
         self,
@@ -120,9 +116,9 @@ class AgentsController(Controller):
         operation_id="getAgent",
         guards=[agent_only],
         security=AGENT_KEY,
-        responses=errors(*AUTHENTICATED, 404),
+        responses=errors(AGENT_NOT_FOUND),
     )
-    async def get_agent(self, agent_id: FromPath[str], uow: NamedDependency[UnitOfWork]) -> Envelope[AgentPublicOut]:
+    async def get_agent(self, agent_id: AgentId, uow: NamedDependency[UnitOfWork]) -> Envelope[AgentPublicOut]:
         """Another agent's public profile."""
         return ok(AgentPublicOut.of(await agents.get_agent(uow, parse_id(agent_id, "Agent"))))
 
@@ -131,17 +127,14 @@ class AgentsController(Controller):
         operation_id="registerAgent",
         guards=[public],
         status_code=201,
-        responses=errors(*WITH_BODY),
     )
     async def register(
         self, data: JSONBody[RegisterIn], uow: NamedDependency[UnitOfWork], request: Request
     ) -> Envelope[RegisteredOut]:
         """Self-register an agent; it stays pending_claim until an operator claims it by its verification code."""
         if not REGISTER_NAME_PATTERN.fullmatch(data.name):  # the schema's `$` would let a final newline through
-            raise Unprocessable(
-                "Invalid field 'name': use 3-30 letters, digits, _ or -",
-                "Pick a name like my-agent_1.",
-                code="VALIDATION_ERROR",
+            raise VALIDATION_ERROR.error(
+                "Invalid field 'name': use 3-30 letters, digits, _ or -", "Pick a name like my-agent_1."
             )
         registered = await agents.register(uow, name=data.name, description=data.description)
         agent = registered.agent

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import JSONBody
 
 from app.http.envelope import Envelope, Paged, ok
-from app.http.pagination import DEFAULT_LIMIT, id_page, parse_id
-from app.http.params import Cursor, Limit
-from app.http.routes.docs import AUTHENTICATED, WITH_BODY, errors
+from app.http.pagination import DEFAULT_LIMIT, id_page
+from app.http.params import ClaimId, Cursor, Limit, TaskId, parse_id
+from app.http.routes.docs import errors
 from app.http.schemas.tasks import (
     BidAcceptedOut,
     BidIn,
@@ -25,9 +25,17 @@ from app.http.security import agent_only
 from app.services import bids
 from app.services.bids import BidRequest
 from app.services.uow import UnitOfWork
+from domain.error_codes import (
+    CLAIM_NOT_FOUND,
+    DUPLICATE_CLAIM,
+    FORBIDDEN,
+    INVALID_CREDITS,
+    INVALID_STATUS,
+    SELF_CLAIM,
+    TASK_NOT_FOUND,
+    TASK_NOT_OPEN,
+)
 from domain.tasks import Actor
-
-MUTATION = errors(*AUTHENTICATED, *WITH_BODY, 404)
 
 
 class ClaimsController(Controller):
@@ -36,10 +44,15 @@ class ClaimsController(Controller):
     guards = [agent_only]
     security = [{"agentKey": []}]
 
-    @post("/{task_id:str}/claims", operation_id="createClaim", status_code=201, responses=MUTATION)
+    @post(
+        "/{task_id:str}/claims",
+        operation_id="createClaim",
+        status_code=201,
+        responses=errors(TASK_NOT_FOUND, SELF_CLAIM, TASK_NOT_OPEN, INVALID_CREDITS, DUPLICATE_CLAIM),
+    )
     async def place(
         self,
-        task_id: FromPath[str],
+        task_id: TaskId,
         data: JSONBody[BidIn],
         actor: NamedDependency[Actor],
         uow: NamedDependency[UnitOfWork],
@@ -48,10 +61,10 @@ class ClaimsController(Controller):
         bid = BidRequest(parse_id(task_id, "Task"), data.proposed_credits, data.message)
         return ok(ClaimOut.of(await bids.place_bid(uow, actor, bid)))
 
-    @get("/{task_id:str}/claims", operation_id="listClaims", responses=errors(*AUTHENTICATED, 404))
+    @get("/{task_id:str}/claims", operation_id="listClaims", responses=errors(TASK_NOT_FOUND))
     async def list_bids(
         self,
-        task_id: FromPath[str],
+        task_id: TaskId,
         uow: NamedDependency[UnitOfWork],
         cursor: Cursor = None,
         limit: Limit = DEFAULT_LIMIT,
@@ -63,12 +76,15 @@ class ClaimsController(Controller):
         )
 
     @post(
-        "/{task_id:str}/claims/{claim_id:str}/accept", operation_id="acceptClaim", status_code=200, responses=MUTATION
+        "/{task_id:str}/claims/{claim_id:str}/accept",
+        operation_id="acceptClaim",
+        status_code=200,
+        responses=errors(TASK_NOT_FOUND, FORBIDDEN, TASK_NOT_OPEN, CLAIM_NOT_FOUND, INVALID_STATUS),
     )
     async def accept(
         self,
-        task_id: FromPath[str],
-        claim_id: FromPath[str],
+        task_id: TaskId,
+        claim_id: ClaimId,
         actor: NamedDependency[Actor],
         uow: NamedDependency[UnitOfWork],
     ) -> Envelope[BidAcceptedOut]:
@@ -80,12 +96,12 @@ class ClaimsController(Controller):
         "/{task_id:str}/claims/{claim_id:str}/withdraw",
         operation_id="withdrawClaim",
         status_code=200,
-        responses=MUTATION,
+        responses=errors(TASK_NOT_FOUND, CLAIM_NOT_FOUND, FORBIDDEN, INVALID_STATUS),
     )
     async def withdraw(
         self,
-        task_id: FromPath[str],
-        claim_id: FromPath[str],
+        task_id: TaskId,
+        claim_id: ClaimId,
         actor: NamedDependency[Actor],
         uow: NamedDependency[UnitOfWork],
     ) -> Envelope[BidWithdrawnOut]:
@@ -94,7 +110,7 @@ class ClaimsController(Controller):
         await bids.withdraw_bid(uow, actor, task, claim)
         return ok(BidWithdrawnOut(claim_id=claim, task_id=task))
 
-    @post("/bulk/claims", operation_id="bulkClaims", status_code=200, responses=errors(*AUTHENTICATED, *WITH_BODY))
+    @post("/bulk/claims", operation_id="bulkClaims", status_code=200)
     async def bulk(
         self, data: JSONBody[BulkBidsIn], actor: NamedDependency[Actor], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[BulkOut]:

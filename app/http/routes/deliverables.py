@@ -4,19 +4,28 @@ from __future__ import annotations
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import JSONBody
 
 from app.http.envelope import Envelope, Paged, ok
-from app.http.pagination import DEFAULT_LIMIT, id_page, parse_id
-from app.http.params import Cursor, Limit
-from app.http.routes.docs import AUTHENTICATED, WITH_BODY, errors
+from app.http.pagination import DEFAULT_LIMIT, id_page
+from app.http.params import Cursor, DeliverableId, Limit, TaskId, parse_id
+from app.http.routes.docs import errors
 from app.http.schemas.tasks import DeliverableIn, DeliverableOut, ReviewOut, RevisionIn, SubmittedOut
 from app.http.security import agent_only
 from app.services import deliverables
 from app.services.uow import UnitOfWork
+from domain.error_codes import (
+    DELIVERABLE_NOT_FOUND,
+    FORBIDDEN,
+    INVALID_STATUS,
+    MAX_REVISIONS,
+    NOT_CLAIMED_BY_YOU,
+    TASK_NOT_FOUND,
+)
 from domain.tasks import Actor
 
-MUTATION = errors(*AUTHENTICATED, *WITH_BODY, 404)
+# Accepting or sending back a deliverable: TaskHive's checks, in its order (domain.tasks.check_review).
+REVIEW = (TASK_NOT_FOUND, FORBIDDEN, INVALID_STATUS, DELIVERABLE_NOT_FOUND)
 
 
 class DeliverablesController(Controller):
@@ -25,10 +34,15 @@ class DeliverablesController(Controller):
     guards = [agent_only]
     security = [{"agentKey": []}]
 
-    @post("/", operation_id="createDeliverable", status_code=201, responses=MUTATION)
+    @post(
+        "/",
+        operation_id="createDeliverable",
+        status_code=201,
+        responses=errors(TASK_NOT_FOUND, NOT_CLAIMED_BY_YOU, INVALID_STATUS, MAX_REVISIONS),
+    )
     async def submit(
         self,
-        task_id: FromPath[str],
+        task_id: TaskId,
         data: JSONBody[DeliverableIn],
         actor: NamedDependency[Actor],
         uow: NamedDependency[UnitOfWork],
@@ -37,10 +51,10 @@ class DeliverablesController(Controller):
         delivered = await deliverables.submit(uow, actor, parse_id(task_id, "Task"), data.content)
         return ok(SubmittedOut.of_delivery(delivered.deliverable, is_late=delivered.is_late))
 
-    @get("/", operation_id="listDeliverables", responses=errors(*AUTHENTICATED, 404))
+    @get("/", operation_id="listDeliverables", responses=errors(TASK_NOT_FOUND, FORBIDDEN))
     async def list_for_task(
         self,
-        task_id: FromPath[str],
+        task_id: TaskId,
         actor: NamedDependency[Actor],
         uow: NamedDependency[UnitOfWork],
         cursor: Cursor = None,
@@ -55,11 +69,11 @@ class DeliverablesController(Controller):
             DeliverableOut.of,
         )
 
-    @post("/{deliverable_id:str}/accept", operation_id="acceptDeliverable", status_code=200, responses=MUTATION)
+    @post("/{deliverable_id:str}/accept", operation_id="acceptDeliverable", status_code=200, responses=errors(*REVIEW))
     async def accept(
         self,
-        task_id: FromPath[str],
-        deliverable_id: FromPath[str],
+        task_id: TaskId,
+        deliverable_id: DeliverableId,
         actor: NamedDependency[Actor],
         uow: NamedDependency[UnitOfWork],
     ) -> Envelope[ReviewOut]:
@@ -69,11 +83,16 @@ class DeliverablesController(Controller):
         )
         return ok(ReviewOut(task_id=accepted.task_id, deliverable_id=accepted.deliverable_id, status="completed"))
 
-    @post("/{deliverable_id:str}/revision", operation_id="requestRevision", status_code=200, responses=MUTATION)
+    @post(
+        "/{deliverable_id:str}/revision",
+        operation_id="requestRevision",
+        status_code=200,
+        responses=errors(*REVIEW, MAX_REVISIONS),
+    )
     async def revision(
         self,
-        task_id: FromPath[str],
-        deliverable_id: FromPath[str],
+        task_id: TaskId,
+        deliverable_id: DeliverableId,
         data: JSONBody[RevisionIn],
         actor: NamedDependency[Actor],
         uow: NamedDependency[UnitOfWork],

@@ -10,23 +10,22 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated
 
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
-from litestar.params import FromPath, QueryParameter
+from litestar.openapi.spec import Example
 from litestar.response import Stream
 
 from app.http import context, sse
-from app.http.pagination import parse_id
-from app.http.routes.docs import AUTHENTICATED, errors
+from app.http.params import LastEventIdHeader, LastEventIdQuery, TaskId, parse_id
+from app.http.routes.docs import errors
 from app.http.security import agent_only
 from app.services import event_stream
 from app.services.auth import Principal
 from app.services.event_stream import EventHub, Subscription
 from app.services.uow import UnitOfWork
-from domain.errors import Unavailable
+from domain.error_codes import EVENT_EXPIRED, SERVICE_UNAVAILABLE, TASK_NOT_FOUND, TOO_MANY_STREAMS
 
 AGENT_KEY = [{"agentKey": []}]
 _STREAM_DOC = {
@@ -35,18 +34,30 @@ _STREAM_DOC = {
         media_type="text/event-stream",
         description="An endless stream of events: `id:`, `event:` and a JSON `data:` line each; `: heartbeat` comments",
         generate_examples=False,
+        examples=[
+            Example(
+                summary="The retry hint, then a status change",
+                value=(
+                    "retry: 3000\n\n"
+                    "id: 5501\nevent: task.status\n"
+                    'data: {"type":"task.status","event_id":5501,"data":{"task_id":42,"status":"claimed",'
+                    '"claimed_by_agent_id":12},"timestamp":"2026-05-04T12:30:00Z"}\n\n'
+                    ": heartbeat\n\n"
+                ),
+            )
+        ],
     )
 }
-LastEventIdQuery = Annotated[
-    str | None,
-    QueryParameter(name="last_event_id", description="Resume after this event id (as the Last-Event-ID header)"),
-]
+# Every stream can be refused: too many open, resumed from a forgotten event, or not served by this process.
+STREAM_ERRORS = (TOO_MANY_STREAMS, EVENT_EXPIRED, SERVICE_UNAVAILABLE)
 
 
 def _hub(request: Request) -> EventHub:
     hub = request.app.state.get("event_hub")
     if hub is None:
-        raise Unavailable("Event streams are not running in this process", "Retry in a few seconds.")
+        raise SERVICE_UNAVAILABLE.error(
+            "Event streams are not running in this process", "Retry in a few seconds; another process may serve it."
+        )
     return hub
 
 
@@ -75,7 +86,7 @@ class EventsController(Controller):
         operation_id="streamMyEvents",
         guards=[agent_only],
         security=AGENT_KEY,
-        responses={**_STREAM_DOC, **errors(*AUTHENTICATED, 409)},
+        responses={**_STREAM_DOC, **errors(*STREAM_ERRORS)},
     )
     async def my_events(
         self,
@@ -83,10 +94,11 @@ class EventsController(Controller):
         principal: NamedDependency[Principal],
         uow: NamedDependency[UnitOfWork],
         last_event_id: LastEventIdQuery = None,
+        last_event_id_header: LastEventIdHeader = None,
     ) -> Stream:
         """The calling agent's events as they commit: its tasks' status changes, bids, deliveries, credits."""
         hub = _hub(request)
-        after = await event_stream.resume_position(uow, request.headers.get("last-event-id") or last_event_id)
+        after = await event_stream.resume_position(uow, last_event_id_header or last_event_id)
         await context.current().lease.release()
         subscription = await hub.subscribe(principal.agent_id, agent_id=principal.agent_id, after=after)
         greeting = {"agent_id": principal.agent_id, "message": "Subscribed to task updates"}
@@ -97,20 +109,21 @@ class EventsController(Controller):
         operation_id="streamTaskEvents",
         guards=[agent_only],
         security=AGENT_KEY,
-        responses={**_STREAM_DOC, **errors(*AUTHENTICATED, 404, 409)},
+        responses={**_STREAM_DOC, **errors(TASK_NOT_FOUND, *STREAM_ERRORS)},
     )
     async def task_events(
         self,
         request: Request,
-        task_id: FromPath[str],
+        task_id: TaskId,
         principal: NamedDependency[Principal],
         uow: NamedDependency[UnitOfWork],
         last_event_id: LastEventIdQuery = None,
+        last_event_id_header: LastEventIdHeader = None,
     ) -> Stream:
         """One task's status changes. Without Last-Event-ID it starts with the task's current state."""
         hub = _hub(request)
-        task = parse_id(task_id, "task")
-        after = await event_stream.resume_position(uow, request.headers.get("last-event-id") or last_event_id)
+        task = parse_id(task_id, "Task")
+        after = await event_stream.resume_position(uow, last_event_id_header or last_event_id)
         snapshot = await event_stream.task_snapshot(uow, task)
         await context.current().lease.release()
         first: list[bytes] = []

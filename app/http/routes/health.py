@@ -2,35 +2,34 @@
 
 from __future__ import annotations
 
-import msgspec
 from litestar import Controller, Request, Response, get
+from litestar.openapi import ResponseSpec
 
 from app.http import context
 from app.http.envelope import Envelope, ok
-from app.http.routes.docs import errors
+from app.http.schemas.health import HealthOut, ReadinessOut
 from app.services import health
-
-
-class HealthOut(msgspec.Struct, kw_only=True):
-    status: str
-
-
-class ReadinessOut(msgspec.Struct, kw_only=True):
-    status: str
-    database: bool
-    schema_revision: str | None
-    expected_revision: str | None
 
 
 class HealthController(Controller):
     tags = ["health"]
 
-    @get("/healthz", operation_id="healthz", responses=errors())
+    @get("/healthz", operation_id="healthz")
     async def healthz(self) -> Envelope[HealthOut]:
         """The process is up."""
         return ok(HealthOut(status="ok"))
 
-    @get("/readyz", operation_id="readyz", responses=errors())
+    @get(
+        "/readyz",
+        operation_id="readyz",
+        responses={
+            503: ResponseSpec(
+                data_container=Envelope[ReadinessOut],
+                description="Not ready: the database does not answer, or its schema is not at the latest migration",
+                generate_examples=False,
+            )
+        },
+    )
     async def readyz(self, request: Request) -> Response[Envelope[ReadinessOut]]:
         """The database answers and its schema is at the latest migration (503 otherwise)."""
         expected = request.app.state.expected_revision

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import JSONBody
 
 from app.http.envelope import Envelope, Paged, ok
-from app.http.pagination import DEFAULT_LIMIT, id_page, parse_id
-from app.http.params import Cursor, Limit
-from app.http.routes.docs import AUTHENTICATED, WITH_BODY, errors
+from app.http.pagination import DEFAULT_LIMIT, id_page
+from app.http.params import AgentId, Cursor, Limit, parse_id
+from app.http.routes.docs import errors
 from app.http.routes.statements import statement_page
 from app.http.schemas.credits import CreditsOut
 from app.http.schemas.operators import (
@@ -23,8 +23,7 @@ from app.http.security import operator_only
 from app.services import operators
 from app.services.auth import Principal
 from app.services.uow import UnitOfWork
-
-MUTATION = errors(*AUTHENTICATED, *WITH_BODY, 404)
+from domain.error_codes import AGENT_NOT_FOUND, CATEGORY_NOT_FOUND, INVALID_STATUS
 
 
 class OperatorController(Controller):
@@ -33,7 +32,7 @@ class OperatorController(Controller):
     guards = [operator_only]
     security = [{"operatorKey": []}]
 
-    @get("/me", operation_id="getOperator", responses=errors(*AUTHENTICATED))
+    @get("/me", operation_id="getOperator")
     async def me(
         self, principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[OperatorMeOut]:
@@ -49,7 +48,7 @@ class OperatorController(Controller):
             )
         )
 
-    @post("/agents", operation_id="createAgent", status_code=201, responses=MUTATION)
+    @post("/agents", operation_id="createAgent", status_code=201, responses=errors(CATEGORY_NOT_FOUND))
     async def create_agent(
         self, data: JSONBody[AgentIn], principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[ManagedAgentWithKeyOut]:
@@ -57,7 +56,7 @@ class OperatorController(Controller):
         created = await operators.create_agent(uow, operator_id=principal.operator_id, profile=data.profile())
         return ok(ManagedAgentWithKeyOut.with_key(created.agent, created.api_key))
 
-    @get("/agents", operation_id="listOperatorAgents", responses=errors(*AUTHENTICATED))
+    @get("/agents", operation_id="listOperatorAgents")
     async def list_agents(
         self,
         principal: NamedDependency[Principal],
@@ -73,7 +72,7 @@ class OperatorController(Controller):
             ManagedAgentOut.of,
         )
 
-    @post("/agents/claim", operation_id="claimAgent", status_code=200, responses=MUTATION)
+    @post("/agents/claim", operation_id="claimAgent", status_code=200, responses=errors(AGENT_NOT_FOUND))
     async def claim(
         self, data: JSONBody[ClaimAgentIn], principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[ManagedAgentOut]:
@@ -87,10 +86,10 @@ class OperatorController(Controller):
         "/agents/{agent_id:str}/rotate-key",
         operation_id="rotateAgentKey",
         status_code=200,
-        responses=MUTATION,
+        responses=errors(AGENT_NOT_FOUND),
     )
     async def rotate_key(
-        self, agent_id: FromPath[str], principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
+        self, agent_id: AgentId, principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[ManagedAgentWithKeyOut]:
         """Revoke the agent's key and issue a new one (shown once)."""
         rotated = await operators.rotate_key(
@@ -98,9 +97,14 @@ class OperatorController(Controller):
         )
         return ok(ManagedAgentWithKeyOut.with_key(rotated.agent, rotated.api_key))
 
-    @post("/agents/{agent_id:str}/pause", operation_id="pauseAgent", status_code=200, responses=MUTATION)
+    @post(
+        "/agents/{agent_id:str}/pause",
+        operation_id="pauseAgent",
+        status_code=200,
+        responses=errors(AGENT_NOT_FOUND, INVALID_STATUS),
+    )
     async def pause(
-        self, agent_id: FromPath[str], principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
+        self, agent_id: AgentId, principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[ManagedAgentOut]:
         """Pause an agent: its key is refused (403) until resumed."""
         agent = await operators.pause_agent(
@@ -108,9 +112,14 @@ class OperatorController(Controller):
         )
         return ok(ManagedAgentOut.of(agent))
 
-    @post("/agents/{agent_id:str}/resume", operation_id="resumeAgent", status_code=200, responses=MUTATION)
+    @post(
+        "/agents/{agent_id:str}/resume",
+        operation_id="resumeAgent",
+        status_code=200,
+        responses=errors(AGENT_NOT_FOUND, INVALID_STATUS),
+    )
     async def resume(
-        self, agent_id: FromPath[str], principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
+        self, agent_id: AgentId, principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[ManagedAgentOut]:
         """Resume a paused agent."""
         agent = await operators.resume_agent(
@@ -118,7 +127,7 @@ class OperatorController(Controller):
         )
         return ok(ManagedAgentOut.of(agent))
 
-    @get("/credits", operation_id="getOperatorCredits", responses=errors(*AUTHENTICATED))
+    @get("/credits", operation_id="getOperatorCredits")
     async def statement(
         self,
         principal: NamedDependency[Principal],

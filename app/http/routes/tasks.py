@@ -4,21 +4,39 @@ from __future__ import annotations
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.params import JSONBody
 
 from app.http.envelope import Envelope, Paged, ok, page
-from app.http.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, encode_cursor, parse_id
-from app.http.params import Cursor, Limit
-from app.http.routes.docs import AUTHENTICATED, WITH_BODY, errors
+from app.http.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, encode_cursor
+from app.http.params import (
+    SEARCH_MAX_LENGTH,
+    BudgetBound,
+    CategoryFilter,
+    Cursor,
+    Limit,
+    SearchText,
+    SortOrder,
+    TaskId,
+    TaskStatusFilter,
+    parse_id,
+)
+from app.http.routes.docs import errors
 from app.http.schemas.tasks import SearchItemOut, TaskIn, TaskListItemOut, TaskOut, TaskStatusOut
 from app.http.security import agent_only
 from app.services import tasks
 from app.services.uow import UnitOfWork
+from domain.error_codes import (
+    CATEGORY_NOT_FOUND,
+    FORBIDDEN,
+    INSUFFICIENT_CREDITS,
+    INVALID_DEADLINE,
+    INVALID_STATUS,
+    TASK_NOT_FOUND,
+)
 from domain.errors import InvalidParameter
 from domain.tasks import Actor, Sort, TaskFilter, TaskStatus
 
 AGENT_KEY = [{"agentKey": []}]
-MUTATION = errors(*AUTHENTICATED, *WITH_BODY, 404)
 
 
 def task_filter(status: str | None, category: int | None, min_budget: int | None, max_budget: int | None) -> TaskFilter:
@@ -52,22 +70,27 @@ class TasksController(Controller):
     guards = [agent_only]
     security = AGENT_KEY
 
-    @post("/", operation_id="createTask", status_code=201, responses=errors(*AUTHENTICATED, *WITH_BODY, 404))
+    @post(
+        "/",
+        operation_id="createTask",
+        status_code=201,
+        responses=errors(INVALID_DEADLINE, CATEGORY_NOT_FOUND, INSUFFICIENT_CREDITS),
+    )
     async def create(
         self, data: JSONBody[TaskIn], actor: NamedDependency[Actor], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[TaskOut]:
         """Post a task; its budget moves from your operator's wallet into the task's escrow."""
         return ok(TaskOut.detail(await tasks.post_task(uow, actor, data.new_task())))
 
-    @get("/", operation_id="browseTasks", responses=errors(*AUTHENTICATED))
+    @get("/", operation_id="browseTasks")
     async def browse(
         self,
         uow: NamedDependency[UnitOfWork],
-        status: FromQuery[str | None] = None,
-        category: FromQuery[int | None] = None,
-        min_budget: FromQuery[int | None] = None,
-        max_budget: FromQuery[int | None] = None,
-        sort: FromQuery[str] = "newest",
+        status: TaskStatusFilter = None,
+        category: CategoryFilter = None,
+        min_budget: BudgetBound = None,
+        max_budget: BudgetBound = None,
+        sort: SortOrder = "newest",
         cursor: Cursor = None,
         limit: Limit = DEFAULT_LIMIT,
     ) -> Paged[list[TaskListItemOut]]:
@@ -90,21 +113,23 @@ class TasksController(Controller):
             next_cursor = encode_cursor({"s": order.value, "id": last.id, "v": last.budget_credits})
         return page([TaskListItemOut.of(t) for t in found], cursor=next_cursor, has_more=more, count=len(found))
 
-    @get("/search", operation_id="searchTasks", responses=errors(*AUTHENTICATED))
+    @get("/search", operation_id="searchTasks")
     async def search(
         self,
         uow: NamedDependency[UnitOfWork],
-        q: FromQuery[str | None] = None,
-        status: FromQuery[str | None] = None,
-        category: FromQuery[int | None] = None,
-        min_budget: FromQuery[int | None] = None,
-        max_budget: FromQuery[int | None] = None,
+        q: SearchText = None,
+        status: TaskStatusFilter = None,
+        category: CategoryFilter = None,
+        min_budget: BudgetBound = None,
+        max_budget: BudgetBound = None,
         cursor: Cursor = None,
         limit: Limit = DEFAULT_LIMIT,
     ) -> Paged[list[SearchItemOut]]:
         """Full-text search (stemmed, prefix-matched, weighted title > description > requirements), ranked."""
-        if q is None or not 1 <= len(q) <= 200:
-            raise InvalidParameter("q is required, 1 to 200 characters", "Search with e.g. ?q=parse pdf.")
+        if q is None or not 1 <= len(q) <= SEARCH_MAX_LENGTH:
+            raise InvalidParameter(
+                f"q is required, 1 to {SEARCH_MAX_LENGTH} characters", "Search with e.g. ?q=parse pdf."
+            )
         filters = task_filter(status, category, min_budget, max_budget)
         check_limit(limit)
         position = decode_cursor(cursor)
@@ -117,14 +142,19 @@ class TasksController(Controller):
         next_cursor = encode_cursor({"r": found[-1].relevance, "id": found[-1].id}) if more else None
         return page([SearchItemOut.ranked(t) for t in found], cursor=next_cursor, has_more=more, count=len(found))
 
-    @get("/{task_id:str}", operation_id="getTask", responses=errors(*AUTHENTICATED, 404))
-    async def get_task(self, task_id: FromPath[str], uow: NamedDependency[UnitOfWork]) -> Envelope[TaskOut]:
+    @get("/{task_id:str}", operation_id="getTask", responses=errors(TASK_NOT_FOUND))
+    async def get_task(self, task_id: TaskId, uow: NamedDependency[UnitOfWork]) -> Envelope[TaskOut]:
         """One task."""
         return ok(TaskOut.detail(await tasks.get_task(uow, parse_id(task_id, "Task"))))
 
-    @post("/{task_id:str}/cancel", operation_id="cancelTask", status_code=200, responses=MUTATION)
+    @post(
+        "/{task_id:str}/cancel",
+        operation_id="cancelTask",
+        status_code=200,
+        responses=errors(TASK_NOT_FOUND, FORBIDDEN, INVALID_STATUS),
+    )
     async def cancel(
-        self, task_id: FromPath[str], actor: NamedDependency[Actor], uow: NamedDependency[UnitOfWork]
+        self, task_id: TaskId, actor: NamedDependency[Actor], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[TaskStatusOut]:
         """Cancel an open or claimed task you posted: bids are rejected and the escrow is refunded in full."""
         change = await tasks.cancel(uow, actor, parse_id(task_id, "Task"))
@@ -134,9 +164,14 @@ class TasksController(Controller):
             )
         )
 
-    @post("/{task_id:str}/rollback", operation_id="rollbackTask", status_code=200, responses=MUTATION)
+    @post(
+        "/{task_id:str}/rollback",
+        operation_id="rollbackTask",
+        status_code=200,
+        responses=errors(TASK_NOT_FOUND, FORBIDDEN, INVALID_STATUS),
+    )
     async def rollback(
-        self, task_id: FromPath[str], actor: NamedDependency[Actor], uow: NamedDependency[UnitOfWork]
+        self, task_id: TaskId, actor: NamedDependency[Actor], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[TaskStatusOut]:
         """Reopen a claimed or in-progress task you posted; the escrow stays held."""
         change = await tasks.rollback(uow, actor, parse_id(task_id, "Task"))

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody
 
 from app.http.envelope import Envelope, Paged, meta, ok
 from app.http.envelope import page as paged
-from app.http.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, id_page, parse_id, split_page
-from app.http.params import Cursor, Limit
-from app.http.routes.docs import AUTHENTICATED, WITH_BODY, errors
+from app.http.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, id_page, split_page
+from app.http.params import Cursor, DeliveryId, DeliveryStatusFilter, Limit, WebhookId, parse_id
+from app.http.routes.docs import errors
 from app.http.schemas.webhooks import (
     DeliveryOut,
     NoteMeta,
@@ -31,13 +29,18 @@ from app.services.auth import Principal
 from app.services.uow import UnitOfWork
 from app.services.webhooks import UrlCheck, WebhookChanges
 from domain.deliveries import DeliveryStatus
-from domain.errors import InvalidParameter, Unprocessable
+from domain.error_codes import (
+    DELIVERY_NOT_FOUND,
+    DELIVERY_PENDING,
+    LIMIT_REACHED,
+    VALIDATION_ERROR,
+    WEBHOOK_DISABLED,
+    WEBHOOK_NOT_FOUND,
+    WEBHOOK_URL_FORBIDDEN,
+)
+from domain.errors import InvalidParameter
 
-MUTATION = errors(*AUTHENTICATED, *WITH_BODY, 404)
-READ = errors(*AUTHENTICATED, 404)
-StatusFilter = Annotated[
-    str | None, QueryParameter(description="Only deliveries in this status: pending, succeeded or failed")
-]
+OWNED = errors(WEBHOOK_NOT_FOUND)  # another agent's webhook is "not found" too
 
 
 def _url_check(request: Request) -> UrlCheck:
@@ -54,9 +57,8 @@ def _status(value: str | None) -> DeliveryStatus | None:
     try:
         return DeliveryStatus(value)
     except ValueError:
-        raise InvalidParameter(
-            f"Unknown delivery status {value!r}", "Use one of: pending, succeeded, failed."
-        ) from None
+        valid = ", ".join(s.value for s in DeliveryStatus)
+        raise InvalidParameter(f"Unknown delivery status {value!r}", f"Use one of: {valid}.") from None
 
 
 class WebhooksController(Controller):
@@ -65,7 +67,7 @@ class WebhooksController(Controller):
     guards = [agent_only]
     security = [{"agentKey": []}]
 
-    @post("", operation_id="createWebhook", status_code=201, responses=MUTATION)
+    @post("", operation_id="createWebhook", status_code=201, responses=errors(WEBHOOK_URL_FORBIDDEN, LIMIT_REACHED))
     async def register(
         self,
         request: Request,
@@ -84,7 +86,7 @@ class WebhooksController(Controller):
             meta=NoteMeta(timestamp=base.timestamp, request_id=base.request_id, note=note),
         )
 
-    @get("", operation_id="listWebhooks", responses=errors(*AUTHENTICATED))
+    @get("", operation_id="listWebhooks")
     async def list_webhooks(
         self,
         principal: NamedDependency[Principal],
@@ -100,46 +102,46 @@ class WebhooksController(Controller):
             WebhookOut.of,
         )
 
-    @get("/{webhook_id:str}", operation_id="getWebhook", responses=READ)
+    @get("/{webhook_id:str}", operation_id="getWebhook", responses=OWNED)
     async def get_webhook(
-        self, webhook_id: FromPath[str], principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
+        self, webhook_id: WebhookId, principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[WebhookOut]:
         """One of your endpoints, with its failure streak and whether it is active."""
         return ok(WebhookOut.of(await webhooks.owned(uow, principal.agent_id, _webhook_id(webhook_id))))
 
-    @patch("/{webhook_id:str}", operation_id="updateWebhook", responses=MUTATION)
+    @patch(
+        "/{webhook_id:str}", operation_id="updateWebhook", responses=errors(WEBHOOK_NOT_FOUND, WEBHOOK_URL_FORBIDDEN)
+    )
     async def update_webhook(
         self,
         request: Request,
-        webhook_id: FromPath[str],
+        webhook_id: WebhookId,
         data: JSONBody[WebhookUpdateIn],
         principal: NamedDependency[Principal],
         uow: NamedDependency[UnitOfWork],
     ) -> Envelope[WebhookOut]:
         """Change the URL or events, or switch the endpoint on (`is_active: true`, after it was disabled) or off."""
         if data.url is None and data.events is None and data.is_active is None:
-            raise Unprocessable(
-                "No valid fields to update", "Send at least one of: url, events, is_active.", code="VALIDATION_ERROR"
-            )
+            raise VALIDATION_ERROR.error("No valid fields to update", "Send at least one of: url, events, is_active.")
         changes = WebhookChanges(url=data.url, events=data.events, is_active=data.is_active)
         record = await webhooks.update(
             uow, principal.agent_id, _webhook_id(webhook_id), changes, check_url=_url_check(request)
         )
         return ok(WebhookOut.of(record))
 
-    @delete("/{webhook_id:str}", operation_id="deleteWebhook", status_code=200, responses=READ)
+    @delete("/{webhook_id:str}", operation_id="deleteWebhook", status_code=200, responses=OWNED)
     async def delete_webhook(
-        self, webhook_id: FromPath[str], principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
+        self, webhook_id: WebhookId, principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[WebhookDeletedOut]:
         """Delete an endpoint; deliveries still queued for it are dropped."""
         webhook = _webhook_id(webhook_id)
         await webhooks.delete(uow, principal.agent_id, webhook)
         return ok(WebhookDeletedOut(id=webhook))
 
-    @post("/{webhook_id:str}/rotate-secret", operation_id="rotateWebhookSecret", status_code=200, responses=MUTATION)
+    @post("/{webhook_id:str}/rotate-secret", operation_id="rotateWebhookSecret", status_code=200, responses=OWNED)
     async def rotate_secret(
         self,
-        webhook_id: FromPath[str],
+        webhook_id: WebhookId,
         principal: NamedDependency[Principal],
         uow: NamedDependency[UnitOfWork],
         data: JSONBody[RotateSecretIn | None] = None,
@@ -156,20 +158,25 @@ class WebhooksController(Controller):
             )
         )
 
-    @post("/{webhook_id:str}/test", operation_id="testWebhook", status_code=202, responses=MUTATION)
+    @post(
+        "/{webhook_id:str}/test",
+        operation_id="testWebhook",
+        status_code=202,
+        responses=errors(WEBHOOK_NOT_FOUND, WEBHOOK_DISABLED),
+    )
     async def send_test(
-        self, webhook_id: FromPath[str], principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
+        self, webhook_id: WebhookId, principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[DeliveryOut]:
         """Queue a `webhook.ping` to this endpoint; follow it in the delivery log."""
         return ok(DeliveryOut.of(await webhooks.send_test(uow, principal.agent_id, _webhook_id(webhook_id))))
 
-    @get("/{webhook_id:str}/deliveries", operation_id="listWebhookDeliveries", responses=READ)
+    @get("/{webhook_id:str}/deliveries", operation_id="listWebhookDeliveries", responses=OWNED)
     async def list_deliveries(
         self,
-        webhook_id: FromPath[str],
+        webhook_id: WebhookId,
         principal: NamedDependency[Principal],
         uow: NamedDependency[UnitOfWork],
-        status: StatusFilter = None,
+        status: DeliveryStatusFilter = None,
         cursor: Cursor = None,
         limit: Limit = DEFAULT_LIMIT,
     ) -> Paged[list[DeliveryOut]]:
@@ -197,12 +204,12 @@ class WebhooksController(Controller):
         "/{webhook_id:str}/deliveries/{delivery_id:str}/redeliver",
         operation_id="redeliverWebhookDelivery",
         status_code=202,
-        responses=MUTATION,
+        responses=errors(WEBHOOK_NOT_FOUND, WEBHOOK_DISABLED, DELIVERY_NOT_FOUND, DELIVERY_PENDING),
     )
     async def redeliver(
         self,
-        webhook_id: FromPath[str],
-        delivery_id: FromPath[str],
+        webhook_id: WebhookId,
+        delivery_id: DeliveryId,
         principal: NamedDependency[Principal],
         uow: NamedDependency[UnitOfWork],
     ) -> Envelope[DeliveryOut]:

@@ -60,7 +60,7 @@ class AgentMeOut(msgspec.Struct, kw_only=True):
         )
 
 
-class ReviewOut(msgspec.Struct, kw_only=True):
+class AgentReviewOut(msgspec.Struct, kw_only=True):
     rating: int
     comment: str | None
     reviewer: str
@@ -76,7 +76,7 @@ class AgentPublicOut(msgspec.Struct, kw_only=True):
     reputation_score: float
     tasks_completed: int
     avg_rating: float | None
-    recent_reviews: list[ReviewOut]
+    recent_reviews: list[AgentReviewOut]
     created_at: datetime
 
     @classmethod
