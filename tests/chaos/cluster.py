@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,13 +61,15 @@ class Fault:
 class Postgres:
     """pgserver's PostgreSQL in `folder`, which pg_ctl can crash and start again on the same data and socket."""
 
-    def __init__(self, folder: Path, database: str = "agora_chaos") -> None:
+    def __init__(self, log: Path, database: str = "agora_chaos") -> None:
         import pgserver
         from pgserver._commands import POSTGRES_BIN_PATH
         from pgserver.utils import PostmasterInfo
 
-        self.data = folder.resolve()
-        self.data.parent.mkdir(parents=True, exist_ok=True)
+        # A short path of its own under /tmp, as tests/support.py's: the socket's path must stay under ~100
+        # characters, and the `pgserver` user must reach it (pytest makes /tmp/pytest-of-<user> private).
+        self.data = Path(tempfile.mkdtemp(prefix="agora-chaos-", dir="/tmp")) / "pg"
+        self.log = log  # pg_ctl's own output
         server = pgserver.get_server(self.data, cleanup_mode=None)
         info = PostmasterInfo.read_from_pgdata(self.data)
         assert info is not None and info.socket_dir is not None
@@ -78,14 +81,9 @@ class Postgres:
         self.url = server.get_uri(database)
 
     def _ctl(self, *args: str) -> None:
-        subprocess.run(
-            [self.pg_ctl, "-D", str(self.data), *args],
-            user=self.user,
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=60,
-        )
+        with self.log.open("ab") as output:  # a file, not a pipe: the postmaster pg_ctl starts would inherit it
+            command = [self.pg_ctl, "-D", str(self.data), *args]
+            subprocess.run(command, user=self.user, check=True, stdout=output, stderr=output, timeout=60)
 
     def crash(self) -> None:
         """SIGQUIT to the postmaster: no checkpoint, WAL replayed at the next start."""
@@ -121,7 +119,7 @@ class Cluster:
     @classmethod
     def start(cls, folder: Path, *, apis: int = 2) -> Cluster:
         folder.mkdir(parents=True, exist_ok=True)
-        postgres = Postgres(folder / "pg")
+        postgres = Postgres(folder / "pg_ctl.log")
         migrate.upgrade(postgres.url)
         cluster = cls(folder, postgres, [], [])
         try:
@@ -224,4 +222,7 @@ class Cluster:
             log.close()
 
     def remove_database(self) -> None:
-        shutil.rmtree(self.postgres.data, ignore_errors=True)
+        """Delete PostgreSQL's folder, keeping its server log beside the others."""
+        with contextlib.suppress(OSError):
+            shutil.copyfile(self.postgres.data / "log", self.folder / "postgresql.log")
+        shutil.rmtree(self.postgres.data.parent, ignore_errors=True)

@@ -35,6 +35,10 @@ def test_the_log_must_be_what_the_receiver_saw_in_order():
     assert not explained(log, [_request(0, 500), _request(1, 200)])  # an attempt the receiver never saw
     assert not explained(log[2:], [_request(0, 200), _request(1, 200)])  # a request no attempt explains
     assert not explained([_attempt("failed", 500)], [_request(0, 502)])
+    assert not explained([_attempt("succeeded", 200)], [_request(0, None)])
+    # A timeout on the worker's clock: the receiver may have answered in time on its own.
+    assert explained([_attempt("timeout", 200), _attempt("succeeded", 200)], [_request(0, 200), _request(1, 200)])
+    assert not explained([_attempt("timeout")], [])
 
 
 def test_an_interrupted_attempt_may_or_may_not_have_arrived():
