@@ -18,9 +18,21 @@ def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+def _console_renderer() -> structlog.dev.ConsoleRenderer:
+    # Rich tracebacks print every frame's local variables by default: a request's Authorization header, a key
+    # being hashed, a secret being sealed. Tracebacks show code, never values.
+    try:
+        import rich  # noqa: F401
+
+        formatter: Any = structlog.dev.RichTracebackFormatter(show_locals=False)
+    except ImportError:
+        formatter = structlog.dev.plain_traceback
+    return structlog.dev.ConsoleRenderer(exception_formatter=formatter)
+
+
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    renderer: Any = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+    renderer: Any = structlog.processors.JSONRenderer() if use_json else _console_renderer()
     numeric = logging.getLevelName(level.upper())
     structlog.configure(
         processors=[

@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
+from app.crypto import KeyRing
 from app.repo.connections import ConnectionLease
 from app.services.auth import Principal, RateLimitState
 from app.services.idempotency import IdempotentCall
@@ -17,9 +18,9 @@ class RequestContext:
     principal: Principal | None = None
     rate: RateLimitState | None = None
     idempotent_call: IdempotentCall | None = None
-    # Set by app.http.pagination.bind_list: which list this request reads, and the key cursors are signed with.
+    # Set by app.http.pagination.bind_list: which list this request reads, and the ring its cursors' key comes from.
     list_digest: str = ""
-    cursor_key: bytes = b""
+    keyring: KeyRing | None = None
     extra_log: dict[str, object] = field(default_factory=dict)
 
 

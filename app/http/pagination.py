@@ -40,11 +40,12 @@ def bind_list(request: Request) -> None:
     query = sorted((name, value) for name, value in request.query_params.multi_items() if name not in _PAGE_PARAMETERS)
     identity = msgspec.json.encode([principal, request.scope.get("path_template"), path_params, query])
     ctx.list_digest = base64.urlsafe_b64encode(hashlib.sha256(identity).digest()[:9]).decode()
-    ctx.cursor_key = _cursor_key(request.app.state.keyring)
+    ctx.keyring = request.app.state.keyring
 
 
 @functools.lru_cache(maxsize=4)
 def _cursor_key(keyring: Any) -> bytes:
+    """Derived when a list first mints or reads a cursor: a request that touches none needs no data key."""
     return keyring.derive("cursor")
 
 
@@ -63,7 +64,7 @@ def _tag(key: bytes, payload: bytes) -> bytes:
 def encode_cursor(position: dict[str, Any]) -> str:
     ctx = context.current()
     payload = msgspec.json.encode({**position, _LIST_FIELD: ctx.list_digest})
-    return f"{_b64(payload)}.{_b64(_tag(ctx.cursor_key, payload))}"
+    return f"{_b64(payload)}.{_b64(_tag(_cursor_key(ctx.keyring), payload))}"
 
 
 def _restart(message: str) -> InvalidParameter:
@@ -81,7 +82,7 @@ def decode_cursor(cursor: str | None, *, required: Sequence[str] = ("id",)) -> d
         payload, tag = b"", b""
     # The canonical spelling only: base64 lets the last character's spare bits vary without changing the bytes.
     canonical = f"{_b64(payload)}.{_b64(tag)}" == cursor
-    if not hmac.compare_digest(tag, _tag(ctx.cursor_key, payload)) or not canonical:
+    if not hmac.compare_digest(tag, _tag(_cursor_key(ctx.keyring), payload)) or not canonical:
         raise _restart("Invalid cursor: it was not issued by this server, or it was altered")
     position = msgspec.json.decode(payload)
     if position.pop(_LIST_FIELD, None) != ctx.list_digest:

@@ -1,5 +1,7 @@
 """Logs: one line per request with its id and outcome, and never a key (reliability.md SEC-K3)."""
 
+import re
+
 from structlog.testing import capture_logs
 
 from tests.conftest import bearer
@@ -60,3 +62,22 @@ async def test_a_client_gone_while_its_body_is_read_is_logged_as_such_and_change
     assert "client_disconnected" in events, logs
     assert [entry["status"] for entry in logs if entry["event"] == "request"] == [499]
     assert (await count("task"), await count("idempotency_key")) == (tasks, claims)
+
+
+def test_a_console_traceback_shows_no_local_value(capsys):
+    """Rich tracebacks print each frame's locals by default; a key in a local variable must not reach the log."""
+    import structlog
+
+    from app.logging import configure_logging
+
+    configure_logging("info", "console")
+    try:
+        authorization = "Bearer th_agent_" + "5e4c" * 16
+        raise RuntimeError(f"failed after reading a header of {len(authorization)} characters")
+    except RuntimeError:
+        structlog.get_logger("test").exception("unhandled_exception")
+    finally:
+        configure_logging("warning", "console")
+    written = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().err)  # colours off
+    assert "failed after reading a header of 80 characters" in written  # the traceback itself is there
+    assert "5e4c5e4c" not in written
