@@ -26,6 +26,11 @@ def _sent_cursor(case, error: dict) -> bool:
     return "cursor" in (case.query or {}) and "cursor" in error.get("message", "").lower()
 
 
+def _says(words: str) -> Callable[[object, dict], bool]:
+    """The error's message says this (for a code that also covers what the document can express)."""
+    return lambda case, error: words in error.get("message", "")
+
+
 ACCEPTED: tuple[Accepted, ...] = (
     Accepted(
         name="past-deadline",
@@ -42,6 +47,49 @@ ACCEPTED: tuple[Accepted, ...] = (
         reason="A cursor is a token the server signed for a previous page; any string it did not issue is refused "
         "(400), which is the point. The schema can only say 'string'.",
         condition=_sent_cursor,
+    ),
+    Accepted(
+        name="null-link",
+        check="positive_data_acceptance",
+        error_code="INVALID_PARAMETER",
+        operations=None,
+        reason="Not the API's fault: a stateful link schemathesis inferred took a field that is null in that "
+        "response (an account's task_id, for a wallet) as a path id, and sent the path with 'None' in it.",
+        condition=lambda case, error: any(value is None for value in (case.path_parameters or {}).values()),
+    ),
+    Accepted(
+        name="bid-above-budget",
+        check="positive_data_acceptance",
+        error_code="INVALID_CREDITS",
+        operations=frozenset({"createClaim", "bulkClaims"}),
+        reason="proposed_credits must be at most the task's budget (DESIGN §2): a bound set by another resource.",
+    ),
+    Accepted(
+        name="ssrf-guard",
+        check="positive_data_acceptance",
+        error_code="WEBHOOK_URL_FORBIDDEN",
+        operations=frozenset({"createWebhook", "updateWebhook"}),
+        reason="A webhook URL's host must resolve, and only to public addresses (reliability.md §6.2); where a "
+        "name resolves is not something a schema knows. Deliberately fuzzed with the guard on.",
+    ),
+    Accepted(
+        name="nul-in-text",
+        check="positive_data_acceptance",
+        error_code="VALIDATION_ERROR",
+        operations=None,
+        reason="PostgreSQL text cannot hold U+0000, so a NUL anywhere in a text field is a 422; the document could "
+        "say so only with a pattern on every string. NUL stays in the generated data so that it is still sent "
+        "everywhere (paths, queries, headers), where it must never cause a 5xx.",
+        condition=_says("cannot contain NUL"),
+    ),
+    Accepted(
+        name="no-search-terms",
+        check="positive_data_acceptance",
+        error_code="INVALID_PARAMETER",
+        operations=frozenset({"searchTasks"}),
+        reason="A search needs at least one word the full-text parser keeps (stop words and punctuation are "
+        "dropped); which strings those are is the text-search configuration's, not the schema's.",
+        condition=_says("no valid terms"),
     ),
 )
 
