@@ -56,10 +56,14 @@ WITH running AS (
        FOR UPDATE SKIP LOCKED
 ), interrupted AS (
     -- The previous attempt, if it never got its outcome: its claim has run out (the delivery is due), so its worker
-    -- died or lost the database. The log already reads it so; this writes it down.
+    -- died or lost the database. The log already reads it so; this writes it down. A row locked by a late worker
+    -- recording its outcome right now is skipped: that worker holds it and waits for this delivery's row, which
+    -- this statement holds (waiting here would deadlock), and the outcome it writes is the better record anyway.
     UPDATE webhook_attempt a SET outcome = 'interrupted'
-      FROM picked p
-     WHERE a.delivery_id = p.id AND a.attempt_number = p.attempt_count AND a.outcome = 'in_progress'
+     WHERE a.outcome = 'in_progress'
+       AND a.id IN (SELECT a.id FROM webhook_attempt a JOIN picked p ON p.id = a.delivery_id
+                     WHERE a.attempt_number = p.attempt_count AND a.outcome = 'in_progress'
+                       FOR UPDATE OF a SKIP LOCKED)
 ), started AS (
     -- This attempt, written as it starts, so that it is listed whatever becomes of its worker: attempt_count and
     -- the attempts listed stay equal. Its next_attempt_at is the claim's end, when it reads as interrupted.

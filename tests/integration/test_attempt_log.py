@@ -8,6 +8,7 @@ builds a database of its own at 0006 with the gaps the old worker left, and upgr
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import psycopg
@@ -19,7 +20,7 @@ from app.repo import migrate
 from app.repo.connections import SharedConnectionSource
 from app.repo.deliveries import AttemptReport, DueDelivery
 from app.services import deliveries
-from domain.deliveries import DisablePolicy
+from domain.deliveries import AttemptVerdict, DeliveryStatus, DisablePolicy
 from tests.conftest import bearer
 from tests.support import sibling_database
 
@@ -297,3 +298,61 @@ async def test_0007_fills_in_the_attempts_the_old_worker_never_recorded(database
     finally:
         with psycopg.connect(database_url, autocommit=True) as admin:
             admin.execute('DROP DATABASE IF EXISTS "agora_attempt_log" WITH (FORCE)')
+
+
+# A late record racing the next claim ---------------------------------------------------------------------------
+
+
+async def test_a_claim_does_not_wait_for_a_late_worker_recording_the_previous_attempt(database_url):
+    """A worker records attempt 1 after its claim ran out, just as another worker claims the delivery again. The
+    recorder holds the attempt's row and will need the delivery's; the claim holds the delivery's row. Were the
+    claim to wait for the attempt's row (to mark it interrupted), the two would deadlock: it skips it instead, and
+    the recorder's outcome stands."""
+    url = sibling_database(database_url, "agora_attempt_race")
+    migrate.upgrade(url)
+    try:
+        async with (
+            await psycopg.AsyncConnection.connect(url, autocommit=True) as claimer,
+            await psycopg.AsyncConnection.connect(url, autocommit=True) as recorder,
+        ):
+            webhook_id, agent_id = await (await claimer.execute(LEGACY)).fetchone()
+            delivery_id = await legacy_delivery(claimer, agent_id, webhook_id, "pending", 0, "0 s")
+            (first,) = await delivery_rows.claim_due(claimer, limit=5, per_endpoint=5, running={}, lease_seconds=0)
+
+            await recorder.execute("BEGIN")
+            # What the late worker's record holds first: the endpoint's row, then its attempt's row.
+            await delivery_rows.lock_endpoint(recorder, webhook_id)
+            await recorder.execute(
+                "SELECT 1 FROM webhook_attempt WHERE delivery_id = %s AND attempt_number = 1 FOR UPDATE", (delivery_id,)
+            )
+            async with asyncio.timeout(5):
+                (second,) = await delivery_rows.claim_due(
+                    claimer, limit=5, per_endpoint=5, running={}, lease_seconds=60
+                )
+            assert (second.id, second.attempt_number) == (delivery_id, 2)
+            report = AttemptReport(
+                duration_ms=30, outcome="failed", response_status=500, response_snippet=None, error="HTTP 500"
+            )
+            verdict = AttemptVerdict(DeliveryStatus.PENDING, 5.0, True, None)
+            async with asyncio.timeout(5):
+                taken_over = not await delivery_rows.record_attempt(recorder, first, report, verdict)
+            await recorder.execute("COMMIT")
+            assert taken_over
+
+            rows = await (
+                await claimer.execute(
+                    "SELECT attempt_number, outcome, response_status FROM webhook_attempt WHERE delivery_id = %s"
+                    " ORDER BY attempt_number",
+                    (delivery_id,),
+                )
+            ).fetchall()
+            assert rows == [(1, "failed", 500), (2, "in_progress", None)]
+            state = await (
+                await claimer.execute(
+                    "SELECT status, attempt_count FROM webhook_delivery WHERE id = %s", (delivery_id,)
+                )
+            ).fetchone()
+            assert state == ("pending", 2)
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute('DROP DATABASE IF EXISTS "agora_attempt_race" WITH (FORCE)')
