@@ -38,7 +38,7 @@ API_SETTINGS = {
 }
 WORKER_SETTINGS = {
     "webhook_allow_cidrs": "127.0.0.1/32",
-    "webhook_timeout_seconds": "2",
+    "webhook_timeout_seconds": "4",
     # 5 s, 5 min, 30 min, ... become 10 ms, 0.6 s, 3.6 s, ...: a failing receiver is retried within the run.
     "webhook_retry_scale": "0.002",
     "events_poll_seconds": "0.5",

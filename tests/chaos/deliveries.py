@@ -8,8 +8,8 @@
   verifier (at the moment it arrived) and TaskHive's signature.
 - The delivery log (GET /webhooks/{id}/deliveries, issue 19's contract): a delivery's attempts are numbered 1..n,
   none left in progress, and they are the requests the receiver saw, in order (a success a 2xx it answered, a
-  failure the status it answered, a timeout any request), except that an `interrupted` attempt may or may not have
-  reached it.
+  failure the status it answered, a timeout any request), except that an `interrupted` attempt, or one that timed
+  out before any answer, may or may not have reached it.
 """
 
 from __future__ import annotations
@@ -190,19 +190,27 @@ def _matches(attempt: dict, request: Received) -> bool:
         return request.answered and 200 <= request.reply.status < 300
     if outcome == "failed":
         return request.answered and request.reply.status == attempt["response_status"]
-    # The worker's deadline runs on the worker's clock: an answer the receiver wrote in time may still reach a worker
-    # starved of CPU too late (the log then shows a timeout, with the status if the headers had arrived). Either
-    # way the receiver saw the request.
+    # A timeout runs on the worker's clock: a worker starved of CPU can give up on an answer the receiver wrote in
+    # time (the log then shows the status if the headers had arrived). Any request the receiver saw fits.
     return outcome in ("timeout", "network_error")
 
 
+def may_be_unseen(attempt: dict) -> bool:
+    """An attempt that may never have reached the receiver: interrupted (issue 19's contract), or timed out or cut
+    off before any answer, since the worker's deadline covers connecting and sending too, and a starved worker can
+    run out of it before its request leaves."""
+    unknown = attempt["outcome"] in ("timeout", "network_error") and attempt["response_status"] is None
+    return attempt["outcome"] == "interrupted" or unknown
+
+
 def explained(attempts: list[dict], requests: list[Received]) -> bool:
-    """Whether the attempts, in order, are the requests in order (an interrupted one may have reached it or not)."""
+    """Whether the attempts, in order, are the requests in order, where an attempt that may be unseen (above) may
+    have reached the receiver or not."""
     reachable = {0}
     for attempt in attempts:
         after = set()
         for seen in reachable:
-            if attempt["outcome"] == "interrupted":
+            if may_be_unseen(attempt):
                 after.add(seen)
             if seen < len(requests) and (attempt["outcome"] == "interrupted" or _matches(attempt, requests[seen])):
                 after.add(seen + 1)
@@ -215,7 +223,7 @@ def check_log(report: DeliveryReport, hooks: dict[str, HookInfo], requests: list
     for request in sorted(requests, key=lambda r: r.number):
         seen[_delivery_id(request)].append(request)
     outcomes: Counter[str] = Counter()
-    compared = 0
+    compared = unseen = 0
     with httpx.Client(base_url=api_url, timeout=60) as http:
         for hook in hooks.values():
             for delivery in fetch_log(http, hook):
@@ -229,6 +237,7 @@ def check_log(report: DeliveryReport, hooks: dict[str, HookInfo], requests: list
                     report.problems.append(f"{where}: attempts {numbers}, attempt_count {delivery['attempt_count']}")
                 if any(a["outcome"] == "in_progress" for a in attempts):
                     report.problems.append(f"{where}: an attempt is still in progress after quiescence")
+                unseen += max(0, len(attempts) - len(arrived))
                 if not explained(attempts, arrived):
                     report.problems.append(
                         f"{where}: the log does not match the receiver: log "
@@ -240,6 +249,7 @@ def check_log(report: DeliveryReport, hooks: dict[str, HookInfo], requests: list
         log_attempts=sum(outcomes.values()),
         log_outcomes=dict(outcomes),
         log_interrupted=outcomes["interrupted"],
+        log_attempts_unseen=unseen,  # interrupted, or timed out before any answer, and never at the receiver
         receiver_answers=dict(Counter(str(r.reply.status) if r.answered else "unanswered" for r in requests)),
     )
 

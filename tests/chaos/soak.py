@@ -56,7 +56,8 @@ class SoakResult:
             f"{f.get('events_delivered')}, receiver requests {f.get('receiver_requests')} {f.get('receiver_answers')}, "
             f"signatures failed {f.get('signatures_failed')}",
             f"delivery log: {f.get('log_deliveries')} deliveries, {f.get('log_attempts')} attempts "
-            f"{f.get('log_outcomes')}, matching the receiver: {f.get('log_matches')}",
+            f"{f.get('log_outcomes')}, {f.get('log_attempts_unseen')} never at the receiver, matching the receiver: "
+            f"{f.get('log_matches')}",
             f"audit ok={f.get('audit', {}).get('ok')} {f.get('audit', {}).get('violations')}; "
             f"{f.get('seconds')} s; {len(self.problems)} problems",
         ]
@@ -74,14 +75,14 @@ def plan_faults(rng: random.Random, operations: int) -> list[tuple[int, str]]:
 
 
 def receiver_script(rng: random.Random):
-    """Mostly healthy; sometimes a 500, sometimes slower than the worker's 2 s timeout."""
+    """Mostly healthy; sometimes a 500, sometimes slower than the worker's 4 s timeout."""
 
     def respond(request: Received) -> Reply:
         roll = rng.random()
         if roll < 0.05:
             return Reply(500, body=b'{"error":"soak"}')
         if roll < 0.07:
-            return Reply(delay=3.0)
+            return Reply(delay=6.0)
         return Reply(200)
 
     return respond
