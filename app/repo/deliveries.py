@@ -55,14 +55,15 @@ WITH running AS (
        AND d.status = 'pending' AND d.next_attempt_at <= now()
        FOR UPDATE SKIP LOCKED
 ), interrupted AS (
-    -- The previous attempt, if it never got its outcome: its claim has run out (the delivery is due), so its worker
-    -- died or lost the database. The log already reads it so; this writes it down. A row locked by a late worker
-    -- recording its outcome right now is skipped: that worker holds it and waits for this delivery's row, which
-    -- this statement holds (waiting here would deadlock), and the outcome it writes is the better record anyway.
+    -- Earlier attempts that never got their outcome: their claims have run out (the delivery is due), so their
+    -- workers died or lost the database. The log already reads them so; this writes it down. A row locked by a late
+    -- worker recording its outcome right now is skipped (a later claim catches it if that fails): that worker holds
+    -- it and waits for this delivery's row, which this statement holds, so waiting here would deadlock.
     UPDATE webhook_attempt a SET outcome = 'interrupted'
      WHERE a.outcome = 'in_progress'
        AND a.id IN (SELECT a.id FROM webhook_attempt a JOIN picked p ON p.id = a.delivery_id
-                     WHERE a.attempt_number = p.attempt_count AND a.outcome = 'in_progress'
+                     WHERE a.attempt_number <= p.attempt_count AND a.outcome = 'in_progress'
+                       AND a.next_attempt_at <= now()  -- its own claim's end: the rule the log reads by
                        FOR UPDATE OF a SKIP LOCKED)
 ), started AS (
     -- This attempt, written as it starts, so that it is listed whatever becomes of its worker: attempt_count and

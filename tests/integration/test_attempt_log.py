@@ -140,6 +140,25 @@ async def test_an_attempt_whose_claim_ran_out_reads_as_interrupted_and_the_next_
     assert [a["outcome"] for a in listed["attempts"]] == ["interrupted", "succeeded"]
 
 
+async def test_a_claim_writes_down_every_earlier_attempt_left_in_progress_once_its_claim_ended(client, conn, agent):
+    webhook_id, delivery_id = await queued_ping(client, agent)
+    await claim(conn, delivery_id, lease_seconds=0)
+    await claim(conn, delivery_id, lease_seconds=0)
+    # As if attempt 1's row had been locked by a late recorder at the second claim (skipped), which then failed.
+    await conn.execute(
+        "UPDATE webhook_attempt SET outcome = 'in_progress' WHERE delivery_id = %s AND attempt_number = 1",
+        (delivery_id,),
+    )
+    await claim(conn, delivery_id, lease_seconds=60)
+    assert [row[:2] for row in await stored(conn, delivery_id)] == [
+        (1, "interrupted"),
+        (2, "interrupted"),
+        (3, "in_progress"),
+    ]
+    listed = await log_of(client, agent, webhook_id, delivery_id)
+    assert [a["outcome"] for a in listed["attempts"]] == ["interrupted", "interrupted", "in_progress"]
+
+
 async def test_an_outcome_that_arrives_after_the_take_over_is_shown_but_reschedules_nothing(client, conn, agent):
     webhook_id, delivery_id = await queued_ping(client, agent)
     first = await claim(conn, delivery_id, lease_seconds=0)
