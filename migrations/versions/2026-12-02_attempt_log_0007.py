@@ -46,7 +46,8 @@ def upgrade() -> None:
             -- A duration exactly when the attempt ended with an outcome.
             ADD CONSTRAINT ck_webhook_attempt_duration_when_ended
                 CHECK ((duration_ms IS NULL) = (outcome IN ({UNFINISHED}))),
-            ADD CONSTRAINT ck_webhook_attempt_started_when_ended CHECK (started_at IS NOT NULL OR outcome IN ({UNFINISHED})),
+            ADD CONSTRAINT ck_webhook_attempt_started_when_ended
+                CHECK (started_at IS NOT NULL OR outcome IN ({UNFINISHED})),
             ADD CONSTRAINT uq_webhook_attempt_delivery_id_attempt_number UNIQUE (delivery_id, attempt_number);
         DROP INDEX ix_webhook_attempt_delivery_id_id;
 

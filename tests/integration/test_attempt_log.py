@@ -211,7 +211,8 @@ async def test_the_database_keeps_the_attempt_log_whole(client, conn, agent):
     with pytest.raises(psycopg.errors.CheckViolation):  # only an attempt without an outcome may lack its start
         async with conn.transaction():
             await conn.execute(
-                "INSERT INTO webhook_attempt (delivery_id, attempt_number, duration_ms, outcome) VALUES (%s, 2, 5, 'failed')",
+                """INSERT INTO webhook_attempt (delivery_id, attempt_number, duration_ms, outcome)
+                   VALUES (%s, 2, 5, 'failed')""",
                 (delivery_id,),
             )
 
@@ -236,7 +237,8 @@ async def legacy_delivery(conn, agent_id: int, webhook_id: int, status: str, cou
     delivery_id = await scalar(conn, "SELECT max(id) FROM webhook_delivery WHERE webhook_id = %s", webhook_id)
     await conn.execute(
         """UPDATE webhook_delivery SET status = %s, attempt_count = %s,
-                  next_attempt_at = now() + %s::interval, completed_at = CASE WHEN %s = 'pending' THEN NULL ELSE now() END
+                  next_attempt_at = now() + %s::interval,
+                  completed_at = CASE WHEN %s = 'pending' THEN NULL ELSE now() END
             WHERE id = %s""",
         (status, count, due_in, status, delivery_id),
     )
