@@ -166,7 +166,10 @@ def judge_attempt(
     policy: DisablePolicy,
     scale: float = 1.0,
     rng: random.Random | None = None,
+    endpoint_at_fault: bool = True,
 ) -> AttemptVerdict:
+    """What follows an attempt. `endpoint_at_fault` is False when nothing reached the endpoint through our own fault
+    (its secret could not be opened): retried on the schedule, but no step towards switching the endpoint off."""
     if succeeded:
         return AttemptVerdict(DeliveryStatus.SUCCEEDED, None, False, None)
     if response_status == 410:
@@ -177,7 +180,7 @@ def judge_attempt(
         delay = max(delay, retry_after_seconds * scale)
     status = DeliveryStatus.FAILED if delay is None else DeliveryStatus.PENDING
     # Throttling is the receiver managing its load, not a broken endpoint.
-    counts = not throttled
+    counts = not throttled and endpoint_at_fault
     reason = None
     if counts and health.is_active:
         streak = health.failure_count + 1

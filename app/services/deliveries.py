@@ -47,6 +47,7 @@ async def finish_attempt(
     policy: DisablePolicy,
     scale: float,
     rng: random.Random | None = None,
+    endpoint_at_fault: bool = True,
 ) -> AttemptVerdict | None:
     """Record the attempt and decide what follows, under the endpoint's row lock (so two attempts ending together
     count the streak right and switch the endpoint off once). None when the endpoint was deleted meanwhile."""
@@ -66,6 +67,7 @@ async def finish_attempt(
                 policy=policy,
                 scale=scale,
                 rng=rng,
+                endpoint_at_fault=endpoint_at_fault,
             )
             await delivery_rows.record_attempt(uow.connection, delivery, report, verdict)
             if verdict.disable_reason is not None and health.is_active:

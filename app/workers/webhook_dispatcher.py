@@ -176,13 +176,27 @@ class DeliveryWorker:
     async def _deliver(self, delivery: DueDelivery) -> None:
         try:
             secrets = self._open_secrets(delivery)
-        except SealError as error:  # a key missing from the ring: nothing is sent, the lease runs out, it is retried
+        except SealError as error:
+            # A key missing from this worker's ring: nothing can be signed, so nothing is sent. The attempt is
+            # logged as failed, saying why, and retried on the schedule (a fixed ring then delivers it); the
+            # endpoint is not held responsible.
             log.error(
                 "webhook_secret_unreadable", delivery_id=delivery.id, webhook_id=delivery.webhook_id, error=str(error)
             )
-            return
-        body = delivery_body(delivery)
-        result = await self.client.post(delivery.url, body, signed_headers(delivery, body, int(time.time()), secrets))
+            result = SendResult(
+                outcome=AttemptOutcome.FAILED,
+                status=None,
+                duration_ms=0,
+                snippet=None,
+                error=f"not sent: the signing secret cannot be opened with this worker's data keys ({error})",
+                retry_after=None,
+            )
+            sent = False
+        else:
+            body = delivery_body(delivery)
+            headers = signed_headers(delivery, body, int(time.time()), secrets)
+            result = await self.client.post(delivery.url, body, headers)
+            sent = True
         report = AttemptReport(
             duration_ms=result.duration_ms,
             outcome=result.outcome.value,
@@ -200,6 +214,7 @@ class DeliveryWorker:
                 policy=self.policy,
                 scale=self.settings.webhook_retry_scale,
                 rng=self.rng,
+                endpoint_at_fault=sent,
             )
         except Exception as error:
             # Not recorded: the log shows the attempt (written at the claim) as interrupted once the lease runs out,

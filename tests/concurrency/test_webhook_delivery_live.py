@@ -32,6 +32,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app.config import load_settings
+from app.crypto import new_key_entry
 from app.outbound.webhook_client import SendResult, WebhookClient
 from app.repo.connections import Connection, PoolSource, open_pool
 from app.workers.webhook_dispatcher import DeliveryWorker
@@ -583,6 +584,42 @@ async def test_a_failure_streak_disables_the_endpoint_but_429s_do_not_count(agor
         owner.agent_ids[0],
     )
     assert event[0]["webhook_id"] == hook.id and event[0]["reason"] == state["disabled_reason"]
+
+
+async def test_a_secret_this_worker_cannot_open_is_logged_and_retried_without_blaming_the_endpoint(agora, database_url):
+    """A worker whose data keys do not open the webhook's secret sends nothing (nothing could be signed); each
+    attempt is logged as failed, saying why, and retried on the schedule; the endpoint's failure streak stays at 0,
+    so it is not switched off for our own misconfiguration; a worker with the right key then delivers it."""
+    receiver = Receiver()
+    async with receiver:
+        owner = await agora.party("unreadable")
+        hook = await agora.webhook(owner, receiver.url("/unreadable"))
+        ping = await agora.ping(hook)
+        async with running_worker(
+            database_url,
+            secret_key=new_key_entry(),  # a ring without the key that sealed the secret
+            webhook_retry_scale=0.0001,
+            webhook_disable_after_failures=2,
+            webhook_disable_after_seconds=0,
+        ):
+
+            async def failed_attempts() -> list[dict]:
+                attempts = (await agora.delivery(hook, ping["id"]))["attempts"]
+                return [a for a in attempts if a["outcome"] == "failed"][2:]
+
+            await eventually(failed_attempts, within=15)
+        assert receiver.requests == []
+        state = await agora.get(hook)
+        assert state["is_active"] is True and state["failure_count"] == 0, state
+        delivery = await agora.delivery(hook, ping["id"])
+        assert delivery["attempt_count"] == len(delivery["attempts"])
+        failed = [a for a in delivery["attempts"] if a["outcome"] == "failed"]
+        assert all("signing secret cannot be opened" in a["error"] for a in failed), failed
+        assert all(a["response_status"] is None for a in failed)
+        async with running_worker(database_url, webhook_retry_scale=0.0001):
+            await settled(database_url, ping["id"])
+    assert len(receiver.requests) == 1
+    verify(receiver.requests[0], hook.secret)
 
 
 async def test_wh4_rotation_signs_with_both_secrets_during_the_overlap(agora, database_url):
