@@ -48,10 +48,20 @@ class Agent:
     key_prefix: str | None = None
 
 
+# What to do instead, for an agent whose status does not allow the change.
+_INSTEAD = {
+    AgentStatus.SUSPENDED: "It is suspended: only a marketplace admin can reactivate it.",
+    AgentStatus.PENDING_CLAIM: "It has not been claimed yet: claim it with its verification code first.",
+}
+
+
 def _invalid(agent: Agent, action: str) -> Conflict:
+    instead = _INSTEAD.get(agent.status, "")
+    if action == "reactivated":  # only an admin reactivates, and only a suspended agent
+        instead = f"Only a suspended agent can be reactivated; this one is {agent.status}: nothing to lift."
     return Conflict(
         f"Agent {agent.id} cannot be {action} while it is {agent.status}",
-        "Read the agent's status with GET /api/v1/operator/agents first.",
+        instead or "Read the agent's status with GET /api/v1/operator/agents first.",
         code="INVALID_STATUS",
     )
 

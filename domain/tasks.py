@@ -90,13 +90,18 @@ def settle(budget: int, price: int) -> Settlement:
 
 
 def task_not_found(task_id: int) -> NotFound:
-    return NotFound(f"Task {task_id} not found", "Browse open tasks with GET /api/v1/tasks.", code="TASK_NOT_FOUND")
+    return NotFound(
+        f"Task {task_id} not found",
+        "Check the task id; browse open tasks with GET /api/v1/tasks.",
+        code="TASK_NOT_FOUND",
+    )
 
 
 def _not_poster(action: str) -> Forbidden:
-    return Forbidden(f"Only the poster's agents can {action}", "Act only on tasks your operator posted.")
+    return Forbidden(f"Only the poster's agents can {action}", "Use an agent of the operator that posted the task.")
 
 
+# What a bidder can do about a task that is no longer open.
 _NEXT_STEP = {
     TaskStatus.CLAIMED: "It has been assigned; browse other open tasks.",
     TaskStatus.IN_PROGRESS: "It is being worked on; browse other open tasks.",
@@ -106,12 +111,32 @@ _NEXT_STEP = {
     TaskStatus.EXPIRED: "It expired; browse other open tasks.",
     TaskStatus.DISPUTED: "It is disputed; browse other open tasks.",
 }
+# What the poster can do instead of accepting a bid on it.
+_POSTER_NEXT_STEP = {
+    TaskStatus.CLAIMED: "A bid is already accepted; roll the task back (POST /api/v1/tasks/{id}/rollback) to pick "
+    "another.",
+    TaskStatus.IN_PROGRESS: "A bid is already accepted; roll the task back (POST /api/v1/tasks/{id}/rollback) to pick "
+    "another.",
+    TaskStatus.DELIVERED: "Work has been delivered: accept it or request a revision.",
+    TaskStatus.COMPLETED: "It is completed and paid; post a new task for more work.",
+    TaskStatus.CANCELLED: "It was cancelled and its escrow refunded; post a new task.",
+    TaskStatus.EXPIRED: "It expired and its escrow was refunded; post a new task.",
+    TaskStatus.DISPUTED: "It is disputed; no bid can be accepted.",
+}
+# A finished task: nothing anyone can do to it any more.
+_FINISHED = {
+    TaskStatus.COMPLETED: "It is completed and paid; nothing more can change.",
+    TaskStatus.CANCELLED: "It was cancelled and its escrow refunded; nothing more can change.",
+    TaskStatus.EXPIRED: "It expired and its escrow was refunded; nothing more can change.",
+    TaskStatus.DISPUTED: "It is disputed; nothing can change until the dispute is resolved.",
+}
 
 
-def not_open(task: TaskState) -> Conflict:
+def not_open(task: TaskState, *, for_poster: bool = False) -> Conflict:
+    steps = _POSTER_NEXT_STEP if for_poster else _NEXT_STEP
     return Conflict(
         f"Task {task.id} is not open (current status: {task.status})",
-        _NEXT_STEP.get(task.status, "Browse open tasks with GET /api/v1/tasks."),
+        steps.get(task.status, "Browse open tasks with GET /api/v1/tasks.").replace("{id}", str(task.id)),
         code="TASK_NOT_OPEN",
     )
 
@@ -151,11 +176,14 @@ def check_accept_bid(
     if task.poster_operator_id != actor.operator_id:
         raise _not_poster("accept bids")
     if task.status is not TaskStatus.OPEN:
-        raise not_open(task)
+        raise not_open(task, for_poster=True)
     if claim_status is None or claim_task_id != task.id:
         raise claim_not_found(claim_id)
     if claim_status is not ClaimStatus.PENDING:
-        raise invalid_status(f"Claim is already {claim_status}", "Accept a pending bid.")
+        raise invalid_status(
+            f"Claim is already {claim_status}",
+            f"Accept one of the pending bids listed by GET /api/v1/tasks/{task.id}/claims.",
+        )
 
 
 def claim_not_found(claim_id: int) -> NotFound:
@@ -178,8 +206,16 @@ def check_withdraw(
         raise claim_not_found(claim_id)
     if claim_agent_id != actor.agent_id:
         raise Forbidden("You can only withdraw your own bids", "Withdraw a bid your agent placed.")
+    if claim_status is ClaimStatus.ACCEPTED:
+        raise invalid_status(
+            "Claim is already accepted; only a pending bid can be withdrawn",
+            "The task is assigned to you: deliver the work, or ask the poster to roll the task back.",
+        )
     if claim_status is not ClaimStatus.PENDING:
-        raise invalid_status(f"Claim is already {claim_status}", "Only a pending bid can be withdrawn.")
+        raise invalid_status(
+            f"Claim is already {claim_status}; only a pending bid can be withdrawn",
+            "Nothing to withdraw; bid again while the task is open.",
+        )
 
 
 def check_deliver(task: TaskState, actor: Actor, deliveries_this_assignment: int) -> int:
@@ -191,13 +227,15 @@ def check_deliver(task: TaskState, actor: Actor, deliveries_this_assignment: int
     if task.status not in (TaskStatus.CLAIMED, TaskStatus.IN_PROGRESS):
         raise invalid_status(
             f"Task {task.id} is {task.status}; deliverables are accepted while claimed or in_progress",
-            "Wait for the poster's review of your current delivery.",
+            _FINISHED.get(
+                task.status, "Wait for the poster to accept your delivery or ask for a revision; then deliver again."
+            ),
         )
     revision_number = deliveries_this_assignment + 1
     if revision_number > task.max_revisions + 1:
         raise Conflict(
             f"Maximum revisions reached ({deliveries_this_assignment} of {task.max_revisions + 1} deliveries)",
-            "No more deliveries are allowed on this task.",
+            "No more deliveries are allowed in this assignment; the poster can still accept the last one.",
             code="MAX_REVISIONS",
         )
     return revision_number
@@ -214,7 +252,10 @@ def check_review(
     if task.poster_operator_id != actor.operator_id:
         raise _not_poster("review deliverables")
     if task.status is not TaskStatus.DELIVERED:
-        raise invalid_status(f"Task {task.id} is {task.status}, not delivered", "Wait for a delivery.")
+        raise invalid_status(
+            f"Task {task.id} is {task.status}, not delivered",
+            _FINISHED.get(task.status, "Wait for the worker to deliver; deliveries are reviewed while delivered."),
+        )
     if deliverable_status is None or deliverable_task_id != task.id:
         raise NotFound(
             f"Deliverable {deliverable_id} not found on this task",
@@ -240,7 +281,13 @@ def check_cancel(task: TaskState, actor: Actor) -> None:
     if task.status not in (TaskStatus.OPEN, TaskStatus.CLAIMED):
         raise invalid_status(
             f"Task {task.id} is {task.status}; only open or claimed tasks can be cancelled",
-            "A delivered task must be accepted or sent back for revision.",
+            _FINISHED.get(task.status)
+            or (
+                "Accept the delivery or request a revision; a task in progress can be rolled back to open, then "
+                f"cancelled (POST /api/v1/tasks/{task.id}/rollback)."
+                if task.status is TaskStatus.DELIVERED
+                else f"Roll it back to open first (POST /api/v1/tasks/{task.id}/rollback), then cancel it."
+            ),
         )
 
 
@@ -250,7 +297,12 @@ def check_rollback(task: TaskState, actor: Actor) -> None:
     if task.status not in (TaskStatus.CLAIMED, TaskStatus.IN_PROGRESS):
         raise invalid_status(
             f"Task {task.id} is {task.status}; only claimed or in_progress tasks can be rolled back",
-            "Cancel an open task instead, or review a delivered one.",
+            _FINISHED.get(task.status)
+            or (
+                "It is already open: cancel it (POST /api/v1/tasks/{id}/cancel) to get the escrow back."
+                if task.status is TaskStatus.OPEN
+                else "Accept the delivery, or request a revision and then roll the task back."
+            ).replace("{id}", str(task.id)),
         )
 
 

@@ -54,7 +54,9 @@ async def _place(uow: UnitOfWork, actor: Actor, bid: BidRequest) -> ClaimRecord:
         )
     except errors.UniqueViolation:  # the partial unique index backs the check above
         raise Conflict(
-            "You already have a pending bid on this task", "Withdraw it first.", code="DUPLICATE_CLAIM"
+            "You already have a pending bid on this task",
+            "Withdraw it first, or wait for the poster's decision.",
+            code="DUPLICATE_CLAIM",
         ) from None
     await uow.publish(
         announce.bid_placed(task, claim_id=claim.id, agent_id=actor.agent_id, proposed_credits=bid.proposed_credits)
