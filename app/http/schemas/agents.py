@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from domain.agents import Agent
+from app.http.schemas.common import Timestamp
+from domain.agents import Agent, AgentStatus
 
 Name = Annotated[str, Meta(min_length=1, max_length=100)]
 Description = Annotated[str, Meta(min_length=1, max_length=5000)]
@@ -30,12 +30,12 @@ class AgentMeOut(msgspec.Struct, kw_only=True):
     capabilities: list[str]
     category_ids: list[int]
     hourly_rate_credits: int | None
-    status: str
+    status: AgentStatus
     reputation_score: float
     tasks_completed: int
     avg_rating: float | None
     operator: AgentOperatorOut | None
-    created_at: datetime
+    created_at: Timestamp
 
     @classmethod
     def of(cls, agent: Agent) -> AgentMeOut:
@@ -64,7 +64,7 @@ class AgentReviewOut(msgspec.Struct, kw_only=True):
     rating: int
     comment: str | None
     reviewer: str
-    created_at: datetime
+    created_at: Timestamp
 
 
 class AgentPublicOut(msgspec.Struct, kw_only=True):
@@ -72,12 +72,12 @@ class AgentPublicOut(msgspec.Struct, kw_only=True):
     name: str
     description: str
     capabilities: list[str]
-    status: str
+    status: AgentStatus
     reputation_score: float
     tasks_completed: int
     avg_rating: float | None
     recent_reviews: list[AgentReviewOut]
-    created_at: datetime
+    created_at: Timestamp
 
     @classmethod
     def of(cls, agent: Agent) -> AgentPublicOut:
@@ -117,5 +117,5 @@ class RegisteredOut(msgspec.Struct, kw_only=True):
     api_key: str
     verification_code: str
     profile_url: str
-    status: str
-    created_at: datetime
+    status: AgentStatus
+    created_at: Timestamp

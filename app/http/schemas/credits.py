@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 import msgspec
 from msgspec import Meta
 
+from app.http.schemas.common import Timestamp
 from app.services.credits import Statement
-from domain.ledger import TASKHIVE_TYPE, Account, HistoryEntry, TransferRecord
+from domain.ledger import TASKHIVE_TYPE, Account, AccountKind, HistoryEntry, TransferKind, TransferRecord
 
 
 class CreditTransactionOut(msgspec.Struct, kw_only=True):
     id: int
     amount: int
     type: str  # TaskHive's name: bonus, deposit, debit, ...
-    kind: str  # Agora's precise transfer kind
+    kind: TransferKind  # Agora's precise transfer kind
     task_id: int | None
     description: str
     balance_after: int
-    created_at: datetime
+    created_at: Timestamp
 
     @classmethod
     def of(cls, entry: HistoryEntry) -> CreditTransactionOut:
@@ -64,7 +64,7 @@ class CreditAdjustOut(msgspec.Struct, kw_only=True):
 
 class AccountOut(msgspec.Struct, kw_only=True):
     id: int
-    kind: str
+    kind: AccountKind
     operator_id: int | None
     task_id: int | None
     balance: int
@@ -90,12 +90,12 @@ class EntryOut(msgspec.Struct, kw_only=True):
 
 class TransferOut(msgspec.Struct, kw_only=True):
     id: int
-    kind: str
+    kind: TransferKind
     reason: str
     operator_id: int | None
     agent_id: int | None
     task_id: int | None
-    created_at: datetime
+    created_at: Timestamp
     entries: list[EntryOut]
 
     @classmethod

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 import msgspec
 from msgspec import Meta
 
 from app.http.schemas.agents import Capabilities, CategoryIds, Description, HourlyRate, Name
+from app.http.schemas.common import Timestamp
 from app.services.agents import AgentProfile
-from domain.agents import Agent
+from domain.agents import Agent, AgentStatus
 
 
 class OperatorIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -22,7 +22,7 @@ class OperatorCreatedOut(msgspec.Struct, kw_only=True):
     name: str
     api_key: str
     credit_balance: int
-    created_at: datetime
+    created_at: Timestamp
 
 
 class OperatorMeOut(msgspec.Struct, kw_only=True):
@@ -30,7 +30,7 @@ class OperatorMeOut(msgspec.Struct, kw_only=True):
     name: str
     credit_balance: int
     agents_count: int
-    created_at: datetime
+    created_at: Timestamp
 
 
 class AgentIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -57,11 +57,11 @@ class ManagedAgentOut(msgspec.Struct, kw_only=True):
     capabilities: list[str]
     category_ids: list[int]
     hourly_rate_credits: int | None
-    status: str
+    status: AgentStatus
     reputation_score: float
     tasks_completed: int
     api_key_prefix: str | None
-    created_at: datetime
+    created_at: Timestamp
 
     @classmethod
     def fields_of(cls, agent: Agent) -> dict[str, object]:

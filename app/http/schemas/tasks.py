@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
 
-from domain.tasks import ClaimRecord, DeliverableRecord, NewTask, TaskRecord
+from app.http.schemas.common import Timestamp
+from domain.tasks import (
+    ClaimRecord,
+    ClaimStatus,
+    DeliverableRecord,
+    DeliverableStatus,
+    NewTask,
+    TaskRecord,
+    TaskStatus,
+)
 
 
 class TaskIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -49,12 +58,12 @@ class TaskListItemOut(msgspec.Struct, kw_only=True):
     description: str
     budget_credits: int
     category: CategoryOut | None
-    status: str
+    status: TaskStatus
     poster: PosterOut
     claims_count: int
-    deadline: datetime | None
+    deadline: Timestamp | None
     max_revisions: int
-    created_at: datetime
+    created_at: Timestamp
 
     @classmethod
     def fields_of(cls, task: TaskRecord) -> dict[str, object]:
@@ -133,8 +142,8 @@ class ClaimOut(msgspec.Struct, kw_only=True):
     agent_name: str
     proposed_credits: int
     message: str | None
-    status: str
-    created_at: datetime
+    status: ClaimStatus
+    created_at: Timestamp
 
     @classmethod
     def of(cls, claim: ClaimRecord) -> ClaimOut:
@@ -157,8 +166,8 @@ class MyClaimOut(msgspec.Struct, kw_only=True):
     task_status: str
     proposed_credits: int
     message: str | None
-    status: str
-    created_at: datetime
+    status: ClaimStatus
+    created_at: Timestamp
 
     @classmethod
     def of(cls, claim: ClaimRecord) -> MyClaimOut:
@@ -177,13 +186,13 @@ class MyClaimOut(msgspec.Struct, kw_only=True):
 class MyTaskOut(msgspec.Struct, kw_only=True):
     id: int
     title: str
-    status: str
+    status: TaskStatus
     budget_credits: int
     price_credits: int | None
     category: str | None
-    deadline: datetime | None
+    deadline: Timestamp | None
     max_revisions: int
-    created_at: datetime
+    created_at: Timestamp
 
     @classmethod
     def of(cls, task: TaskRecord) -> MyTaskOut:
@@ -204,13 +213,13 @@ class BidAcceptedOut(msgspec.Struct, kw_only=True):
     task_id: int
     claim_id: int
     agent_id: int
-    status: str = "accepted"
+    status: Literal["accepted"] = "accepted"
 
 
 class BidWithdrawnOut(msgspec.Struct, kw_only=True):
     claim_id: int
     task_id: int
-    status: str = "withdrawn"
+    status: Literal["withdrawn"] = "withdrawn"
 
 
 class BulkErrorOut(msgspec.Struct, kw_only=True):
@@ -245,10 +254,10 @@ class DeliverableOut(msgspec.Struct, kw_only=True):
     task_id: int
     agent_id: int
     content: str
-    status: str
+    status: DeliverableStatus
     revision_notes: str | None
     revision_number: int
-    submitted_at: datetime
+    submitted_at: Timestamp
 
     @classmethod
     def fields_of(cls, record: DeliverableRecord) -> dict[str, object]:
@@ -283,10 +292,10 @@ class RevisionIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class ReviewOut(msgspec.Struct, kw_only=True):
     task_id: int
     deliverable_id: int
-    status: str
+    status: Literal["completed", "revision_requested"]
 
 
 class TaskStatusOut(msgspec.Struct, kw_only=True):
     task_id: int
-    status: str
+    status: TaskStatus
     message: str

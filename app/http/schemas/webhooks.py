@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
 
 from app.http.envelope import Meta as EnvelopeMeta
+from app.http.schemas.common import Timestamp
 from domain.deliveries import (
     DEFAULT_ROTATION_OVERLAP_SECONDS,
     MAX_ROTATION_OVERLAP_SECONDS,
     AttemptLogOutcome,
     AttemptRecord,
     DeliveryRecord,
+    DeliveryStatus,
     WebhookRecord,
 )
 
@@ -45,7 +46,7 @@ class WebhookCreatedOut(msgspec.Struct, kw_only=True):
     secret: str
     events: list[str]
     is_active: bool
-    created_at: datetime
+    created_at: Timestamp
 
     @classmethod
     def of(cls, record: WebhookRecord) -> WebhookCreatedOut:
@@ -77,10 +78,10 @@ class WebhookOut(msgspec.Struct, kw_only=True):
     events: list[str]
     is_active: bool
     failure_count: int
-    last_triggered_at: datetime | None
+    last_triggered_at: Timestamp | None
     disabled_reason: str | None
-    previous_secret_expires_at: datetime | None
-    created_at: datetime
+    previous_secret_expires_at: Timestamp | None
+    created_at: Timestamp
 
     @classmethod
     def of(cls, record: WebhookRecord) -> WebhookOut:
@@ -105,13 +106,13 @@ class WebhookDeletedOut(msgspec.Struct, kw_only=True):
 class SecretRotatedOut(msgspec.Struct, kw_only=True):
     id: int
     secret: str
-    previous_secret_expires_at: datetime | None
+    previous_secret_expires_at: Timestamp | None
 
 
 class AttemptOut(msgspec.Struct, kw_only=True):
     attempt_number: int
     # null only for an attempt made before attempts were recorded as they start (only its having happened is known)
-    started_at: datetime | None
+    started_at: Timestamp | None
     duration_ms: int | None  # null while in progress, or interrupted
     # interrupted: its worker died or could not record the outcome before its claim ran out; the request may have
     # reached the receiver, and the delivery is sent again with the same webhook-id.
@@ -119,7 +120,7 @@ class AttemptOut(msgspec.Struct, kw_only=True):
     response_status: int | None
     response_snippet: str | None
     error: str | None
-    next_attempt_at: datetime | None
+    next_attempt_at: Timestamp | None
 
     @classmethod
     def of(cls, record: AttemptRecord) -> AttemptOut:
@@ -140,11 +141,11 @@ class DeliveryOut(msgspec.Struct, kw_only=True):
     webhook_id: int
     event_id: int
     event: str
-    status: str
+    status: DeliveryStatus
     attempt_count: int
-    next_attempt_at: datetime | None
-    created_at: datetime
-    completed_at: datetime | None
+    next_attempt_at: Timestamp | None
+    created_at: Timestamp
+    completed_at: Timestamp | None
     attempts: list[AttemptOut]
 
     @classmethod
