@@ -13,7 +13,7 @@ import copy
 import re
 import typing
 import weakref
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Litestar, Request, Response
@@ -135,9 +135,9 @@ def _build(app: Litestar) -> dict[str, Any]:
     types: list[Any] = [ErrorEnvelope]
     for _, _, handler in operations:
         if handler.parsed_data_field is not None:
-            types.append(handler.parsed_data_field.annotation)
+            types.append(_body_type(handler))
         types.append(_wire_type(handler.parsed_fn_signature.return_type.annotation))
-        types += [_json_type(spec) for spec in _plain_responses(handler).values()]
+        types += [_spec_type(spec) for spec in _plain_responses(handler).values()]
     wanted = [t for t in dict.fromkeys(types) if t is not None]
     schemas, components = msgspec.json.schema_components(wanted, ref_template=_REF)
     by_type = dict(zip(wanted, schemas, strict=True))
@@ -200,13 +200,22 @@ def _tidy_names(doc: dict[str, Any]) -> dict[str, Any]:
 _MODULE_PATH = re.compile(r"(?<![A-Za-z])(?:[a-z]+\.)+(?=[A-Z])")
 
 
+def _body_type(handler: HTTPRouteHandler) -> Any:
+    """The body's type with the msgspec Meta it is annotated with (minProperties, ...), without Litestar's markers."""
+    field = handler.parsed_data_field
+    assert field is not None
+    metas = tuple(m for m in getattr(field.raw, "__metadata__", ()) if isinstance(m, msgspec.Meta))
+    return Annotated[(field.annotation, *metas)] if metas else field.annotation
+
+
 def _plain_responses(handler: HTTPRouteHandler) -> dict[int, ResponseSpec]:
     """A route's other documented responses (a stream's 200, readyz's 503)."""
     return {s: spec for s, spec in (handler.responses or {}).items() if not isinstance(spec, ErrorResponse)}
 
 
-def _json_type(spec: ResponseSpec) -> Any | None:
-    return _wire_type(spec.data_container) if spec.media_type == _JSON else None
+def _spec_type(spec: ResponseSpec) -> Any | None:
+    """The wire type a plain response spec documents (a stream's per-event type too), if msgspec describes it."""
+    return None if spec.data_container is str else _wire_type(spec.data_container)
 
 
 def _describe(
@@ -219,7 +228,7 @@ def _describe(
     field = handler.parsed_data_field
     if field is not None:
         body = operation["requestBody"]["content"][_JSON]
-        body["schema"] = by_type[field.annotation]
+        body["schema"] = by_type[_body_type(handler)]
         body["example"] = example_of(field.annotation)
         # An optional body (`T | None`) may be left out: the handler then sees None.
         operation["requestBody"]["required"] = type(None) not in typing.get_args(field.annotation)
@@ -237,9 +246,13 @@ def _describe(
     if method in IDEMPOTENT_METHODS and guarded:
         headers.update(_REPLAYED)
     for status, spec in _plain_responses(handler).items():
-        kind = _json_type(spec)
-        if kind is not None:
-            responses[str(status)]["content"] = {_JSON: {"schema": by_type[kind], "example": example_of(kind)}}
+        kind = _spec_type(spec)
+        if kind is None:
+            continue
+        content = responses[str(status)]["content"][getattr(spec.media_type, "value", spec.media_type)]
+        content["schema"] = by_type[kind]
+        if "examples" not in content:  # a stream's example is its text, given by the route
+            content["example"] = example_of(kind)
     for status in [s for s in responses if s.startswith(("4", "5")) and int(s) not in _plain_responses(handler)]:
         del responses[status]
     by_status: dict[int, dict[str, ErrorCode]] = {}

@@ -195,9 +195,9 @@ def _examples(doc: dict) -> list[tuple[str, dict, Any]]:
                 assert content, f"{method} {path} {status} has no content"
                 for media, item in content.items():
                     assert "example" in item or "examples" in item, f"{method} {path} {status} {media}"
-            if "application/json" in content and "example" in content["application/json"]:
-                item = content["application/json"]
-                found.append((f"{method} {path} {status}", item["schema"], item["example"]))
+            item = content.get("application/json", {})
+            values = [item["example"]] if "example" in item else [e["value"] for e in item.get("examples", {}).values()]
+            found += [(f"{method} {path} {status}", item["schema"], value) for value in values]
     return found
 
 

@@ -11,7 +11,7 @@ from app.http.pagination import DEFAULT_LIMIT, id_page
 from app.http.params import AgentId, Cursor, Limit, parse_id
 from app.http.routes.docs import errors
 from app.http.routes.statements import statement_page
-from app.http.schemas.agents import AgentMeOut, AgentPublicOut, AgentUpdateIn, RegisteredOut, RegisterIn
+from app.http.schemas.agents import AgentMeOut, AgentPublicOut, AgentUpdateBody, RegisteredOut, RegisterIn
 from app.http.schemas.credits import CreditsOut
 from app.http.schemas.tasks import MyClaimOut, MyTaskOut
 from app.http.security import agent_only, public
@@ -41,7 +41,7 @@ class AgentsController(Controller):
         responses=errors(CATEGORY_NOT_FOUND),
     )
     async def update_me(
-        self, data: JSONBody[AgentUpdateIn], principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
+        self, data: JSONBody[AgentUpdateBody], principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[AgentMeOut]:
         """Change the calling agent's profile (at least one field)."""
         changes = data.changes()

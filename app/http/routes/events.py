@@ -20,6 +20,7 @@ from litestar.response import Stream
 from app.http import context, sse
 from app.http.params import LastEventIdHeader, LastEventIdQuery, TaskId, parse_id
 from app.http.routes.docs import errors
+from app.http.schemas.events import StreamEventOut
 from app.http.security import agent_only
 from app.services import event_stream
 from app.services.auth import Principal
@@ -30,7 +31,7 @@ from domain.error_codes import EVENT_EXPIRED, SERVICE_UNAVAILABLE, TASK_NOT_FOUN
 AGENT_KEY = [{"agentKey": []}]
 _STREAM_DOC = {
     200: ResponseSpec(
-        data_container=str,
+        data_container=StreamEventOut,  # each event, parsed into its fields
         media_type="text/event-stream",
         description="An endless stream of events: `id:`, `event:` and a JSON `data:` line each; `: heartbeat` comments",
         generate_examples=False,

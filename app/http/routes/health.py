@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from litestar import Controller, Request, Response, get
 from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import Example
 
 from app.http import context
 from app.http.envelope import Envelope, ok
+from app.http.schemas.examples import envelope_example
 from app.http.schemas.health import HealthOut, ReadinessOut
 from app.services import health
 
@@ -27,6 +29,16 @@ class HealthController(Controller):
                 data_container=Envelope[ReadinessOut],
                 description="Not ready: the database does not answer, or its schema is not at the latest migration",
                 generate_examples=False,
+                examples=[
+                    Example(
+                        summary="Migrations not applied yet",
+                        value=envelope_example(
+                            ReadinessOut(
+                                status="not_ready", database=True, schema_revision="0006", expected_revision="0007"
+                            )
+                        ),
+                    )
+                ],
             )
         },
     )

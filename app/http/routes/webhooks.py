@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
+from msgspec import UNSET
 
 from app.http.envelope import Envelope, Paged, meta, ok
 from app.http.envelope import page as paged
@@ -21,7 +22,7 @@ from app.http.schemas.webhooks import (
     WebhookDeletedOut,
     WebhookIn,
     WebhookOut,
-    WebhookUpdateIn,
+    WebhookUpdateBody,
 )
 from app.http.security import agent_only
 from app.services import webhooks
@@ -116,14 +117,15 @@ class WebhooksController(Controller):
         self,
         request: Request,
         webhook_id: WebhookId,
-        data: JSONBody[WebhookUpdateIn],
+        data: JSONBody[WebhookUpdateBody],
         principal: NamedDependency[Principal],
         uow: NamedDependency[UnitOfWork],
     ) -> Envelope[WebhookOut]:
         """Change the URL or events, or switch the endpoint on (`is_active: true`, after it was disabled) or off."""
-        if data.url is None and data.events is None and data.is_active is None:
+        given = {name: value for name in data.__struct_fields__ if (value := getattr(data, name)) is not UNSET}
+        if not given:
             raise VALIDATION_ERROR.error("No valid fields to update", "Send at least one of: url, events, is_active.")
-        changes = WebhookChanges(url=data.url, events=data.events, is_active=data.is_active)
+        changes = WebhookChanges(**given)
         record = await webhooks.update(
             uow, principal.agent_id, _webhook_id(webhook_id), changes, check_url=_url_check(request)
         )

@@ -106,6 +106,10 @@ class AgentUpdateIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return {f: v for f in self.__struct_fields__ if (v := getattr(self, f)) is not UNSET}
 
 
+# A PATCH must change something: `{}` is refused (422), which the schema says with minProperties.
+AgentUpdateBody = Annotated[AgentUpdateIn, Meta(extra_json_schema={"minProperties": 1})]
+
+
 class RegisterIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: Annotated[str, Meta(pattern=r"^[a-zA-Z0-9_-]{3,30}$", description="3-30 letters, digits, _ or -")]
     description: Annotated[str, Meta(min_length=5, max_length=500)]

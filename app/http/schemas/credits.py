@@ -51,7 +51,16 @@ class CreditsOut(msgspec.Struct, kw_only=True):
 
 
 class CreditAdjustIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    amount: Annotated[int, Meta(ge=-1_000_000_000, le=1_000_000_000, description="positive grants, negative debits")]
+    # 0 is refused by the service (app.services.credits) with its own message; `not` documents it.
+    amount: Annotated[
+        int,
+        Meta(
+            ge=-1_000_000_000,
+            le=1_000_000_000,
+            description="positive grants, negative debits (not 0)",
+            extra_json_schema={"not": {"const": 0}},
+        ),
+    ]
     reason: Annotated[str, Meta(min_length=1, max_length=500)]
 
 

@@ -291,3 +291,8 @@ def example_of(wire_type: Any) -> Any:
     else:
         value = EXAMPLES[wire_type]
     return msgspec.to_builtins(value)
+
+
+def envelope_example(data: msgspec.Struct) -> Any:
+    """A success envelope around `data`, for a response a route documents itself."""
+    return msgspec.to_builtins(Envelope(data=data, meta=_META))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import msgspec
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
 from app.http.envelope import Meta as EnvelopeMeta
 from app.http.schemas.common import Timestamp
@@ -18,9 +18,21 @@ from domain.deliveries import (
     DeliveryStatus,
     WebhookRecord,
 )
+from domain.events import SUBSCRIBABLE
 
-Url = Annotated[str, Meta(min_length=1, max_length=2048, description="http(s) URL on the public internet")]
-EventNames = Annotated[list[str], Meta(min_length=1, max_length=32, description="Event types to receive")]
+# The pattern documents the first of the SSRF guard's checks (domain.webhooks), which refuses what it does not match.
+Url = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=2048,
+        description="http(s) URL on the public internet",
+        extra_json_schema={"pattern": "^[Hh][Tt][Tt][Pp][Ss]?://\\S+$"},
+    ),
+]
+# The service checks the names (app.services.webhooks.check_events, with its own message); the enum documents them.
+EventName = Annotated[str, Meta(extra_json_schema={"enum": list(SUBSCRIBABLE)})]
+EventNames = Annotated[list[EventName], Meta(min_length=1, max_length=32, description="Event types to receive")]
 
 
 class WebhookIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -29,10 +41,14 @@ class WebhookIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class WebhookUpdateIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    url: Url | None = None
-    events: EventNames | None = None
+    url: Url | UnsetType = UNSET
+    events: EventNames | UnsetType = UNSET
     # true re-enables a disabled endpoint with a clean failure streak; false switches it off.
-    is_active: bool | None = None
+    is_active: bool | UnsetType = UNSET
+
+
+# A PATCH must change something: `{}` is refused (422), which the schema says with minProperties.
+WebhookUpdateBody = Annotated[WebhookUpdateIn, Meta(extra_json_schema={"minProperties": 1})]
 
 
 class RotateSecretIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
