@@ -87,7 +87,7 @@ OPENAPI = OpenAPIConfig(
     use_handler_docstrings=True,
     create_examples=False,
     render_plugins=[
-        _render_the_document(RedocRenderPlugin)(path="/"),
+        _render_the_document(RedocRenderPlugin)(path=["/", "/redoc"]),
         _render_the_document(SwaggerRenderPlugin)(path="/swagger"),
         _render_the_document(JsonRenderPlugin)(),
     ],

@@ -9,6 +9,7 @@ import msgspec
 from msgspec import Meta
 
 from app.http.schemas.common import Timestamp
+from domain.error_codes import DUPLICATE_CLAIM, INVALID_CREDITS, SELF_CLAIM, TASK_NOT_FOUND, TASK_NOT_OPEN
 from domain.tasks import (
     ClaimRecord,
     ClaimStatus,
@@ -222,8 +223,14 @@ class BidWithdrawnOut(msgspec.Struct, kw_only=True):
     status: Literal["withdrawn"] = "withdrawn"
 
 
+# What one bid of a bulk request can fail with (domain.tasks.check_bid's checks, in its order); the rest of the
+# request goes on.
+BULK_ITEM_ERRORS = (TASK_NOT_FOUND, SELF_CLAIM, TASK_NOT_OPEN, INVALID_CREDITS, DUPLICATE_CLAIM)
+BulkItemCode = Literal[tuple(c.code for c in BULK_ITEM_ERRORS)]  # type: ignore[valid-type]
+
+
 class BulkErrorOut(msgspec.Struct, kw_only=True):
-    code: str
+    code: BulkItemCode
     message: str
 
 
