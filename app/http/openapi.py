@@ -10,7 +10,6 @@ error status lists the codes the operation can return (app.http.routes.docs), as
 from __future__ import annotations
 
 import copy
-import re
 import typing
 import weakref
 from typing import Annotated, Any
@@ -26,6 +25,7 @@ from litestar.routes import HTTPRoute
 from app import __version__
 from app.http.envelope import ErrorEnvelope
 from app.http.errors import status_for
+from app.http.openapi_components import only_referenced, tidy_names
 from app.http.routes.docs import ErrorResponse, declared_codes, implied_codes
 from app.http.schemas.examples import example_of
 from app.http.security import IDEMPOTENT_METHODS, public
@@ -155,49 +155,7 @@ def _build(app: Litestar) -> dict[str, Any]:
     for operation, method, handler in operations:
         _describe(operation, method, handler, by_type, shared)
     doc["components"]["responses"] = dict(sorted(shared.items()))
-    return _tidy_names(_only_referenced(doc))
-
-
-def _refs(value: Any) -> set[str]:
-    if isinstance(value, dict):
-        found = {value["$ref"]} if isinstance(value.get("$ref"), str) else set()
-        return found.union(*(_refs(v) for v in value.values()))
-    if isinstance(value, list):
-        return set().union(*(_refs(v) for v in value))
-    return set()
-
-
-def _only_referenced(doc: dict[str, Any]) -> dict[str, Any]:
-    """Drop the components nothing refers to (Litestar's own schemas of the types msgspec now describes)."""
-    schemas = doc["components"]["schemas"]
-    prefix = _REF.format(name="")
-    kept: set[str] = set()
-    roots = [doc["paths"], doc["components"].get("responses", {})]
-    pending = {ref.removeprefix(prefix) for ref in _refs(roots) if ref.startswith(prefix)}
-    while pending:
-        name = pending.pop()
-        kept.add(name)
-        pending |= {ref.removeprefix(prefix) for ref in _refs(schemas[name]) if ref.startswith(prefix)} - kept
-    doc["components"]["schemas"] = {name: schemas[name] for name in sorted(kept)}
-    return doc
-
-
-def _tidy_names(doc: dict[str, Any]) -> dict[str, Any]:
-    """`Paged_list_app.http.schemas.tasks.ClaimOut__` (msgspec names a generic by its argument's repr) reads as
-    `Paged_list_ClaimOut_`, unless two components would then share a name."""
-    names = list(doc["components"]["schemas"])
-    tidy = {name: _MODULE_PATH.sub("", name).replace("__", "_") for name in names}
-    if len(set(tidy.values())) < len(names):
-        return doc
-    text = msgspec.json.encode(doc).decode()
-    for old, new in tidy.items():
-        text = text.replace(f'"{_REF.format(name=old)}"', f'"{_REF.format(name=new)}"')
-    doc = msgspec.json.decode(text)
-    doc["components"]["schemas"] = {tidy[name]: schema for name, schema in sorted(doc["components"]["schemas"].items())}
-    return doc
-
-
-_MODULE_PATH = re.compile(r"(?<![A-Za-z])(?:[a-z]+\.)+(?=[A-Z])")
+    return tidy_names(only_referenced(doc))
 
 
 def _body_type(handler: HTTPRouteHandler) -> Any:
