@@ -76,6 +76,14 @@ ACCEPTED: tuple[Accepted, ...] = (
         reason="proposed_credits must be at most the task's budget (DESIGN §2): a bound set by another resource.",
     ),
     Accepted(
+        name="insufficient-credits",
+        check="positive_data_acceptance",
+        error_codes=("INSUFFICIENT_CREDITS",),
+        operations=frozenset({"createTask", "adjustOperatorCredits"}),
+        reason="A wallet never goes below zero (DESIGN §2): a budget or an admin debit larger than the balance is "
+        "refused, and the balance is state (the fuzzer's own debits move it), not schema.",
+    ),
+    Accepted(
         name="ssrf-guard",
         check="positive_data_acceptance",
         error_codes=("WEBHOOK_URL_FORBIDDEN",),
