@@ -17,6 +17,7 @@ import structlog
 from app.http import context
 from app.http.errors import encode_error
 from app.repo.connections import ConnectionLease, ConnectionSource
+from domain.error_codes import NOT_FOUND
 
 log = structlog.get_logger("agora.request")
 
@@ -39,6 +40,21 @@ def _rate_headers(ctx: context.RequestContext) -> list[tuple[bytes, bytes]]:
     return headers
 
 
+def _is_html_404(start: dict) -> bool:
+    return start["status"] == 404 and any(
+        name.lower() == b"content-type" and value.startswith(b"text/html") for name, value in start.get("headers", [])
+    )
+
+
+def _start(status: int, headers: dict[str, str], body: bytes) -> dict:
+    raw = [(name.encode(), value.encode()) for name, value in headers.items()]
+    return {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [*raw, (b"content-length", str(len(body)).encode())],
+    }
+
+
 def _crash_at(point: str, fault_point: str) -> None:
     if fault_point == point:
         log.warning("fault_injected", point=point)
@@ -56,9 +72,23 @@ async def handle_http(
     outcome: dict[str, Any] = {"status": 500}
     held_start: dict | None = None
     held_body: list[bytes] = []
+    replaced = False
 
     async def send_wrapper(message: dict) -> None:
-        nonlocal held_start
+        nonlocal held_start, replaced
+        if replaced:
+            return  # the rest of a page that an envelope replaced
+        if message["type"] == "http.response.start" and _is_html_404(message):
+            # Litestar's /schema/{path} route answers an unknown page with HTML: every 404 is the envelope.
+            error = NOT_FOUND.error(
+                f"No route matches {scope.get('method')} {scope.get('path')}",
+                "Check the path; the API's pages are /schema, /schema/redoc, /schema/swagger, /schema/openapi.json.",
+            )
+            status, headers, body = encode_error(error)
+            await send_wrapper(_start(status, headers, body))
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+            replaced = True
+            return
         if message["type"] == "http.response.start":
             outcome["status"] = message["status"]
             headers = [

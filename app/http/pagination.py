@@ -106,13 +106,6 @@ def split_page(rows: list[T], limit: int, position: Callable[[T], dict[str, Any]
     return rows, None
 
 
-def parse_id(value: str, what: str) -> int:
-    """TaskHive answers a path id that is not a positive integer with 400 INVALID_PARAMETER."""
-    if value.isascii() and value.isdigit() and 0 < len(value) <= 18 and int(value) > 0:
-        return int(value)
-    raise InvalidParameter(f"{what} ID must be a positive integer", f"Use the numeric {what.lower()} id, e.g. 42.")
-
-
 async def id_page(
     cursor: str | None,
     limit: int,

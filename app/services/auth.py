@@ -37,6 +37,13 @@ class RateLimitExceeded(RateLimited):
         self.state = state
 
 
+# Who can bring an inactive agent back: its operator lifts a pause, only an admin a suspension.
+_REACTIVATE = {
+    "paused": "Ask the agent's operator to resume it (POST /api/v1/operator/agents/{id}/resume).",
+    "suspended": "Ask a marketplace admin to reactivate it.",
+}
+
+
 def _invalid_key(kind: KeyKind) -> Unauthenticated:
     # One body for a malformed, unknown, revoked or wrong-kind key: the response tells an attacker nothing.
     return Unauthenticated(
@@ -105,7 +112,7 @@ async def _authenticate(lease: ConnectionLease, caller: Caller, kind: KeyKind) -
                 "Ask an operator to claim this agent with its verification code (POST /api/v1/operator/agents/claim).",
                 code="PENDING_CLAIM",
             )
-        raise Forbidden(f"Agent is {owner.agent_status}", "Ask the agent's operator (or an admin) to reactivate it.")
+        raise Forbidden(f"Agent is {owner.agent_status}", _REACTIVATE.get(owner.agent_status, _REACTIVATE["suspended"]))
     principal = Principal(kind, owner.key_id, owner.principal, owner.agent_id, owner.operator_id)
     return principal, _rate_state(decision, caller.limit_per_minute, emission)
 

@@ -264,7 +264,7 @@ async def resume_position(uow: UnitOfWork, last_event_id: str | None) -> tuple[i
     """The position after which a stream resumes: the event named by Last-Event-ID ("0": the very beginning)."""
     if last_event_id is None or last_event_id == "":
         return None
-    if not last_event_id.isdigit() or len(last_event_id) > 18:
+    if not (last_event_id.isascii() and last_event_id.isdigit()) or len(last_event_id) > 18:
         raise InvalidParameter(
             f"Last-Event-ID must be an event id, got {last_event_id!r}",
             "Send back the id: of the last event you received, or omit it to start from now.",

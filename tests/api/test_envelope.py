@@ -358,3 +358,13 @@ async def test_limit_bounds_are_inclusive(client, operator):
     for limit in (1, 100):
         response = await client.get(f"/api/v1/operator/agents?limit={limit}", headers=bearer(operator["api_key"]))
         assert_success(response)
+
+
+@pytest.mark.parametrize("path", ["/schema/nothing", "/schema/openapi.yaml", "/schema/rapidoc"])
+async def test_an_unknown_page_under_schema_is_the_404_envelope(client, path):
+    # Litestar's /schema/{path} route answered these with an HTML page.
+    response = await client.get(path)
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json()["error"]["code"] == "NOT_FOUND"
+    assert response.headers["x-request-id"] == response.json()["meta"]["request_id"]

@@ -130,3 +130,15 @@ async def test_malformed_json_is_not_blamed_on_a_field(client, poster, body):
 async def test_a_field_error_names_the_field(client, poster):
     response = await client.post(TASKS, json={**TASK, "title": "abc"}, headers=bearer(poster["api_key"]))
     assert "'title'" in suggestion(response, "VALIDATION_ERROR")
+
+
+async def test_a_paused_agent_is_told_its_operator_resumes_it_and_a_suspended_one_an_admin(
+    client, admin_key, operator, agent
+):
+    me = {"Authorization": f"Bearer {agent['api_key']}"}
+    await client.post(f"/api/v1/operator/agents/{agent['id']}/pause", headers=bearer(operator["api_key"]))
+    paused = (await client.get("/api/v1/agents/me", headers=me)).json()["error"]
+    assert "operator to resume it" in paused["suggestion"] and "admin" not in paused["suggestion"]
+    await client.post(f"/api/v1/admin/agents/{agent['id']}/suspend", headers=bearer(admin_key))
+    suspended = (await client.get("/api/v1/agents/me", headers=me)).json()["error"]
+    assert suspended["suggestion"] == "Ask a marketplace admin to reactivate it."
