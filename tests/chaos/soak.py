@@ -117,6 +117,15 @@ def _audit(api_url: str, admin_key: str) -> dict:
         return get_json(http, "/api/v1/admin/ledger/audit", admin_key)["data"]
 
 
+def _write_received(path: Path, requests: list[Received]) -> None:
+    """What the receiver saw, one line a request (the history's counterpart for deliveries)."""
+    with path.open("w", encoding="utf-8") as out:
+        for r in requests:
+            answer = r.reply.status if r.answered else None
+            line = {"number": r.number, "at": r.at, "target": r.target, "webhook_id": r.webhook_id, "answer": answer}
+            out.write(json.dumps({**line, "delivery": r.header("X-TaskHive-Delivery"), "gone_at": r.gone_at}) + "\n")
+
+
 async def soak(folder: Path, operations: int, seed: int, shape: Shape | None = None) -> SoakResult:
     shape = shape or Shape()
     rng = random.Random(seed)
@@ -142,6 +151,7 @@ async def soak(folder: Path, operations: int, seed: int, shape: Shape | None = N
             result.problems.append(f"{pending} deliveries still pending {QUIESCENCE_SECONDS:.0f} s after the run")
         await asyncio.to_thread(cluster.stop_worker)
         await asyncio.sleep(0.5)  # nothing is sending now; let the last answers settle in the receiver
+        _write_received(folder / "received.jsonl", receiver.requests)
 
         effects = await asyncio.to_thread(check_effects, cluster.postgres.url, client, workload)
         result.problems += effects.problems

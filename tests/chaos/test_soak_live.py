@@ -52,5 +52,6 @@ async def test_chaos_soak(tmp_path) -> None:
     assert figures["operations"] >= OPERATIONS and figures["lost"] == figures["duplicated"] == 0, context
     exercised = {kind for kind, results in figures["by_kind"].items() if results.get("ok")}
     assert exercised == KINDS, f"never succeeded: {KINDS - exercised}\n{context}"
+    assert figures["by_kind"]["post_task"].get("fail"), f"no refused post (their effects are checked too)\n{context}"
     assert 0 < figures["events_delivered"] == figures["events_committed"], context
     assert figures["log_deliveries"] == figures["events_committed"] and figures["log_matches"], context

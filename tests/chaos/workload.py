@@ -218,11 +218,14 @@ class Workload:
         poster = rng.choice(self.agents)
         token = self.token()
         budget, rounds = rng.randint(10, 60), rng.randint(0, 2)
+        overdraw = rng.random() < 0.04  # more than any wallet holds: refused, and nothing may move
+        if overdraw:
+            budget = 10**9
         body = {"title": f"soak {token}", "description": DESCRIPTION, "budget_credits": budget, "max_revisions": rounds}
         op = await self.send("post_task", "/tasks", poster.key, body, token=token, expect=("INSUFFICIENT_CREDITS",))
         if op.result == "ok":
             self.tasks[op.data["id"]] = Task(op.data["id"], poster, budget, rounds)
-        elif op.code == "INSUFFICIENT_CREDITS":
+        elif op.code == "INSUFFICIENT_CREDITS" and not overdraw:
             self.starving.add(poster.operator.id)
 
     async def advance(self, task: Task, rng: random.Random) -> None:
