@@ -8,63 +8,18 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
+from app.cli import data_keys
+from app.cli.common import database, emit, migrate_and_seal, run, with_uow
 from app.config import Settings, SettingsError, load_settings
-from app.crypto import KeyRing, SealError, new_key_entry
 from app.repo import migrate
-from app.repo.connections import ConnectionLease, PoolSource, open_pool
-from app.repo.database import load_keyring, resolve_database_url
-from app.services import admin, credits, operators, sealing
+from app.services import admin, credits, operators
 from app.services.agents import AgentProfile
-from app.services.uow import UnitOfWork
-
-T = TypeVar("T")
-
-
-def _database(settings: Settings) -> str:
-    return resolve_database_url(settings)
-
-
-async def _with_uow(url: str, use_case: Callable[[UnitOfWork], Awaitable[T]]) -> T:
-    pool = open_pool(url, min_size=1, max_size=1, statement_timeout_ms=60_000, name="agora-cli")
-    await pool.open(wait=True)
-    lease = ConnectionLease(PoolSource(pool))
-    try:
-        return await use_case(UnitOfWork(lease))
-    finally:
-        await lease.release()
-        await pool.close()
-
-
-def _run(settings: Settings, use_case: Callable[[UnitOfWork], Awaitable[T]]) -> T:
-    url = _database(settings)
-    migrate.upgrade(url)
-    return asyncio.run(_with_uow(url, use_case))
-
-
-def _keyring(settings: Settings) -> KeyRing:
-    try:
-        return load_keyring(settings)
-    except SettingsError as error:
-        raise SystemExit(f"agora: {error}") from None
-
-
-def _migrate_and_seal(settings: Settings) -> tuple[str, KeyRing]:
-    """Migrate, then seal what migration 0006 left in plaintext: how every process that serves starts."""
-    keyring = _keyring(settings)  # first: a start refused for want of a key changes nothing
-    url = _database(settings)
-    migrate.upgrade(url)
-    report = asyncio.run(_with_uow(url, lambda uow: sealing.seal_unsealed(uow.lease, keyring)))
-    if report.total:
-        print(f"sealed {report.total} stored secrets that migration 0006 left in plaintext", file=sys.stderr)
-    return url, keyring
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
-    url, _ = _migrate_and_seal(settings)
+    url, _ = migrate_and_seal(settings)
     print(f"database at revision {migrate.current_revision(url)}")
 
 
@@ -74,7 +29,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     from app.logging import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
-    url, keyring = _migrate_and_seal(settings)  # the embedded server stays up while this process lives
+    url, keyring = migrate_and_seal(settings)  # the embedded server stays up while this process lives
     os.environ["AGORA_DATABASE_URL"] = url  # workers join the same database instead of starting their own
     os.environ["AGORA_SECRET_KEY"] = keyring.to_text()  # ... and seal and open with the same key ring
     host = args.host or settings.host
@@ -106,20 +61,20 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
     from app.workers.webhook_dispatcher import run_standalone
 
     configure_logging(settings.log_level, settings.log_format)
-    url, keyring = _migrate_and_seal(settings)
+    url, keyring = migrate_and_seal(settings)
     settings = settings.with_overrides(secret_key=keyring.to_text())
     asyncio.run(run_standalone(settings, url, webhook_client(settings), once=args.once))
 
 
 def cmd_create_admin_key(settings: Settings, args: argparse.Namespace) -> None:
-    plaintext = _run(settings, lambda uow: admin.create_admin_key(uow, name=args.name))
+    plaintext = run(settings, lambda uow: admin.create_admin_key(uow, name=args.name))
     print(f"Admin key '{args.name}' created. It is shown once; store it now:")
     print(plaintext)
 
 
 def cmd_create_operator(settings: Settings, args: argparse.Namespace) -> None:
-    created = _run(settings, lambda uow: operators.create_operator(uow, name=args.name))
-    _emit(
+    created = run(settings, lambda uow: operators.create_operator(uow, name=args.name))
+    emit(
         args,
         {
             "id": created.operator.id,
@@ -133,8 +88,8 @@ def cmd_create_operator(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_create_agent(settings: Settings, args: argparse.Namespace) -> None:
     profile = AgentProfile(args.name, args.description, tuple(args.capability or ()), tuple(args.category or ()))
-    created = _run(settings, lambda uow: operators.create_agent(uow, operator_id=args.operator, profile=profile))
-    _emit(
+    created = run(settings, lambda uow: operators.create_agent(uow, operator_id=args.operator, profile=profile))
+    emit(
         args,
         {
             "id": created.agent.id,
@@ -147,7 +102,7 @@ def cmd_create_agent(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_grant(settings: Settings, args: argparse.Namespace) -> None:
-    posted = _run(
+    posted = run(
         settings,
         lambda uow: credits.adjust_operator(uow, operator_id=args.operator, amount=args.amount, reason=args.reason),
     )
@@ -166,7 +121,7 @@ def cmd_grant(settings: Settings, args: argparse.Namespace) -> None:
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> None:
     from app.services import audit
 
-    report = _run(settings, audit.run_audit)
+    report = run(settings, audit.run_audit)
     print(
         json.dumps(
             {
@@ -193,13 +148,13 @@ def cmd_bench_seed(settings: Settings, args: argparse.Namespace) -> None:
         )
     except ValueError as error:
         raise SystemExit(f"agora: {error}") from None
-    url = _database(settings)
+    url = database(settings)
     migrate.upgrade(url)
     try:
         summary = seed.seed(url, config, progress=not args.quiet)
     except NotEmpty as error:
         raise SystemExit(f"agora: {error}") from None
-    report = asyncio.run(_with_uow(url, audit.run_audit))
+    report = asyncio.run(with_uow(url, audit.run_audit))
     print(
         json.dumps(
             {
@@ -221,59 +176,8 @@ def cmd_bench_seed(settings: Settings, args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
-def cmd_secrets_new_key(settings: Settings, args: argparse.Namespace) -> None:
-    print(new_key_entry())
-
-
-def cmd_secrets_status(settings: Settings, args: argparse.Namespace) -> None:
-    keyring = _keyring(settings)
-    url = _database(settings)
-    migrate.upgrade(url)
-    census = asyncio.run(_with_uow(url, lambda uow: sealing.census(uow.lease)))
-    used = {key for counts in census.values() for key in counts}
-    unused = [key_id for key_id in keyring.key_ids[1:] if key_id not in used]
-    print(json.dumps({"sealing_key": keyring.primary_id, "values": census, "unused_keys": unused}, indent=2))
-
-
-def cmd_secrets_rotate(settings: Settings, args: argparse.Namespace) -> None:
-    """Re-seal everything under the ring's first key. With the data folder's key file: a new key first, then the
-    re-seal, then the old keys dropped. With AGORA_SECRET_KEY: the operator put the new key first; we re-seal and
-    name the old keys that nothing uses any more."""
-    from app.repo.database import embedded_users, key_file, uses_key_file, write_key_file
-
-    keyring = _keyring(settings)
-    url = _database(settings)
-    migrate.upgrade(url)
-    in_file = uses_key_file(settings)
-    if in_file:
-        if users := embedded_users(settings):
-            raise SystemExit(
-                f"agora: stop the processes using this data folder first (pids {users}): a running server keeps "
-                "the old key ring in memory, so it would seal new values under the old key and not open the new ones"
-            )
-        keyring = keyring.with_new_key()
-        write_key_file(key_file(settings), keyring.to_text(separator="\n") + "\n")
-    try:
-        report = asyncio.run(_with_uow(url, lambda uow: sealing.reseal_all(uow.lease, keyring)))
-    except SealError as error:  # e.g. a value under a key already removed from AGORA_SECRET_KEY
-        raise SystemExit(f"agora: {error}") from None
-    used = report.key_ids_in_use()
-    old = list(keyring.key_ids[1:])
-    summary = {"sealing_key": keyring.primary_id, "resealed": report.resealed, "values": report.census}
-    if used - {keyring.primary_id}:  # written meanwhile by a process that still seals with an old key
-        print(json.dumps({**summary, "old_keys_still_used": sorted(used - {keyring.primary_id})}, indent=2))
-        raise SystemExit("agora: some values are still sealed under old keys; restart every process, then run again")
-    if in_file:
-        write_key_file(key_file(settings), keyring.only_primary().to_text() + "\n")
-        print(json.dumps({**summary, "dropped_keys": old}, indent=2))
-    else:
-        print(json.dumps({**summary, "unused_keys": old}, indent=2))
-        if old:
-            print(f"Nothing is sealed under {', '.join(old)} now: remove them from AGORA_SECRET_KEY.", file=sys.stderr)
-
-
 def cmd_database_url(settings: Settings, args: argparse.Namespace) -> None:
-    print(_database(settings))
+    print(database(settings))
 
 
 def cmd_openapi(settings: Settings, args: argparse.Namespace) -> None:
@@ -290,12 +194,6 @@ def cmd_openapi(settings: Settings, args: argparse.Namespace) -> None:
     if args.errors:  # the error catalogue, from the same table as the document's error responses
         Path(args.errors).write_text(errors_markdown())
         print(f"wrote {args.errors}", file=sys.stderr)
-
-
-def _emit(args: argparse.Namespace, record: dict[str, Any], *, key: str) -> None:
-    """Print the record as JSON, then the key alone on the last line (easy to capture in scripts)."""
-    print(json.dumps(record))
-    print(key)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -355,16 +253,7 @@ def parser() -> argparse.ArgumentParser:
     bench_seed.add_argument("--quiet", action="store_true", help="no progress display")
     bench_seed.set_defaults(run=cmd_bench_seed)
 
-    keys = commands.add_parser("secrets", help="the data key that seals secrets at rest").add_subparsers(
-        dest="secrets_command", required=True
-    )
-    keys.add_parser("new-key", help="print a new random data key entry for AGORA_SECRET_KEY").set_defaults(
-        run=cmd_secrets_new_key
-    )
-    keys.add_parser("status", help="how many stored values each key seals").set_defaults(run=cmd_secrets_status)
-    keys.add_parser(
-        "rotate", help="re-seal every stored secret under the first key (the data folder's: a new key), drop the old"
-    ).set_defaults(run=cmd_secrets_rotate)
+    data_keys.add_commands(commands)
 
     db = commands.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
     db.add_parser("url", help="print the database URL (starting the embedded server if needed)").set_defaults(
@@ -392,7 +281,3 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(error, DomainError):
             raise SystemExit(f"agora: {error.code}: {error.message}") from None
         raise
-
-
-if __name__ == "__main__":
-    main()
