@@ -113,6 +113,9 @@ class RunResult:
     seconds: float
     dropped: list[dict] = field(default_factory=list)  # failures tests/fuzz/exceptions.py accepted
     peer_probes: int = 0  # reads object_level_authorization replayed as the other agent
+    # Errors the servers logged (a 500's traceback): these also catch the checks' own probe requests, which the
+    # hooks do not see.
+    server_log_errors: list[str] = field(default_factory=list)
     audit: dict = field(default_factory=dict)
 
     @property
@@ -127,7 +130,8 @@ class RunResult:
         statuses = Counter(call["status"] for call in self.calls)
         return (
             f"cases per phase {self.cases_per_phase}; {len(self.calls)} requests; statuses {dict(sorted(statuses.items()))}; "
-            f"{len(self.failures)} failures; {len(self.server_errors)} 5xx; exit codes {self.exit_codes}; "
+            f"{len(self.failures)} failures; {len(self.server_errors)} 5xx; "
+            f"{len(self.server_log_errors)} errors in the servers' log; exit codes {self.exit_codes}; "
             f"{self.peer_probes} peer probes; accepted by tests/fuzz/exceptions.py {dict(Counter(d['dropped'] for d in self.dropped))}; "
             f"audit ok={self.audit.get('ok')} violations={self.audit.get('violations')}; {self.seconds:.0f} s"
         )
@@ -328,6 +332,7 @@ def verdict(result: RunResult) -> list[str]:
         f"{f['operation']}: {f['check']} {f['title']} [{f['status']}] {f['body'][:200]}" for f in result.failures
     ]
     problems += [f"5xx from {call['operation']} ({call['phase']}): {call['status']}" for call in result.server_errors]
+    problems += [f"the servers logged: {line[:300]}" for line in result.server_log_errors]
     if not result.audit.get("ok"):
         problems.append(f"ledger audit not clean: {result.audit.get('violations')}")
     for phase in ("coverage", "fuzzing", "stateful"):
@@ -366,4 +371,18 @@ def fuzz(
             result.audit = audit(servers.urls[1], parties.admin_key)
         finally:
             servers.stop()
+    result.server_log_errors = server_log_errors(report_dir / "servers.log")
     return result
+
+
+def server_log_errors(path: Path) -> list[str]:
+    """The error-level lines of the servers' JSON log (an unhandled exception, a failed commit)."""
+    errors = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # uvicorn's own lines ("Invalid HTTP request received." for the fuzzer's raw bytes)
+        if isinstance(record, dict) and record.get("level") in ("error", "critical"):
+            errors.append(line)
+    return errors
