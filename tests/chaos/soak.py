@@ -21,7 +21,7 @@ import httpx
 import psycopg
 
 from tests.chaos.checker import FAULT_MARGIN_SECONDS, check_effects, check_requests, resolve_unknown
-from tests.chaos.cluster import Cluster
+from tests.chaos.cluster import Cluster, Fault
 from tests.chaos.deliveries import CHECKER_503, check_deliveries, get_json
 from tests.chaos.history import REQUEST_DEADLINE, Client
 from tests.chaos.workload import Shape, Workload
@@ -117,6 +117,12 @@ def _audit(api_url: str, admin_key: str) -> dict:
         return get_json(http, "/api/v1/admin/ledger/audit", admin_key)["data"]
 
 
+def _since(at: float, faults: list[Fault]) -> float | None:
+    """Seconds since the last fault before `at` had ended."""
+    ended = [at - f.ended for f in faults if f.ended <= at]
+    return round(min(ended), 1) if ended else None
+
+
 def _write_received(path: Path, requests: list[Received]) -> None:
     """What the receiver saw, one line a request (the history's counterpart for deliveries)."""
     with path.open("w", encoding="utf-8") as out:
@@ -130,6 +136,7 @@ async def soak(folder: Path, operations: int, seed: int, shape: Shape | None = N
     shape = shape or Shape()
     rng = random.Random(seed)
     result = SoakResult(seed, folder=folder)
+    CHECKER_503.clear()
     started = time.monotonic()
     cluster = await asyncio.to_thread(Cluster.start, folder)
     receiver = Receiver(respond=receiver_script(random.Random(rng.random())))
@@ -165,6 +172,11 @@ async def soak(folder: Path, operations: int, seed: int, shape: Shape | None = N
             result.problems.append(f"ledger audit: {audit['violations']}")
 
         ops = client.ops
+        late = [
+            r
+            for r in client.responses
+            if r.status == 503 and not any(f.started - 2 <= r.at <= f.ended + RECOVERY_SECONDS for f in cluster.faults)
+        ]
         near = sum(
             1
             for r in client.responses
@@ -188,13 +200,10 @@ async def soak(folder: Path, operations: int, seed: int, shape: Shape | None = N
             "statuses": dict(sorted(Counter(r.status for r in client.responses).items())),
             "server_errors_near_faults": near,
             # 503s are allowed (the client retries them), but PostgreSQL was back: a dead pooled connection.
-            "late_503": sum(
-                1
-                for r in client.responses
-                if r.status == 503
-                and not any(f.started - 2 <= r.at <= f.ended + RECOVERY_SECONDS for f in cluster.faults)
-            ),
+            "late_503": len(late),
+            "late_503_seconds_after_fault": [_since(r.at, cluster.faults) for r in late],
             "checker_503": len(CHECKER_503),
+            "checker_503_seconds_after_fault": [_since(at, cluster.faults) for at in CHECKER_503],
             "hung": len(client.hung),
             "api_kills": sum(f.kind == "api_kill" for f in cluster.faults),
             "pg_restarts": sum(f.kind == "pg_restart" for f in cluster.faults),
