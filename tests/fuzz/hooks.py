@@ -25,6 +25,7 @@ import uuid
 
 import schemathesis
 from schemathesis.core.parameters import ParameterLocation
+from schemathesis.generation.meta import negated_parameters
 
 from tests.fuzz.exceptions import accepted_for
 
@@ -100,12 +101,15 @@ def after_load_schema(context, schema):
 
 
 def _negative_header(case, name: str) -> bool:
-    """Whether the fuzzer generated this header on purpose as an invalid value (then it is kept)."""
+    """Whether the fuzzer made this header invalid on purpose (then its value is kept)."""
     meta = case.meta
-    return (
-        meta is not None
-        and meta.is_negative_at(ParameterLocation.HEADER)
-        and any(key.lower() == name.lower() for key in case.headers or {})
+    if meta is None or not meta.is_negative_at(ParameterLocation.HEADER):
+        return False
+    negated = [(parameter, location) for parameter, location in negated_parameters(meta)]
+    if not negated:  # a header mutation not attributed to one parameter: keep what was generated
+        return any(key.lower() == name.lower() for key in case.headers or {})
+    return any(
+        location == ParameterLocation.HEADER and parameter.lower() == name.lower() for parameter, location in negated
     )
 
 
@@ -170,6 +174,7 @@ def after_call(context, case, response):
         "operation": case.operation.label,
         "status": response.status_code,
         "key": _key_name(response.request.headers.get("Authorization")),
+        "code": _error(response).get("code") if response.status_code >= 400 else None,
         "elapsed": round(response.elapsed, 4),
     }
     if response.status_code >= 500:
