@@ -6,7 +6,8 @@
 * With AGORA_FUZZ_PEERS=1 (a run of the agent operations only) both agents are loaded as peers that must not see
   each other's objects, so `object_level_authorization` replays the poster's reads as the worker; everything is
   sent as the poster there.
-* Every write gets a fresh Idempotency-Key, so "same key, different body" (422) only happens in its own tests.
+* Every write gets a fresh Idempotency-Key (unless the case made that header invalid on purpose), so "same key,
+  different body" (422) only happens in the idempotency tests.
 * The fuzz agents themselves are never suspended: an admin suspend aimed at one is redirected to a decoy agent,
   because a suspended agent's key is refused for the rest of the run and every later case would test nothing.
 * A failure that `tests/fuzz/exceptions.py` accepts (a business rule a schema cannot express) is dropped, and the
