@@ -298,7 +298,12 @@ def run_schemathesis(
     def lane(steps: tuple[Step, ...], url: str) -> None:
         for step in steps:
             out, cache = report_dir / step.name, cache_dir / step.name
-            exit_codes[step.name] = _run_step(step, url, base_env, args, out, cache, timeout)
+            try:
+                exit_codes[step.name] = _run_step(step, url, base_env, args, out, cache, timeout)
+            except Exception as error:  # reported as this step's output; its missing JUnit report fails the run
+                exit_codes[step.name] = -1
+                out.mkdir(parents=True, exist_ok=True)
+                (out / "output.txt").write_text(f"the harness could not run this step: {error!r}\n", encoding="utf-8")
 
     threads = [
         threading.Thread(target=lane, args=(steps, servers.urls[index % len(servers.urls)]))
@@ -311,7 +316,8 @@ def run_schemathesis(
     failures, calls, outputs, dropped, probes = [], [], [], [], 0
     for step in (step for steps in LANES for step in steps):
         out = report_dir / step.name
-        outputs.append((out / "output.txt").read_text(encoding="utf-8"))
+        output = out / "output.txt"
+        outputs.append(output.read_text(encoding="utf-8") if output.exists() else f"{step.name}: no output")
         failures.extend(_junit_failures(out / "junit.xml"))
         log = out / "calls.ndjson"
         for line in log.read_text(encoding="utf-8").splitlines() if log.exists() else []:
