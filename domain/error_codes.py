@@ -188,7 +188,8 @@ INTERNAL_ERROR = ErrorCode(
 SERVICE_UNAVAILABLE = ErrorCode(
     "SERVICE_UNAVAILABLE",
     Unavailable,
-    "the database is unreachable, busy or timed out (nothing was committed: retry with the same Idempotency-Key), "
+    "the database is unreachable, busy or timed out (retry with the same Idempotency-Key: the write then runs "
+    "once, or its response is replayed if it committed before the failure), "
     "or event streams are not running in this process",
     taskhive=False,
 )

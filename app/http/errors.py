@@ -195,13 +195,32 @@ def http_error(request: Request, exc: HTTPException) -> Response:
     return _json(codes.INVALID_PARAMETER, detail, f"Check the request against {_SCHEMAS}.")
 
 
+# Serialization failures, deadlocks, lost connections and statement timeouts: the transaction rolled back, or, for
+# a connection lost during COMMIT, its outcome is unknown. Either way a retry with the same key is right: it runs
+# the write if it did not commit, and replays its response if it did.
+_RETRYABLE = (
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.DeadlockDetected,
+    psycopg.OperationalError,
+    psycopg.errors.QueryCanceled,
+    psycopg.errors.LockNotAvailable,
+    psycopg_pool.PoolTimeout,
+)
+_UNAVAILABLE_MESSAGE = "The database is unavailable or busy"
+_UNAVAILABLE_SUGGESTION = (
+    "Retry in a few seconds. A write is safe to retry with the same Idempotency-Key: it runs once, and if it "
+    "committed before the failure the retry returns its response."
+)
+_UNAVAILABLE_RETRY_AFTER = "2"
+
+
 def unavailable(request: Request, exc: Exception) -> Response:
     log.warning("database_unavailable", error=type(exc).__name__, detail=str(exc)[:200])
     return _json(
         codes.SERVICE_UNAVAILABLE,
-        "The database is unavailable or busy",
-        "Retry in a few seconds; nothing was committed (send a write again with the same Idempotency-Key).",
-        {"Retry-After": "2"},
+        _UNAVAILABLE_MESSAGE,
+        _UNAVAILABLE_SUGGESTION,
+        {"Retry-After": _UNAVAILABLE_RETRY_AFTER},
     )
 
 
@@ -217,15 +236,7 @@ def internal_error(request: Request, exc: Exception) -> Response:
 
 
 def retryable_database_error(request: Request, exc: psycopg.Error) -> Response:
-    # Serialization failures, deadlocks, lost connections and statement timeouts roll back whole: safe to retry.
-    if isinstance(
-        exc,
-        psycopg.errors.SerializationFailure
-        | psycopg.errors.DeadlockDetected
-        | psycopg.OperationalError
-        | psycopg.errors.QueryCanceled
-        | psycopg.errors.LockNotAvailable,
-    ):
+    if isinstance(exc, _RETRYABLE):
         return unavailable(request, exc)
     if isinstance(exc, psycopg.DataError):
         # Input the wire schema let through but PostgreSQL cannot store (a NUL character, an out-of-range number).
@@ -263,6 +274,10 @@ def encode_error(exc: Exception) -> tuple[int, dict[str, str], bytes]:
         if isinstance(exc, IdempotencyKeyInFlight):
             headers["retry-after"] = "1"
         return status_of(exc), headers, body
+    if isinstance(exc, _RETRYABLE):  # the database went away during the idempotent commit
+        log.warning("database_unavailable", error=type(exc).__name__, detail=str(exc)[:200])
+        body = msgspec.json.encode(error(codes.SERVICE_UNAVAILABLE.code, _UNAVAILABLE_MESSAGE, _UNAVAILABLE_SUGGESTION))
+        return 503, {"content-type": "application/json", "retry-after": _UNAVAILABLE_RETRY_AFTER}, body
     body = msgspec.json.encode(error(codes.INTERNAL_ERROR.code, _INTERNAL_MESSAGE, _INTERNAL_SUGGESTION))
     return 500, {"content-type": "application/json"}, body
 

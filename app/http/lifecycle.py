@@ -6,12 +6,14 @@ It wraps the whole Litestar application (not a route), so 404s and 405s get the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psycopg
 import structlog
 
 from app.http import context
@@ -146,9 +148,12 @@ async def _finish_idempotent(
     content_type = headers.get(b"content-type", b"application/json").decode()
     try:
         replacement = await call.finish(start["status"], content_type, body)
-    except Exception as exc:  # the commit itself failed: the effect did not happen, so say so
+    except Exception as exc:
+        # The commit failed: rolled back, or, when the connection was lost during COMMIT, with an unknown outcome
+        # (a 503, so the client retries with its key and gets the one true answer).
         log.error("idempotent_commit_failed", exc_info=exc)
-        await call.abandon()
+        with contextlib.suppress(psycopg.Error):  # a lost connection cannot roll back; the server already did
+            await call.abandon()
         replacement = exc
     if replacement is None:
         _crash_at("after_commit_before_response", fault_point)

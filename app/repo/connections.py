@@ -6,11 +6,13 @@ idempotency and the use case's transaction share it (fewest round trips, one che
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Protocol
 
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolClosed
 
 Connection = AsyncConnection[TupleRow]
 
@@ -55,12 +57,23 @@ class PoolSource:
 
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
+        self._check: asyncio.Task | None = None
 
     async def acquire(self) -> Connection:
         return await self.pool.getconn()
 
     async def release(self, connection: Connection) -> None:
+        broken = connection.broken
         await self.pool.putconn(connection)
+        if broken and (self._check is None or self._check.done()):
+            # One lost connection usually means PostgreSQL restarted: every idle one is dead too, and each would
+            # fail the next request that takes it. Check them all now, in the background, once.
+            self._check = asyncio.create_task(_check_idle(self.pool))
+
+
+async def _check_idle(pool: AsyncConnectionPool) -> None:
+    with contextlib.suppress(PoolClosed):  # the process is stopping: nothing left to check
+        await pool.check()
 
 
 class SharedConnectionSource:

@@ -16,15 +16,22 @@ from domain.events import Event, EventType
 async def claim_due(
     source: ConnectionSource, *, limit: int, per_endpoint: int, running: Mapping[int, int], lease_seconds: float
 ) -> list[DueDelivery]:
+    # A unit of work, so the claim commits durably: the worker sends what it claimed, and a claim an immediate
+    # crash forgot (the pool's statements commit asynchronously) was claimed again and sent twice under one
+    # attempt number, so the log listed fewer attempts than the receiver saw (the chaos soak's finding).
     lease = ConnectionLease(source)
+    uow = UnitOfWork(lease)
     try:
-        return await delivery_rows.claim_due(
-            await lease.connection(),
-            limit=limit,
-            per_endpoint=per_endpoint,
-            running=running,
-            lease_seconds=lease_seconds,
-        )
+        async with uow:
+            claimed = await delivery_rows.claim_due(
+                uow.connection,
+                limit=limit,
+                per_endpoint=per_endpoint,
+                running=running,
+                lease_seconds=lease_seconds,
+            )
+            await uow.commit()
+        return claimed
     finally:
         await lease.release()
 

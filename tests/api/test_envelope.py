@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -368,3 +369,16 @@ async def test_an_unknown_page_under_schema_is_the_404_envelope(client, path):
     assert response.headers["content-type"].startswith("application/json")
     assert response.json()["error"]["code"] == "NOT_FOUND"
     assert response.headers["x-request-id"] == response.json()["meta"]["request_id"]
+
+
+def test_a_database_lost_during_the_idempotent_commit_is_a_503_to_retry_not_a_500():
+    # The chaos soak saw 500 INTERNAL_ERROR when PostgreSQL died during an idempotent request's COMMIT; the
+    # outcome is unknown there, and a retry with the same key is exactly what the client should do.
+    import psycopg
+
+    from app.http.errors import encode_error
+
+    status, headers, body = encode_error(psycopg.OperationalError("server closed the connection unexpectedly"))
+    assert status == 503 and headers["retry-after"] == "2"
+    error = json.loads(body)["error"]
+    assert error["code"] == "SERVICE_UNAVAILABLE" and "same Idempotency-Key" in error["suggestion"]
