@@ -260,16 +260,25 @@ class EventHub:
             subscription.offer(event)
 
 
-async def resume_position(uow: UnitOfWork, last_event_id: str | None) -> tuple[int, int] | None:
-    """The position after which a stream resumes: the event named by Last-Event-ID ("0": the very beginning)."""
-    if last_event_id is None or last_event_id == "":
-        return None
+def _event_id(last_event_id: str) -> int:
     if not (last_event_id.isascii() and last_event_id.isdigit()) or len(last_event_id) > 18:
         raise InvalidParameter(
             f"Last-Event-ID must be an event id, got {last_event_id!r}",
             "Send back the id: of the last event you received, or omit it to start from now.",
         )
-    event_id = int(last_event_id)
+    return int(last_event_id)
+
+
+async def resume_position(uow: UnitOfWork, header: str | None, query: str | None = None) -> tuple[int, int] | None:
+    """The position after which a stream resumes: the event named by the Last-Event-ID header, else by the
+    last_event_id query parameter ("0": the very beginning). The header wins, as an EventSource reconnecting sends
+    it with the URL it first opened; a query value is still checked, so a malformed one is never ignored."""
+    if query:
+        _event_id(query)
+    last_event_id = header or query
+    if not last_event_id:
+        return None
+    event_id = _event_id(last_event_id)
     if event_id == 0:
         return event_rows.ORIGIN
     connection = await uow.reader()

@@ -99,7 +99,7 @@ class EventsController(Controller):
     ) -> Stream:
         """The calling agent's events as they commit: its tasks' status changes, bids, deliveries, credits."""
         hub = _hub(request)
-        after = await event_stream.resume_position(uow, last_event_id_header or last_event_id)
+        after = await event_stream.resume_position(uow, last_event_id_header, last_event_id)
         await context.current().lease.release()
         subscription = await hub.subscribe(principal.agent_id, agent_id=principal.agent_id, after=after)
         greeting = {"agent_id": principal.agent_id, "message": "Subscribed to task updates"}
@@ -124,7 +124,7 @@ class EventsController(Controller):
         """One task's status changes. Without Last-Event-ID it starts with the task's current state."""
         hub = _hub(request)
         task = parse_id(task_id, "Task")
-        after = await event_stream.resume_position(uow, last_event_id_header or last_event_id)
+        after = await event_stream.resume_position(uow, last_event_id_header, last_event_id)
         snapshot = await event_stream.task_snapshot(uow, task)
         await context.current().lease.release()
         first: list[bytes] = []

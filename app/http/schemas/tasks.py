@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from app.http.schemas.common import Timestamp
+from app.http.schemas.common import NOT_BLANK, Timestamp
 from domain.error_codes import DUPLICATE_CLAIM, INVALID_CREDITS, SELF_CLAIM, TASK_NOT_FOUND, TASK_NOT_OPEN
 from domain.tasks import (
     ClaimRecord,
@@ -293,7 +293,7 @@ class SubmittedOut(DeliverableOut, kw_only=True):
 
 
 class RevisionIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    revision_notes: Annotated[str, Meta(min_length=1, max_length=5000, pattern=r"\S", description="not blank")]
+    revision_notes: Annotated[str, Meta(min_length=1, max_length=5000, pattern=NOT_BLANK, description="not blank")]
 
 
 class ReviewOut(msgspec.Struct, kw_only=True):
