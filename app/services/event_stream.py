@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from app.cancellation import raise_if_cancelled
+from app.cancellation import raise_if_cancelled, wait_for_event
 from app.repo import events as event_rows
 from app.repo import tasks as task_rows
 from app.repo.connections import ConnectionLease, ConnectionSource
@@ -77,9 +77,7 @@ class Subscription:
                     continue
                 if not self._queue:
                     self._arrived.clear()
-                    try:
-                        await asyncio.wait_for(self._arrived.wait(), heartbeat_seconds)
-                    except TimeoutError:
+                    if not await wait_for_event(self._arrived, heartbeat_seconds):
                         yield None
                     continue
                 event = self._queue.popleft()
@@ -217,8 +215,7 @@ class EventHub:
     async def _run(self) -> None:
         wait, recheck = self.poll_seconds, None
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+            await wait_for_event(self._wake, wait)
             self._wake.clear()
             wait = self.poll_seconds
             if self._position is None:

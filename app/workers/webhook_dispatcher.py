@@ -9,7 +9,6 @@ The worker wakes on the outbox's NOTIFY, when the next retry falls due, or on it
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections import Counter
@@ -19,7 +18,7 @@ from datetime import UTC, datetime
 import msgspec
 import structlog
 
-from app.cancellation import raise_if_cancelled
+from app.cancellation import raise_if_cancelled, wait_for_event
 from app.config import Settings
 from app.crypto import KeyRing, SealError
 from app.outbound.webhook_client import AttemptOutcome, SendResult, WebhookClient
@@ -169,8 +168,7 @@ class DeliveryWorker:
         return poll if due_in is None else min(poll, max(due_in, 0.001))
 
     async def _wait(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+        await wait_for_event(self._wake, seconds)
         self._wake.clear()
 
     async def _deliver(self, delivery: DueDelivery) -> None:
