@@ -56,8 +56,10 @@ def forms(secret: str) -> list[str]:
     """How a secret could show in a dump or a log: as written, hex (bytea), base64, and its random part alone."""
     raw = secret.encode()
     shown = [secret, raw.hex(), base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode().rstrip("=")]
-    random_part = secret.split("_")[-1]
-    return [*shown, random_part]
+    # The part after a known prefix (splitting on "_" would cut a base64url data key, whose alphabet has "_", into
+    # fragments short enough to occur anywhere in a dump by chance).
+    prefix = next((p for p in ("th_agent_", "th_op_", "th_admin_", "whsec_") if secret.startswith(p)), "")
+    return [*shown, secret.removeprefix(prefix)]
 
 
 def leaked(secrets: dict[str, str], text: str) -> dict[str, list[str]]:
