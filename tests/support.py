@@ -18,9 +18,8 @@ from typing import IO, TypeVar
 import httpx
 
 from app.crypto import new_key_entry
-from app.repo.connections import ConnectionLease, PoolSource, open_pool
 from app.repo.database import embedded_server_url
-from app.services.uow import UnitOfWork
+from app.services.uow import UnitOfWork, on_own_connection
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,14 +54,7 @@ def sibling_database(database_url: str, name: str) -> str:
 
 async def run_committed_async(database_url: str, use_case: Callable[[UnitOfWork], Awaitable[T]]) -> T:
     """Run a service use case on its own connection so that its effects really commit."""
-    pool = open_pool(database_url, min_size=1, max_size=1, statement_timeout_ms=30_000, name="agora-test-setup")
-    await pool.open(wait=True)
-    lease = ConnectionLease(PoolSource(pool))
-    try:
-        return await use_case(UnitOfWork(lease))
-    finally:
-        await lease.release()
-        await pool.close()
+    return await on_own_connection(database_url, use_case, name="agora-test-setup", statement_timeout_ms=30_000)
 
 
 def run_committed(database_url: str, use_case: Callable[[UnitOfWork], Awaitable[T]]) -> T:

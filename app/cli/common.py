@@ -12,10 +12,9 @@ from typing import Any, TypeVar
 from app.config import Settings, SettingsError
 from app.crypto import KeyRing
 from app.repo import migrate
-from app.repo.connections import ConnectionLease, PoolSource, open_pool
 from app.repo.database import load_keyring, resolve_database_url
 from app.services import sealing
-from app.services.uow import UnitOfWork
+from app.services.uow import UnitOfWork, on_own_connection
 
 T = TypeVar("T")
 
@@ -25,14 +24,7 @@ def database(settings: Settings) -> str:
 
 
 async def with_uow(url: str, use_case: Callable[[UnitOfWork], Awaitable[T]]) -> T:
-    pool = open_pool(url, min_size=1, max_size=1, statement_timeout_ms=60_000, name="agora-cli")
-    await pool.open(wait=True)
-    lease = ConnectionLease(PoolSource(pool))
-    try:
-        return await use_case(UnitOfWork(lease))
-    finally:
-        await lease.release()
-        await pool.close()
+    return await on_own_connection(url, use_case, name="agora-cli", statement_timeout_ms=60_000)
 
 
 def run(settings: Settings, use_case: Callable[[UnitOfWork], Awaitable[T]]) -> T:

@@ -12,15 +12,17 @@ completed by the call once the response is rendered, so that the effect and its 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from app.repo import events as event_rows
 from app.repo import transactions
-from app.repo.connections import Connection, ConnectionLease
+from app.repo.connections import Connection, ConnectionLease, PoolSource, open_pool
 from domain.errors import DomainError
 from domain.events import Event, MatchRequest
+
+T = TypeVar("T")
 
 
 class TransactionHooks(Protocol):
@@ -132,3 +134,17 @@ class UnitOfWork:
     async def _rollback(self) -> None:
         if self._connection is not None:
             await transactions.rollback(self._connection, nested=self.lease.nested)
+
+
+async def on_own_connection(
+    url: str, use_case: Callable[[UnitOfWork], Awaitable[T]], *, name: str, statement_timeout_ms: int
+) -> T:
+    """Run one use case on a connection of its own (the command line, test setup): it commits for real."""
+    pool = open_pool(url, min_size=1, max_size=1, statement_timeout_ms=statement_timeout_ms, name=name)
+    await pool.open(wait=True)
+    lease = ConnectionLease(PoolSource(pool))
+    try:
+        return await use_case(UnitOfWork(lease))
+    finally:
+        await lease.release()
+        await pool.close()
