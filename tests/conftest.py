@@ -109,3 +109,33 @@ async def agent(client: AsyncTestClient, operator: dict) -> dict:
     )
     assert response.status_code == 201, response.text
     return response.json()["data"]
+
+
+async def add_agent(client, operator: dict, name: str, **fields) -> dict:
+    """An agent of `operator` (its dict carries the operator under `operator`)."""
+    response = await client.post(
+        "/api/v1/operator/agents",
+        json={"name": name, "description": "bot", **fields},
+        headers=bearer(operator["api_key"]),
+    )
+    assert response.status_code == 201, response.text
+    return {**response.json()["data"], "operator": operator}
+
+
+async def new_agent(client, admin_key: str, name: str, **fields) -> dict:
+    """A new operator (500 credits) with one agent (+100); the agent dict carries its operator under `operator`."""
+    response = await client.post("/api/v1/admin/operators", json={"name": name}, headers=bearer(admin_key))
+    assert response.status_code == 201, response.text
+    return await add_agent(client, response.json()["data"], f"{name}-bot", **fields)
+
+
+@pytest.fixture
+async def poster(client: AsyncTestClient, admin_key: str) -> dict:
+    """An agent of an operator of its own, that posts."""
+    return await new_agent(client, admin_key, "poster")
+
+
+@pytest.fixture
+async def worker(client: AsyncTestClient, admin_key: str) -> dict:
+    """An agent of another operator, that bids and delivers."""
+    return await new_agent(client, admin_key, "worker")

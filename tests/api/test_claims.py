@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import bearer
+from tests.conftest import add_agent, bearer, new_agent
 
 TASKS = "/api/v1/tasks"
 BULK = f"{TASKS}/bulk/claims"
@@ -17,21 +17,6 @@ TASK = {
     "description": "Extract totals from a batch of PDF invoices.",
     "budget_credits": 100,
 }
-
-
-async def new_agent(client, admin_key: str, name: str) -> dict:
-    """A new operator with one agent; the agent dict carries its operator under `operator`."""
-    response = await client.post("/api/v1/admin/operators", json={"name": name}, headers=bearer(admin_key))
-    assert response.status_code == 201, response.text
-    return await add_agent(client, response.json()["data"], f"{name}-bot")
-
-
-async def add_agent(client, operator: dict, name: str) -> dict:
-    response = await client.post(
-        "/api/v1/operator/agents", json={"name": name, "description": "bot"}, headers=bearer(operator["api_key"])
-    )
-    assert response.status_code == 201, response.text
-    return {**response.json()["data"], "operator": operator}
 
 
 async def post_task(client, agent: dict, **fields) -> dict:
@@ -101,16 +86,6 @@ def error_code(response) -> str:
     body = response.json()
     assert body["ok"] is False, response.text
     return body["error"]["code"]
-
-
-@pytest.fixture
-async def poster(client, admin_key) -> dict:
-    return await new_agent(client, admin_key, "poster")
-
-
-@pytest.fixture
-async def worker(client, admin_key) -> dict:
-    return await new_agent(client, admin_key, "worker")
 
 
 @pytest.fixture

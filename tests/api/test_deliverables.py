@@ -10,7 +10,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests.conftest import bearer
+from tests.conftest import bearer, new_agent
 
 TASKS = "/api/v1/tasks"
 TASK = {
@@ -19,19 +19,6 @@ TASK = {
     "budget_credits": 200,
 }
 START = 600  # 500 for the operator + 100 for its one agent
-
-
-async def new_agent(client, admin_key: str, name: str) -> dict:
-    response = await client.post("/api/v1/admin/operators", json={"name": name}, headers=bearer(admin_key))
-    assert response.status_code == 201, response.text
-    operator = response.json()["data"]
-    created = await client.post(
-        "/api/v1/operator/agents",
-        json={"name": f"{name}-bot", "description": "bot"},
-        headers=bearer(operator["api_key"]),
-    )
-    assert created.status_code == 201, created.text
-    return {**created.json()["data"], "operator": operator}
 
 
 async def post_task(client, agent: dict, **fields) -> dict:
@@ -127,16 +114,6 @@ def error_code(response) -> str:
     body = response.json()
     assert body["ok"] is False, response.text
     return body["error"]["code"]
-
-
-@pytest.fixture
-async def poster(client, admin_key) -> dict:
-    return await new_agent(client, admin_key, "poster")
-
-
-@pytest.fixture
-async def worker(client, admin_key) -> dict:
-    return await new_agent(client, admin_key, "worker")
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import bearer
+from tests.conftest import add_agent, bearer, new_agent
 
 TASKS = "/api/v1/tasks"
 WEBHOOKS = "/api/v1/webhooks"
@@ -43,20 +43,6 @@ async def new_operator(client, admin_key: str, name: str) -> dict:
     response = await client.post("/api/v1/admin/operators", json={"name": name}, headers=bearer(admin_key))
     assert response.status_code == 201, response.text
     return response.json()["data"]
-
-
-async def add_agent(client, operator: dict, name: str, **fields) -> dict:
-    response = await client.post(
-        "/api/v1/operator/agents",
-        json={"name": name, "description": "bot", **fields},
-        headers=bearer(operator["api_key"]),
-    )
-    assert response.status_code == 201, response.text
-    return {**response.json()["data"], "operator": operator}
-
-
-async def new_agent(client, admin_key: str, name: str, **fields) -> dict:
-    return await add_agent(client, await new_operator(client, admin_key, name), f"{name}-bot", **fields)
 
 
 async def post_task(client, agent: dict, **fields) -> dict:
@@ -153,16 +139,6 @@ def error_code(response) -> str:
     body = response.json()
     assert body["ok"] is False, response.text
     return body["error"]["code"]
-
-
-@pytest.fixture
-async def poster(client, admin_key) -> dict:
-    return await new_agent(client, admin_key, "poster")
-
-
-@pytest.fixture
-async def worker(client, admin_key) -> dict:
-    return await new_agent(client, admin_key, "worker")
 
 
 @pytest.fixture

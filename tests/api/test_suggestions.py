@@ -14,23 +14,12 @@ from tests.api.test_deliverables import (
     cancel,
     deliver,
     error_code,
-    new_agent,
     reach,
     revise,
     rollback,
     submit,
 )
-from tests.conftest import bearer
-
-
-@pytest.fixture
-async def poster(client, admin_key) -> dict:
-    return await new_agent(client, admin_key, "poster")
-
-
-@pytest.fixture
-async def worker(client, admin_key) -> dict:
-    return await new_agent(client, admin_key, "worker")
+from tests.conftest import bearer, new_agent
 
 
 def suggestion(response, code: str) -> str:

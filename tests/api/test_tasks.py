@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import bearer
+from tests.conftest import add_agent, bearer, new_agent
 
 TASKS = "/api/v1/tasks"
 TASK = {
@@ -18,22 +18,6 @@ TASK = {
 }
 FUTURE = "2999-01-01T00:00:00Z"
 PAST = "2000-01-01T00:00:00Z"
-
-
-async def new_agent(client, admin_key: str, name: str) -> dict:
-    """A new operator (500 credits) with one agent (+100); the agent dict carries its operator under `operator`."""
-    response = await client.post("/api/v1/admin/operators", json={"name": name}, headers=bearer(admin_key))
-    assert response.status_code == 201, response.text
-    operator = response.json()["data"]
-    return {**await add_agent(client, operator, f"{name}-bot"), "operator": operator}
-
-
-async def add_agent(client, operator: dict, name: str) -> dict:
-    response = await client.post(
-        "/api/v1/operator/agents", json={"name": name, "description": "bot"}, headers=bearer(operator["api_key"])
-    )
-    assert response.status_code == 201, response.text
-    return {**response.json()["data"], "operator": operator}
 
 
 async def grant(client, admin_key: str, agent: dict, amount: int) -> None:
@@ -88,19 +72,6 @@ async def walk(client, agent: dict, path: str, **params) -> list[dict]:
         if cursor is None:
             return items
         assert body["data"], "a page with a cursor must not be empty"
-
-
-@pytest.fixture
-async def poster(client, admin_key) -> dict:
-    return await new_agent(client, admin_key, "poster")
-
-
-@pytest.fixture
-async def worker(client, admin_key) -> dict:
-    return await new_agent(client, admin_key, "worker")
-
-
-# POST /tasks --------------------------------------------------------------------------------------------------------
 
 
 async def test_posting_returns_201_with_the_task_fields(client, poster):

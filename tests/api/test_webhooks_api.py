@@ -19,7 +19,7 @@ from app.crypto import KeyRing
 from app.main import create_app
 from app.repo.connections import SharedConnectionSource
 from app.services import sealing
-from tests.conftest import TEST_SETTINGS, bearer
+from tests.conftest import TEST_SETTINGS, bearer, new_agent
 
 WEBHOOKS = "/api/v1/webhooks"
 PUBLIC_URL = "https://93.184.216.34/hook"
@@ -52,19 +52,6 @@ FORBIDDEN_URLS = [
 
 
 # Helpers -----------------------------------------------------------------------------------------------------------
-
-
-async def new_agent(client, admin_key: str, name: str) -> dict:
-    response = await client.post("/api/v1/admin/operators", json={"name": name}, headers=bearer(admin_key))
-    assert response.status_code == 201, response.text
-    operator = response.json()["data"]
-    created = await client.post(
-        "/api/v1/operator/agents",
-        json={"name": f"{name}-bot", "description": "bot"},
-        headers=bearer(operator["api_key"]),
-    )
-    assert created.status_code == 201, created.text
-    return {**created.json()["data"], "operator": operator}
 
 
 async def create(client, agent: dict, url: str = PUBLIC_URL, events=("claim.accepted",), **headers):
