@@ -32,14 +32,19 @@ _LIST_FIELD = "l"  # the payload field that holds the list's digest
 _PAGE_PARAMETERS = frozenset({"cursor", "limit"})  # the same list, whatever page and page size
 
 
+def list_digest(principal: str, path_template: str, path_params: dict[str, Any], query: list[tuple[str, str]]) -> str:
+    """Which list a cursor belongs to: who asked, the route, its path parameters and its query but the page's own."""
+    kept = sorted((name, value) for name, value in query if name not in _PAGE_PARAMETERS)
+    identity = msgspec.json.encode([principal, path_template, sorted((n, str(v)) for n, v in path_params.items()), kept])
+    return base64.urlsafe_b64encode(hashlib.sha256(identity).digest()[:9]).decode()
+
+
 def bind_list(request: Request) -> None:
     """before_request: record which list this request reads, for the cursors it mints and accepts."""
     ctx = context.current()
     principal = ctx.principal.name if ctx.principal else "anonymous"
-    path_params = sorted((name, str(value)) for name, value in request.path_params.items())
-    query = sorted((name, value) for name, value in request.query_params.multi_items() if name not in _PAGE_PARAMETERS)
-    identity = msgspec.json.encode([principal, request.scope.get("path_template"), path_params, query])
-    ctx.list_digest = base64.urlsafe_b64encode(hashlib.sha256(identity).digest()[:9]).decode()
+    template = request.scope.get("path_template") or ""
+    ctx.list_digest = list_digest(principal, template, request.path_params, request.query_params.multi_items())
     ctx.keyring = request.app.state.keyring
 
 
@@ -61,10 +66,15 @@ def _tag(key: bytes, payload: bytes) -> bytes:
     return hmac.new(key, payload, hashlib.sha256).digest()[:_TAG_BYTES]
 
 
+def mint_cursor(keyring: Any, digest: str, position: dict[str, Any]) -> str:
+    """The cursor for `position` in the list `digest` names (see list_digest), signed under `keyring`."""
+    payload = msgspec.json.encode({**position, _LIST_FIELD: digest})
+    return f"{_b64(payload)}.{_b64(_tag(_cursor_key(keyring), payload))}"
+
+
 def encode_cursor(position: dict[str, Any]) -> str:
     ctx = context.current()
-    payload = msgspec.json.encode({**position, _LIST_FIELD: ctx.list_digest})
-    return f"{_b64(payload)}.{_b64(_tag(_cursor_key(ctx.keyring), payload))}"
+    return mint_cursor(ctx.keyring, ctx.list_digest, position)
 
 
 def _restart(message: str) -> InvalidParameter:

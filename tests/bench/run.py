@@ -36,6 +36,7 @@ from pathlib import Path
 
 import psycopg
 
+from app.crypto import KeyRing, new_key_entry
 from app.repo import migrate
 from app.repo.database import embedded_server_url
 from tests.bench import reads, replay, writes
@@ -56,6 +57,9 @@ from tests.bench.report import git_sha, machine, median_runs, table, targets, ve
 DATABASE = "agora_bench"
 RUN_DATABASE = "agora_bench_run"
 SHARED_BUFFERS = "1GB"
+# The servers' data key: the one the caller set, else one made for this run. The harness mints the deep page's
+# cursors under it, as the server would.
+SECRET_KEY = os.environ.get("AGORA_SECRET_KEY") or new_key_entry()
 WRITE_RATE_CAP = 2000  # requests prepared per second of a write run; a faster run runs out and shows errors
 
 
@@ -85,7 +89,7 @@ def ensure_seeded(data_dir: Path, tasks: int) -> str:
     if not sys.stderr.isatty():
         command.append("--quiet")
     subprocess.run(
-        command, cwd=ROOT, env={**os.environ, "AGORA_DATABASE_URL": url}, check=True, stdout=subprocess.DEVNULL
+        command, cwd=ROOT, env={**os.environ, "AGORA_DATABASE_URL": url, "AGORA_SECRET_KEY": SECRET_KEY}, check=True, stdout=subprocess.DEVNULL
     )
     marker.write_text(json.dumps(wanted))
     return url
@@ -143,6 +147,7 @@ def drop_copy(pristine: str) -> None:
 def agora_env(url: str, count: int) -> dict[str, str]:
     return {
         "AGORA_DATABASE_URL": url,
+        "AGORA_SECRET_KEY": SECRET_KEY,
         "AGORA_RATE_LIMIT_PER_MINUTE": "1000000",
         "AGORA_WEBHOOK_WORKER": "false",
         "AGORA_LOG_LEVEL": "warning",
@@ -340,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     pristine = ensure_seeded(args.data_dir.resolve(), args.tasks)
     tune(pristine)
-    f = reads.fixtures(pristine)
+    f = reads.fixtures(pristine, KeyRing.parse(SECRET_KEY))
     print(
         f"dataset: {args.tasks:,} tasks, {f.open_tasks:,} open; deep page after {f.deep_offset:,} rows; "
         f"search terms selective {f.selective}, broad {f.broad}",
