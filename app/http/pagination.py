@@ -35,7 +35,9 @@ _PAGE_PARAMETERS = frozenset({"cursor", "limit"})  # the same list, whatever pag
 def list_digest(principal: str, path_template: str, path_params: dict[str, Any], query: list[tuple[str, str]]) -> str:
     """Which list a cursor belongs to: who asked, the route, its path parameters and its query but the page's own."""
     kept = sorted((name, value) for name, value in query if name not in _PAGE_PARAMETERS)
-    identity = msgspec.json.encode([principal, path_template, sorted((n, str(v)) for n, v in path_params.items()), kept])
+    identity = msgspec.json.encode(
+        [principal, path_template, sorted((n, str(v)) for n, v in path_params.items()), kept]
+    )
     return base64.urlsafe_b64encode(hashlib.sha256(identity).digest()[:9]).decode()
 
 

@@ -89,7 +89,11 @@ def ensure_seeded(data_dir: Path, tasks: int) -> str:
     if not sys.stderr.isatty():
         command.append("--quiet")
     subprocess.run(
-        command, cwd=ROOT, env={**os.environ, "AGORA_DATABASE_URL": url, "AGORA_SECRET_KEY": SECRET_KEY}, check=True, stdout=subprocess.DEVNULL
+        command,
+        cwd=ROOT,
+        env={**os.environ, "AGORA_DATABASE_URL": url, "AGORA_SECRET_KEY": SECRET_KEY},
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     marker.write_text(json.dumps(wanted))
     return url
