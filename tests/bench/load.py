@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -22,14 +23,63 @@ ROOT = Path(__file__).resolve().parents[2]
 CONNECTIONS = 32
 THREADS = 2
 WRK = "wrk"
-# wrk's setup() runs once per thread in the main Lua state; numbering the threads lets
-# each one seed its generator or pick its own slice of the requests.
-LUA_THREAD_NUMBERS = """local threads = 0
+# Every script ends with this (it wraps the script's request()). setup() numbers the threads (so each can seed its
+# generator or take its own slice of the requests) and keeps them; response() counts the successful answers (2xx,
+# and on Agora the `"ok":true` envelope) and notes when the last one came; done() prints "successful: N in S s",
+# S from the first request sent to the last success received. wrk's own Requests/sec counts
+# every answer over the whole -d, also errors and the idle rest of a run whose requests ran out (a thread that has
+# sent its last one calls wrk.thread:stop()); the harness scores N / S instead. The clock is CLOCK_MONOTONIC
+# through LuaJIT's FFI: Lua's own os.time() has whole seconds.
+LUA_COUNTING = """local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clock_id, bench_timespec *tp);
+]]
+local clock = ffi.new("bench_timespec")
+local function now()
+  ffi.C.clock_gettime(1, clock)
+  return tonumber(clock.tv_sec) + tonumber(clock.tv_nsec) / 1e9
+end
+local threads = {}
 function setup(thread)
-  threads = threads + 1
-  thread:set("thread_number", threads)
+  table.insert(threads, thread)
+  thread:set("thread_number", #threads)
+end
+successful, fillers, started, last_success = 0, 0, nil, nil
+local scenario_request = request
+function request()
+  if started == nil then started = now() end
+  return scenario_request()
+end
+function response(status, headers, body)
+  if filler_prefix ~= nil and string.sub(body, 1, #filler_prefix) == filler_prefix then
+    fillers = fillers + 1
+  elseif status >= 200 and status < 300 and (success_marker == nil or string.find(body, success_marker, 1, true)) then
+    successful = successful + 1
+    last_success = now()
+  end
+end
+function done(summary, latency, requests)
+  local total, filled, first, final = 0, 0, nil, nil
+  for _, thread in ipairs(threads) do
+    total = total + thread:get("successful")
+    filled = filled + thread:get("fillers")
+    local began, ended = thread:get("started"), thread:get("last_success")
+    if began ~= nil and (first == nil or began < first) then first = began end
+    if ended ~= nil and (final == nil or ended > final) then final = ended end
+  end
+  local seconds = (first and final) and (final - first) or 0
+  io.write(string.format("successful: %d in %.3f s, fillers %d\\n", total, seconds, filled))
 end
 """
+AGORA_SUCCESS = '"ok":true'  # the envelope of every successful Agora answer (the ceiling app has none)
+
+
+def lua_success_marker(marker: str | None, *, filler_prefix: str | None = None) -> str:
+    """The Lua lines that set what a successful body must contain (None: any 2xx is a success), and how the
+    filler answers a write script's stopped threads get begin (they are left out of every count)."""
+    lines = f"success_marker = {'nil' if marker is None else json.dumps(marker)}\n"
+    return lines + f"filler_prefix = {'nil' if filler_prefix is None else json.dumps(filler_prefix)}\n"
 
 
 @dataclass
@@ -38,13 +88,15 @@ class Run:
     target: str  # "agora", "ceiling" (raw endpoint or plain JSON) or "pgbench" (the replayed statements)
     processes: int
     requests: int = 0
-    seconds: float = 0.0
+    seconds: float | None = None  # from the first request to the last success (None: pgbench, whose tps is its own)
     rps: float = 0.0
     p50_ms: float | None = None
     p99_ms: float | None = None
     max_ms: float | None = None
     non_2xx: int = 0
     socket_errors: int = 0
+    failed: int = 0  # answers that were not successes: non-2xx, or (on Agora) 2xx without the `ok` envelope
+    prepared: int | None = None  # write scenarios: the distinct requests the timed run had to send
     peak_rss_mb: list[float] = field(default_factory=list)
     wrk_cpu_s: float = 0.0
     cpu_busy_pct: float | None = None
@@ -55,7 +107,7 @@ class Run:
 
     @property
     def errors(self) -> int:
-        return self.non_2xx + self.socket_errors
+        return self.failed + self.socket_errors
 
 
 @dataclass
@@ -138,11 +190,16 @@ def _ms(text: str) -> float:
 
 
 def parse_wrk(output: str, run: Run) -> None:
-    if match := re.search(r"Requests/sec:\s+([\d.]+)", output):
-        run.rps = float(match.group(1))
-    if match := re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", output):
-        run.requests = int(match.group(1))
-        run.seconds = _ms(match.group(2) + match.group(3)) / 1000
+    answered = int(match.group(1)) if (match := re.search(r"(\d+) requests in", output)) else 0
+    if match := re.search(r"^successful: (\d+) in ([\d.]+) s, fillers (\d+)$", output, re.MULTILINE):
+        successful, run.seconds, fillers = int(match.group(1)), float(match.group(2)), int(match.group(3))
+        run.requests = answered - fillers
+        run.failed = run.requests - successful
+        run.rps = round(successful / run.seconds, 1) if run.seconds > 0 else 0.0
+    else:
+        raise SystemExit(
+            f"bench: wrk printed no count of successful answers (is LUA_COUNTING in the script?):\n{output}"
+        )
     if match := re.search(r"^\s+50%\s+(\S+)", output, re.MULTILINE):
         run.p50_ms = _ms(match.group(1))
     if match := re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE):

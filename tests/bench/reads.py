@@ -18,7 +18,7 @@ import psycopg
 from app.bench.dataset import agent_key
 from app.crypto import KeyRing
 from app.http.pagination import list_digest, mint_cursor
-from tests.bench.load import LUA_THREAD_NUMBERS
+from tests.bench.load import AGORA_SUCCESS, LUA_COUNTING, lua_success_marker
 
 PAGE = 20
 DEEP_ROWS = 10_000
@@ -162,7 +162,7 @@ keys = {_lua_list(f.keys if authenticated else [])}
 cursors = {_lua_list(f.deep_cursors if authenticated else [])}
 selective = {_lua_list(sorted(f.selective))}
 broad = {_lua_list(sorted(f.broad))}
-{LUA_THREAD_NUMBERS}function init(args)
+{lua_success_marker(AGORA_SUCCESS if authenticated else None)}function init(args)
   math.randomseed(os.time() * 7919 + (thread_number or 0))
 end
 function request()
@@ -170,7 +170,7 @@ function request()
   {auth}
   return wrk.format("GET", {path_expression}, headers)
 end
-"""
+{LUA_COUNTING}"""
     script = folder / (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".lua")
     script.write_text(text)
     return script

@@ -94,16 +94,17 @@ def median_runs(runs: list[Run]) -> list[Run]:
 
 def table(runs: list[Run]) -> str:
     lines = [
-        "| scenario | processes | side | req/s | p50 ms | p99 ms | max ms | errors | statements / round trips "
+        "| scenario | processes | side | req/s | timed s | p50 ms | p99 ms | max ms | errors | statements / round trips "
         "| ratio to ceiling | peak RSS MB/process | wrk CPU s | CPU busy % |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         rss = " / ".join(f"{mb:.0f}" for mb in run.peak_rss_mb) or "-"
         errors = f"**{run.errors}**" if run.errors else "0"
         sql = "-" if run.statements is None else f"{run.statements:.1f} / {run.round_trips:.1f}"
         lines.append(
-            f"| {run.scenario} | {run.processes} | {run.target} | {run.rps:.0f} | {_fmt(run.p50_ms)} | "
+            f"| {run.scenario} | {run.processes} | {run.target} | {run.rps:.0f} | {_fmt(run.seconds, 1)} | "
+            f"{_fmt(run.p50_ms)} | "
             f"{_fmt(run.p99_ms)} | {_fmt(run.max_ms, 0)} | {errors} | {sql} | {_fmt(run.ratio)} | {rss} | "
             f"{run.wrk_cpu_s:.1f} | {_fmt(run.cpu_busy_pct, 0)} |"
         )
@@ -227,6 +228,9 @@ def write_results(folder: Path, report: dict, runs: list[Run], checks: list[str]
         f"Each row is the median of {report['config']['repeat']} repetition(s), each on a fresh copy of the seeded "
         "database.",
         "",
+        "Req/s counts successful answers only (2xx, with the `ok: true` envelope on Agora) over the time from the first "
+        "request to the last success (a write run whose prepared requests run out ends early: `timed s` shows it); a "
+        "row with any failed request or socket error has no ratio and fails the run. "
         "Ratio = Agora's req/s / its ceiling's. Reads: the ceiling app with the same process count, one raw psycopg "
         "query serving the same rows, no auth (the plain JSON row is the framework's own ceiling). Writes: pgbench "
         f"({CONNECTIONS} clients, -M prepared) replaying the statements Agora sent for that request (captured with "

@@ -60,7 +60,7 @@ SHARED_BUFFERS = "1GB"
 # The servers' data key: the one the caller set, else one made for this run. The harness mints the deep page's
 # cursors under it, as the server would.
 SECRET_KEY = os.environ.get("AGORA_SECRET_KEY") or new_key_entry()
-WRITE_RATE_CAP = 2000  # requests prepared per second of a write run; a faster run runs out and shows errors
+WRITE_HEADROOM = 1.5  # a write run prepares requests for this times its ceiling's rate (see measure_writes)
 
 
 # ---------------------------------------------------------------------------------------------------- the dataset
@@ -217,11 +217,30 @@ def write_ceilings(url: str, requests: int, folder: Path) -> tuple[list[Run], di
 # ---------------------------------------------------------------------------------------------------- one repetition
 
 
-def measure_writes(server: Server, url: str, count: int, folder: Path, args: argparse.Namespace) -> list[Run]:
+def smallest_tasks(tasks: int, prepared: int, needed: int) -> int:
+    """The --tasks that would prepare `needed` requests where `tasks` prepared `prepared` (targets grow with the
+    dataset), rounded up to 10,000."""
+    return math.ceil(tasks * needed / max(prepared, 1) / 10_000) * 10_000
+
+
+def measure_writes(
+    server: Server, url: str, count: int, folder: Path, args: argparse.Namespace, ceilings: dict[str, replay.Ceiling]
+) -> list[Run]:
+    writes.check_filler(server.url)
     runs = []
     for scenario in writes.SCENARIOS:
-        wanted = WRITE_RATE_CAP * (args.warmup + args.duration)
-        chosen = writes.choose(url, scenario, wanted)
+        # Agora cannot outrun pgbench replaying its own statements; the headroom covers a run that comes close.
+        rate = ceilings[scenario.name].tps * WRITE_HEADROOM
+        needed = math.ceil(rate * (args.warmup + args.duration))
+        chosen = writes.choose(url, scenario, needed)
+        if len(chosen) < needed:
+            print(
+                f"  {scenario.name} x{count}: {len(chosen):,} requests prepared of the {needed:,} a whole run needs "
+                f"(up to {rate:.0f} req/s for {args.warmup + args.duration} s): it may end early, and is then "
+                f"scored over the time it ran; --tasks {smallest_tasks(args.tasks, len(chosen), needed):,} "
+                "prepares enough",
+                flush=True,
+            )
         warm = math.ceil(len(chosen) * args.warmup / (args.warmup + args.duration))
         stem = f"agora-{count}-{scenario.name.replace(' ', '-')}"
         warm_script = writes.lua_script(folder / f"{stem}-warmup.lua", chosen[:warm], THREADS)
@@ -229,7 +248,10 @@ def measure_writes(server: Server, url: str, count: int, folder: Path, args: arg
         run = measure(
             server, scenario.name, "agora", script, seconds=args.duration, warmup=args.warmup, warmup_script=warm_script
         )
-        run.note = f"{len(chosen) - warm:,} requests prepared for the timed run"
+        run.prepared = len(chosen) - warm
+        run.note = f"{run.prepared:,} requests prepared for the timed run"
+        if (run.seconds or 0) < 0.9 * args.duration:
+            run.note += f"; they ran out after {run.seconds:.1f} s of {args.duration} s"
         runs.append(run)
     return runs
 
@@ -253,7 +275,7 @@ def fanout(url: str, counts: list[int], deliveries: int) -> list[Run]:
 
     fields = set(Run.__dataclass_fields__)
     return [
-        Run(**{k: v for k, v in row.items() if k in fields})
+        Run(**{k: v for k, v in row.items() if k in fields}, failed=row["errors"])
         for row in fanout_runs(url, processes=counts, deliveries=deliveries)
     ]
 
@@ -289,7 +311,7 @@ def repetition(pristine: str, f: reads.Fixtures, counts: list[int], args: argpar
                 print(f"writes, agora, {count} process(es):", flush=True)
                 server = start_agora(url, count)
                 try:
-                    for run in measure_writes(server, url, count, folder, args):
+                    for run in measure_writes(server, url, count, folder, args, ceilings):
                         run.statements = ceilings[run.scenario].statements
                         run.round_trips = ceilings[run.scenario].round_trips
                         runs.append(run)
@@ -316,7 +338,8 @@ def score(runs: list[Run], chosen: list[reads.Scenario]) -> None:
         else:
             same = [c for c in runs if c.target == "ceiling" and c.scenario == run.scenario]
             candidates = [c for c in same if c.processes == run.processes] or same
-        if candidates and candidates[0].rps:
+        # A row with errors measured something other than the scenario: no ratio, and the run fails (see main).
+        if candidates and candidates[0].rps and not run.errors and not candidates[0].errors:
             run.ratio = round(run.rps / candidates[0].rps, 3)
 
 
@@ -406,11 +429,12 @@ def main(argv: list[str] | None = None) -> None:
     print(table(medians))
     print()
     print("\n".join(checks))
-    flagged = [r for r in medians if r.errors]
-    if flagged:
-        print(f"\nWARNING: {len(flagged)} row(s) had non-2xx responses or socket errors (flagged in bold).")
     shown = json_path.relative_to(ROOT) if json_path.is_relative_to(ROOT) else json_path
     print(f"\nwrote {shown} and {md_path.name}")
+    flagged = [r for r in medians if r.errors]
+    if flagged:
+        names = ", ".join(f"{r.scenario} ({r.target} x{r.processes})" for r in flagged)
+        raise SystemExit(f"\nbench: FAILED: {len(flagged)} row(s) had failed requests (in bold, no ratio): {names}")
 
 
 if __name__ == "__main__":
