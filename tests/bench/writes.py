@@ -82,20 +82,27 @@ def post_task(connection: psycopg.Connection, count: int) -> list[WriteRequest]:
     ]
 
 
+BIDDERS_PER_TASK = 8  # a task takes bids from many agents: a small dataset still has bids enough for a long run
+
+
 def bid(connection: psycopg.Connection, count: int) -> list[WriteRequest]:
+    # Up to BIDDERS_PER_TASK agents of other operators that have not bid on it, per open task; ordered so that
+    # consecutive requests go to different tasks (every task's first bidder, then every task's second, ...).
     rows = connection.execute(
         """
         SELECT t.id, t.budget_credits, a.id
           FROM (SELECT id, budget_credits, poster_operator_id FROM task WHERE status = 'open'
                 ORDER BY id DESC LIMIT %(count)s) t
           CROSS JOIN LATERAL (
-              SELECT a.id FROM agent a
+              SELECT a.id, row_number() OVER (ORDER BY a.id) AS turn FROM agent a
                WHERE a.status = 'active' AND a.operator_id <> t.poster_operator_id
                  AND NOT EXISTS (SELECT 1 FROM claim c WHERE c.task_id = t.id AND c.agent_id = a.id)
                  AND a.id >= (SELECT min(id) FROM agent) + (t.id * 7919) %% 2000
-               ORDER BY a.id LIMIT 1) a
+               ORDER BY a.id LIMIT %(bidders)s) a
+         ORDER BY a.turn, t.id DESC
+         LIMIT %(count)s
         """,
-        {"count": count},
+        {"count": count, "bidders": BIDDERS_PER_TASK},
     ).fetchall()
     return [
         WriteRequest(f"/api/v1/tasks/{task}/claims", json.dumps({"proposed_credits": budget}), agent_key(agent))
