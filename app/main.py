@@ -65,8 +65,8 @@ class AgoraApp(Litestar):
 
 
 def create_app(settings: Settings | None = None, *, source: ConnectionSource | None = None) -> Litestar:
-    """Build the application. Tests pass `source` (one connection inside a transaction); otherwise the lifespan
-    opens a pool on the configured or embedded database."""
+    """Build the application. Tests pass `source` (one connection to a test's own database); otherwise the
+    lifespan opens a pool on the configured or embedded database."""
     settings = settings or load_settings()
 
     @contextlib.asynccontextmanager

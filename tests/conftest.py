@@ -1,4 +1,6 @@
-"""Fixtures: one migrated PostgreSQL per run; each test in a transaction rolled back at its end."""
+"""Fixtures: one PostgreSQL per run; each in-process test gets a database of its own, cloned from a migrated
+template, so that requests commit for real (deferred constraints, isolation levels and COMMIT itself behave as in
+production) and nothing one test does is seen by another."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from app.repo import migrate
 from app.repo.connections import SharedConnectionSource
 from app.services import admin
 from app.services.uow import UnitOfWork
+from tests import database_pool
 from tests.support import TEST_SECRET_KEY, sibling_database, test_database_url
 
 # In-process tests make many calls per test; the rate limit has tests of its own.
@@ -39,17 +42,29 @@ def own_database_url(database_url: str) -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def test_databases(database_url: str) -> Iterator[database_pool.TestDatabases]:
+    databases = database_pool.TestDatabases(database_url)
+    yield databases
+    databases.close()
+
+
 @pytest.fixture
-async def conn(database_url: str) -> AsyncIterator[psycopg.AsyncConnection]:
-    """A connection inside a transaction that is rolled back after the test: nothing a test does persists."""
-    connection = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
-    await connection.execute("BEGIN")
+def test_database(test_databases: database_pool.TestDatabases) -> Iterator[str]:
+    """This test's own migrated database (dropped after the test)."""
+    url = test_databases.take()
+    yield url
+    test_databases.give_back(url)
+
+
+@pytest.fixture
+async def conn(test_database: str) -> AsyncIterator[psycopg.AsyncConnection]:
+    """An autocommit connection to this test's own database; the app's requests in this test run on it too."""
+    connection = await psycopg.AsyncConnection.connect(test_database, autocommit=True)
     try:
         yield connection
     finally:
-        if not connection.closed:
-            await connection.execute("ROLLBACK")
-            await connection.close()
+        await connection.close()
 
 
 @pytest.fixture

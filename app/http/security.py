@@ -79,7 +79,6 @@ async def _claim_idempotency(connection: ASGIConnection, ctx: context.RequestCon
             path=path,
             fingerprint=_fingerprint(method, path, body),
             ttl_hours=settings.idempotency_ttl_hours,
-            nested=ctx.lease.nested,
         )
     )
 

@@ -1,4 +1,4 @@
-"""Connections for request paths: a psycopg pool in production, one shared connection in tests.
+"""Connections for request paths: a psycopg pool, or one connection handed to every request (tests, tools).
 
 A request leases at most one connection and keeps it until its response is sent, so authentication, rate limit,
 idempotency and the use case's transaction share it (fewest round trips, one checkout).
@@ -18,9 +18,6 @@ Connection = AsyncConnection[TupleRow]
 
 
 class ConnectionSource(Protocol):
-    #: True when every transaction must nest as a savepoint inside one already open (the test harness).
-    nested: bool
-
     async def acquire(self) -> Connection: ...
 
     async def release(self, connection: Connection) -> None: ...
@@ -53,8 +50,6 @@ def open_pool(url: str, *, min_size: int, max_size: int, statement_timeout_ms: i
 
 
 class PoolSource:
-    nested = False
-
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
         self._check: asyncio.Task | None = None
@@ -77,9 +72,7 @@ async def _check_idle(pool: AsyncConnectionPool) -> None:
 
 
 class SharedConnectionSource:
-    """Hands out one connection that sits inside an open transaction; the test rolls it back at the end."""
-
-    nested = True
+    """Hands out one connection to every request, one at a time (a test's own database, a tool); it stays open."""
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
@@ -98,10 +91,6 @@ class ConnectionLease:
         self.source = source
         self._connection: Connection | None = None
 
-    @property
-    def nested(self) -> bool:
-        return self.source.nested
-
     async def connection(self) -> Connection:
         if self._connection is None:
             self._connection = await self.source.acquire()
@@ -111,7 +100,7 @@ class ConnectionLease:
         connection, self._connection = self._connection, None
         if connection is None:
             return
-        if not self.source.nested and not connection.closed and connection.info.transaction_status != 0:
+        if not connection.closed and connection.info.transaction_status != 0:
             # A transaction left open by an interrupted request must not leak into the next one.
             await connection.execute("ROLLBACK")
         await self.source.release(connection)

@@ -79,7 +79,6 @@ async def store_and_commit(
     path: str,
     response: StoredResponse,
     ttl_hours: int,
-    nested: bool,
     closing: transactions.Closing | None = None,
 ) -> bool:
     """Store the response and commit, in one round trip (with the use case's closing statements, if any).
@@ -107,7 +106,7 @@ async def store_and_commit(
             await connection.execute(transactions.CHECK_DEFERRED_CONSTRAINTS)
             await connection.execute(_DELETE_EXPIRED_RECORD, params)
             await connection.execute(_STORE, params)
-            await connection.execute(transactions.commit_statement(nested=nested))
+            await connection.execute("COMMIT")
             await connection.execute(transactions.WAKE_LISTENERS)
     except errors.UniqueViolation:
         return False

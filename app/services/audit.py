@@ -24,7 +24,7 @@ class AuditReport:
 async def run_audit(uow: UnitOfWork) -> AuditReport:
     async with uow:
         # One snapshot for every query, so concurrent transfers cannot show as a false violation.
-        await transactions.repeatable_read(uow.connection, nested=uow.lease.nested)
+        await transactions.repeatable_read(uow.connection)
         violations = await audit_queries.count_violations(uow.connection)
         entries, digest = await audit_queries.ledger_hash(uow.connection)
         await uow.commit()

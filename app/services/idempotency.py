@@ -62,7 +62,6 @@ class IdempotencyRequest:
     path: str
     fingerprint: str
     ttl_hours: int
-    nested: bool
 
 
 class _State(Enum):
@@ -118,10 +117,9 @@ class IdempotentCall:
             return None
         committed = self._state is _State.COMMITTED
         connection, self._state = self._connection, _State.FINISHED
-        nested = self.request.nested
         if status >= 500 or (committed and status >= 400):
             # The response failed after the use case: keep neither the effect nor the key.
-            await transactions.rollback(connection, nested=nested)
+            await transactions.rollback(connection)
             return None
         stored = StoredResponse(self.request.fingerprint, status, content_type, self._ring().seal(body, self._context))
         won = await records.store_and_commit(
@@ -132,13 +130,12 @@ class IdempotentCall:
             path=self.request.path,
             response=stored,
             ttl_hours=self.request.ttl_hours,
-            nested=nested,
             closing=self._closing if committed else None,
         )
         if won:
             return None
         # A concurrent first request committed between our lock and our read: its response stands, ours is undone.
-        await transactions.rollback(connection, nested=nested)
+        await transactions.rollback(connection)
         winner = await records.find(connection, self.request.principal, self.request.key)
         return IdempotencyKeyInFlight() if winner is None else self._replay(winner)
 
@@ -146,7 +143,7 @@ class IdempotentCall:
         """Roll back a transaction that no response will finish (the client went away, the server failed)."""
         if self.awaiting_response and self._connection is not None:
             self._state = _State.FINISHED
-            await transactions.rollback(self._connection, nested=self.request.nested)
+            await transactions.rollback(self._connection)
 
     def _replay(self, stored: StoredResponse) -> Exception:
         if stored.fingerprint != self.request.fingerprint:

@@ -71,7 +71,7 @@ class UnitOfWork:
         connection = await self.lease.connection()
         hooks, self.hooks = self.hooks, None  # the hooks belong to the request's first transaction only
         self._active_hooks = hooks
-        await transactions.begin(connection, nested=self.lease.nested, savepoint=hooks.savepoint if hooks else None)
+        await transactions.begin(connection, savepoint=hooks.savepoint if hooks else None)
         self._connection = connection
         self._done = False
         if hooks is not None:
@@ -91,7 +91,7 @@ class UnitOfWork:
         connection = self.connection
         hooks = self._active_hooks
         if hooks is None or not hooks.on_commit(closing):
-            await transactions.commit(connection, nested=self.lease.nested, closing=closing)
+            await transactions.commit(connection, closing=closing)
         # Otherwise the hook commits once the response is rendered, in one pipeline with the stored response.
         self._done = True
 
@@ -133,7 +133,7 @@ class UnitOfWork:
 
     async def _rollback(self) -> None:
         if self._connection is not None:
-            await transactions.rollback(self._connection, nested=self.lease.nested)
+            await transactions.rollback(self._connection)
 
 
 async def on_own_connection(

@@ -1,8 +1,9 @@
 """The ledger's invariants as PostgreSQL enforces them (reliability.md §3.2, L1/L3/L4/L5/L8/L10).
 
-Everything runs on the rolled-back `conn` fixture. The balance check of a transfer is a deferred constraint trigger
-that fires at COMMIT; here `SET CONSTRAINTS ALL IMMEDIATE` fires it inside a savepoint, so that a rejection can be
-rolled back to the savepoint and the test's outer transaction survives.
+Each test runs its statements in one transaction on its own database (the `conn` below), rolled back at its end.
+The balance check of a transfer is a deferred constraint trigger that fires at COMMIT; here `SET CONSTRAINTS ALL
+IMMEDIATE` fires it inside a savepoint, so that a rejection can be rolled back to the savepoint and the test's
+transaction survives.
 """
 
 from __future__ import annotations
@@ -76,6 +77,15 @@ async def expect_rejected_at_commit(conn: psycopg.AsyncConnection) -> errors.Che
         await check_now(conn)
     assert info.value.diag.constraint_name == "transfer_balanced"
     return info.value
+
+
+@pytest.fixture
+async def conn(conn: psycopg.AsyncConnection):
+    """The test's own database, inside a transaction that is rolled back after the test."""
+    await conn.execute("BEGIN")
+    yield conn
+    if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        await conn.execute("ROLLBACK")
 
 
 @pytest.fixture

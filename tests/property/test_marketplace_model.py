@@ -13,8 +13,8 @@ How the async app is driven from a synchronous state machine: the test owns one 
 `SharedConnectionSource` of that connection) and the `AsyncTestClient` are all created on that loop, and every request
 is `loop.run_until_complete(...)`. Only one loop ever touches the connection, so there is no cross-loop use (the
 sync `TestClient` runs the app on its own portal thread and loop, which the connection would have to be opened on).
-Each test case (Hypothesis example) opens a transaction in `__init__` and rolls it back in `teardown`, so examples see
-nothing of each other and nothing is ever committed.
+Each test case (Hypothesis example) runs on a database of its own (from the suite's pool of migrated clones, taken in
+`__init__`, given back in `teardown`): requests commit as in production, and examples see nothing of each other.
 
 Size: AGORA_LED_EXAMPLES (default 300) examples of AGORA_LED_STEPS (default 60) steps; see the note by `SETTINGS`.
 """
@@ -44,6 +44,7 @@ from app.repo.connections import ConnectionLease, SharedConnectionSource
 from app.services import admin
 from app.services.uow import UnitOfWork
 from tests.conftest import TEST_SETTINGS, bearer
+from tests.database_pool import TestDatabases
 
 EXAMPLES = int(os.environ.get("AGORA_LED_EXAMPLES", "300"))
 STEPS = int(os.environ.get("AGORA_LED_STEPS", "60"))
@@ -109,22 +110,44 @@ FORBIDDEN, NOT_OPEN, INVALID_STATUS = "FORBIDDEN", "TASK_NOT_OPEN", "INVALID_STA
 
 
 class Harness:
-    """One private event loop, one connection and one in-process app for the whole test run."""
+    """One private event loop and one in-process app for the whole test run; a database and a connection to it for
+    each example."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, databases: TestDatabases) -> None:
+        self.databases = databases
         self.loop = asyncio.new_event_loop()
-        self.conn = self.run(psycopg.AsyncConnection.connect(database_url, autocommit=True))
-        app = create_app(TEST_SETTINGS, source=SharedConnectionSource(self.conn))
-        self.client = AsyncTestClient(app=app)
+        self.database: str | None = None
+        self.conn = self._open()  # the first example's, which the app starts with
+        self.fresh = True
+        self.app = create_app(TEST_SETTINGS, source=SharedConnectionSource(self.conn))
+        self.client = AsyncTestClient(app=self.app)
         self.run(self.client.__aenter__())
 
     def run(self, awaitable):
         return self.loop.run_until_complete(awaitable)
 
+    def _open(self) -> psycopg.AsyncConnection:
+        self.database = self.databases.take()
+        return self.run(psycopg.AsyncConnection.connect(self.database, autocommit=True))
+
+    def begin_example(self) -> psycopg.AsyncConnection:
+        if not self.fresh:
+            self.conn = self._open()
+            self.app.state.source = SharedConnectionSource(self.conn)
+        self.fresh = False
+        return self.conn
+
+    def end_example(self) -> None:
+        if not self.conn.closed:
+            self.run(self.conn.close())
+        if self.database is not None:
+            self.databases.give_back(self.database)
+        self.database = None
+
     def close(self) -> None:
         try:
+            self.end_example()
             self.run(self.client.__aexit__(None, None, None))
-            self.run(self.conn.close())
         finally:
             self.loop.close()
 
@@ -135,8 +158,8 @@ class MarketplaceMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.h = self.harness
-        self.h.run(self.h.conn.execute("BEGIN"))
-        uow = UnitOfWork(ConnectionLease(SharedConnectionSource(self.h.conn)))
+        self.conn = self.h.begin_example()
+        uow = UnitOfWork(ConnectionLease(SharedConnectionSource(self.conn)))
         self.admin_key = self.h.run(admin.create_admin_key(uow, name="model"))
         self.wallets: dict[int, int] = {}
         self.operator_keys: dict[int, str] = {}
@@ -149,13 +172,13 @@ class MarketplaceMachine(RuleBasedStateMachine):
         self.counter = 0
 
     def teardown(self) -> None:
-        self.h.run(self.h.conn.execute("ROLLBACK"))
+        self.h.end_example()
 
     # Plumbing ----------------------------------------------------------------------------------------------------
 
     def scalar(self, sql: str, params: tuple = ()) -> int:
         async def fetch():
-            return await (await self.h.conn.execute(sql, params)).fetchone()
+            return await (await self.conn.execute(sql, params)).fetchone()
 
         return self.h.run(fetch())[0]
 
@@ -451,7 +474,7 @@ class MarketplaceMachine(RuleBasedStateMachine):
         assert audit["ok"] and not any(audit["violations"].values()), audit
 
         async def balances():
-            cursor = await self.h.conn.execute(
+            cursor = await self.conn.execute(
                 "SELECT coalesce(operator_id, -task_id), balance FROM account"
                 " WHERE operator_id = ANY(%s) OR task_id = ANY(%s)",
                 (list(self.wallets), [t.id for t in self.tasks]),
@@ -466,8 +489,8 @@ class MarketplaceMachine(RuleBasedStateMachine):
 
 
 @pytest.mark.timeout(3600)
-def test_marketplace_matches_its_model(own_database_url: str) -> None:
-    harness = Harness(own_database_url)
+def test_marketplace_matches_its_model(test_databases: TestDatabases) -> None:
+    harness = Harness(test_databases)
     try:
         MarketplaceMachine.harness = harness
         run_state_machine_as_test(MarketplaceMachine, settings=SETTINGS)
