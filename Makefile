@@ -2,23 +2,31 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksum | cut -d' ' -f1)
+LOCK_ARGS := --quiet --no-emit-index-url --no-emit-find-links --extra dev --generate-hashes --strip-extras --allow-unsafe -o requirements.lock pyproject.toml
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format migrate openapi check clean bench fuzz soak
+.PHONY: help install lock upgrade run test test-fast lint format migrate openapi check clean bench fuzz soak
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# Every dependency, direct or not, at the version and hashes requirements.lock names; then Agora itself, editable.
+$(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Agora needs Python 3.11+; run make PYTHON=python3.11 ...")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install Agora with its dev tools
+install: $(STAMP) ## create .venv and install Agora with its dev tools, at the versions of requirements.lock
+
+lock: install ## re-resolve requirements.lock after a change to pyproject.toml's dependencies, keeping other pins
+	$(BIN)/pip-compile $(LOCK_ARGS)
+
+upgrade: install ## re-resolve requirements.lock at the newest versions pyproject.toml allows (review, then make test)
+	$(BIN)/pip-compile --upgrade $(LOCK_ARGS)
 
 run: install ## migrate and serve on AGORA_HOST:AGORA_PORT (embedded PostgreSQL unless AGORA_DATABASE_URL is set)
 	$(BIN)/agora serve
