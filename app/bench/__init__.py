@@ -1,1 +1,0 @@
-"""The benchmark harness: a deterministic synthetic marketplace (`dataset`) and its progress display."""
