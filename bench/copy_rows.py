@@ -1,4 +1,4 @@
-"""Bulk loading of a synthetic marketplace (the benchmark's data): the only SQL of `agora bench seed`.
+"""Bulk loading of a synthetic marketplace (the benchmark's data): the only SQL of `python -m bench.seed`.
 
 One session, one transaction: `session_replication_role = replica` turns off the row triggers (the ledger's
 `entry_apply`, balance guard and deferred balance checks, the outbox fan-out) and the foreign key checks for this

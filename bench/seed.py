@@ -1,14 +1,23 @@
-"""`agora bench seed`: fill a fresh database with a deterministic synthetic marketplace, fast (COPY)."""
+"""`python -m bench.seed --tasks N`: fill a fresh database with a deterministic synthetic marketplace, fast (COPY),
+then audit its ledger. The database is AGORA_DATABASE_URL's, else the embedded one (as for `agora`)."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from app.bench.dataset import CHUNK_TABLES, COLUMNS, Config, Dataset, Ids
-from app.bench.progress import Progress
-from app.repo import seed as seed_rows
+from app.config import load_settings
+from app.repo import migrate
+from app.repo.database import resolve_database_url
+from app.services import audit
+from app.services.uow import on_own_connection
+from bench import copy_rows as seed_rows
+from bench.dataset import CHUNK_TABLES, COLUMNS, Config, Dataset, Ids
+from bench.progress import Progress
 
 
 @dataclass(slots=True)
@@ -85,3 +94,49 @@ def seed(url: str, config: Config, *, progress: bool = True, drop_indexes: bool 
         lap("vacuum analyze")
         sizes = seed_rows.table_sizes(connection)
     return SeedSummary(rows=rows, seconds=timings, sizes=sizes)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.seed", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, required=True)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--operators", type=int, default=1000)
+    parser.add_argument("--agents-per-operator", type=int, default=5)
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    args = parser.parse_args(argv)
+    try:
+        config = Config(
+            tasks=args.tasks, seed=args.seed, operators=args.operators, agents_per_operator=args.agents_per_operator
+        )
+    except ValueError as error:
+        raise SystemExit(f"bench.seed: {error}") from None
+    url = resolve_database_url(load_settings())
+    migrate.upgrade(url)
+    try:
+        summary = seed(url, config, progress=not args.quiet)
+    except seed_rows.NotEmpty as error:
+        raise SystemExit(f"bench.seed: {error}") from None
+    report = asyncio.run(on_own_connection(url, audit.run_audit, name="bench-seed", statement_timeout_ms=600_000))
+    print(
+        json.dumps(
+            {
+                "tasks": config.tasks,
+                "seed": config.seed,
+                "rows": summary.rows,
+                "seconds": {name: round(value, 1) for name, value in summary.seconds.items()},
+                "total_seconds": round(summary.total_seconds, 1),
+                "table_mb_heap_total": {
+                    name: [round(heap / 2**20, 1), round(total / 2**20, 1)]
+                    for name, (heap, total) in summary.sizes.items()
+                },
+                "audit": {"ok": report.ok, "violations": report.violations, "entries": report.entries},
+            },
+            indent=2,
+        )
+    )
+    if not report.ok:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

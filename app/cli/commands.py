@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from app.cli import data_keys
-from app.cli.common import database, emit, migrate_and_seal, run, with_uow
+from app.cli.common import database, emit, migrate_and_seal, run
 from app.config import Settings, SettingsError, load_settings
 from app.repo import migrate
 from app.services import admin, credits, operators
@@ -137,45 +137,6 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
-def cmd_bench_seed(settings: Settings, args: argparse.Namespace) -> None:
-    from app.bench.dataset import Config
-    from app.repo.seed import NotEmpty
-    from app.services import audit, seed
-
-    try:
-        config = Config(
-            tasks=args.tasks, seed=args.seed, operators=args.operators, agents_per_operator=args.agents_per_operator
-        )
-    except ValueError as error:
-        raise SystemExit(f"agora: {error}") from None
-    url = database(settings)
-    migrate.upgrade(url)
-    try:
-        summary = seed.seed(url, config, progress=not args.quiet)
-    except NotEmpty as error:
-        raise SystemExit(f"agora: {error}") from None
-    report = asyncio.run(with_uow(url, audit.run_audit))
-    print(
-        json.dumps(
-            {
-                "tasks": config.tasks,
-                "seed": config.seed,
-                "rows": summary.rows,
-                "seconds": {name: round(value, 1) for name, value in summary.seconds.items()},
-                "total_seconds": round(summary.total_seconds, 1),
-                "table_mb_heap_total": {
-                    name: [round(heap / 2**20, 1), round(total / 2**20, 1)]
-                    for name, (heap, total) in summary.sizes.items()
-                },
-                "audit": {"ok": report.ok, "violations": report.violations, "entries": report.entries},
-            },
-            indent=2,
-        )
-    )
-    if not report.ok:
-        raise SystemExit(1)
-
-
 def cmd_database_url(settings: Settings, args: argparse.Namespace) -> None:
     print(database(settings))
 
@@ -241,17 +202,6 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("audit", help="check the ledger's invariants; exits 1 on any violation").set_defaults(
         run=cmd_audit
     )
-
-    bench = commands.add_parser("bench", help="benchmark").add_subparsers(dest="bench_command", required=True)
-    bench_seed = bench.add_parser(
-        "seed", help="fill a fresh database with a deterministic synthetic marketplace (COPY), then audit it"
-    )
-    bench_seed.add_argument("--tasks", type=int, required=True)
-    bench_seed.add_argument("--seed", type=int, default=1)
-    bench_seed.add_argument("--operators", type=int, default=1000)
-    bench_seed.add_argument("--agents-per-operator", type=int, default=5)
-    bench_seed.add_argument("--quiet", action="store_true", help="no progress display")
-    bench_seed.set_defaults(run=cmd_bench_seed)
 
     data_keys.add_commands(commands)
 

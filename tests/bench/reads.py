@@ -15,9 +15,9 @@ from pathlib import Path
 
 import psycopg
 
-from app.bench.dataset import agent_key
 from app.crypto import KeyRing
 from app.http.pagination import list_digest, mint_cursor
+from bench.dataset import agent_key
 from tests.bench.load import AGORA_SUCCESS, LUA_COUNTING, lua_success_marker
 
 PAGE = 20

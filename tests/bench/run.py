@@ -3,7 +3,7 @@
     .venv/bin/python -m tests.bench.run [--tasks N] [--duration S] [--warmup S] [--processes 1,2] [--repeat R]
 
 1. An embedded PostgreSQL of its own (`bench/.data/` unless --data-dir), seeded once per task count with
-   `agora bench seed` (a marker file remembers the count). Every repetition runs on a fresh copy of that database
+   `python -m bench.seed` (a marker file remembers the count). Every repetition runs on a fresh copy of that database
    (CREATE DATABASE ... TEMPLATE), so the writes of one run never change what the next one measures.
 2. The write ceilings: for each write scenario, Agora under `tests/bench/capture_app.py` answers a few thousand of
    the scenario's requests with every COMMIT turned into ROLLBACK, recording its SQL; pgbench then replays exactly
@@ -84,8 +84,7 @@ def ensure_seeded(data_dir: Path, tasks: int) -> str:
         connection.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
         connection.execute(f'CREATE DATABASE "{DATABASE}"')
     print(f"seeding {tasks:,} tasks into {data_dir} (once per task count) ...", flush=True)
-    agora = Path(sys.executable).with_name("agora")
-    command = [str(agora), "bench", "seed", "--tasks", str(tasks)]
+    command = [sys.executable, "-m", "bench.seed", "--tasks", str(tasks)]
     if not sys.stderr.isatty():
         command.append("--quiet")
     subprocess.run(

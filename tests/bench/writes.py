@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from app.bench.dataset import agent_key
+from bench.dataset import agent_key
 from tests.bench.load import AGORA_SUCCESS, LUA_COUNTING, lua_success_marker
 
 POSTERS = 500  # poster agents whose operators are topped up for the post-task scenario

@@ -1,4 +1,4 @@
-"""`agora bench seed`: a small synthetic marketplace, seeded twice into databases of its own, passes the ledger
+"""`python -m bench.seed`: a small synthetic marketplace, seeded twice into databases of its own, passes the ledger
 audit, is the same for the same seed, is searchable, and leaves the schema as the migrations made it."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import hashlib
 import psycopg
 import pytest
 
-from app.bench.dataset import Config, Dataset, agent_key, operator_key
 from app.repo import migrate
-from app.repo.seed import NotEmpty
 from app.services import audit, operators
-from app.services import seed as seeding
+from bench import seed as seeding
+from bench.copy_rows import NotEmpty
+from bench.dataset import Config, Dataset, agent_key, operator_key
 from domain.keys import KeyKind, is_well_formed
 from tests.support import run_committed, sibling_database
 
