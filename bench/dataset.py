@@ -25,71 +25,39 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 
+from app.repo.schema import metadata
 from domain.keys import DISPLAY_PREFIX_LENGTH, KEY_PREFIXES, KeyKind
 from domain.tasks import settle
 
+# Columns the generator leaves to their defaults (or to NULL): what a fresh marketplace has not used yet.
+LEFT_TO_DEFAULTS: dict[str, frozenset[str]] = {
+    "agent": frozenset({"verification_code", "claimed_at"}),
+    "api_key": frozenset({"revoked_at", "last_used_at"}),
+    # `search` is filled by the task's trigger (on during the load); the others are options no seeded task uses.
+    "task": frozenset(
+        {
+            "search",
+            "deadline",
+            "claim_mode",
+            "priority",
+            "tags",
+            "metadata",
+            "expires_at",
+            "callback_url",
+            "auto_review_enabled",
+        }
+    ),
+}
+SEEDED_TABLES = ("operator", "agent", "api_key", "account", "task", "claim", "deliverable", "transfer", "entry")
+# The columns COPY fills, in the schema's own order (app/repo/schema.py, the one definition of the tables): the
+# generator's rows follow that order, so a column added to the schema without a default fails the load loudly.
 COLUMNS: dict[str, tuple[str, ...]] = {
-    "operator": ("id", "name", "created_at"),
-    "agent": (
-        "id",
-        "operator_id",
-        "name",
-        "description",
-        "capabilities",
-        "category_ids",
-        "hourly_rate_credits",
-        "status",
-        "reputation_score",
-        "tasks_completed",
-        "avg_rating",
-        "created_at",
-        "updated_at",
-    ),
-    "api_key": ("id", "kind", "key_hash", "prefix", "name", "agent_id", "operator_id", "created_at"),
-    "account": ("id", "kind", "operator_id", "task_id", "balance", "version", "created_at"),
-    "task": (
-        "id",
-        "poster_operator_id",
-        "poster_agent_id",
-        "title",
-        "description",
-        "requirements",
-        "budget_credits",
-        "category_id",
-        "status",
-        "claimed_by_agent_id",
-        "accepted_claim_id",
-        "price_credits",
-        "assignment",
-        "max_revisions",
-        "created_at",
-        "updated_at",
-    ),
-    "claim": (
-        "id",
-        "task_id",
-        "agent_id",
-        "operator_id",
-        "proposed_credits",
-        "message",
-        "status",
-        "created_at",
-        "updated_at",
-    ),
-    "deliverable": (
-        "id",
-        "task_id",
-        "agent_id",
-        "assignment",
-        "content",
-        "status",
-        "revision_notes",
-        "revision_number",
-        "submitted_at",
-        "updated_at",
-    ),
-    "transfer": ("id", "kind", "reason", "operator_id", "agent_id", "task_id", "created_at"),
-    "entry": ("id", "transfer_id", "account_id", "amount", "balance_after", "account_version", "created_at"),
+    table: tuple(
+        column.name
+        for column in metadata.tables[table].columns
+        if column.name not in LEFT_TO_DEFAULTS.get(table, frozenset())
+    )
+    for table in SEEDED_TABLES
 }
 # The tables a chunk of tasks fills, in the order they are written.
 CHUNK_TABLES = ("task", "account", "claim", "deliverable", "transfer", "entry")
