@@ -111,7 +111,7 @@ def move(
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TransferRecord:
     id: int
-    kind: str
+    kind: TransferKind
     reason: str
     operator_id: int | None
     agent_id: int | None

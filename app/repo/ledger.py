@@ -185,7 +185,7 @@ async def list_transfers(
     return [
         TransferRecord(
             id=r[0],
-            kind=r[1],
+            kind=TransferKind(r[1]),
             reason=r[2],
             operator_id=r[3],
             agent_id=r[4],

@@ -28,7 +28,7 @@ class CreditTransactionOut(msgspec.Struct, kw_only=True):
             id=entry.id,
             amount=entry.amount,
             type=TASKHIVE_TYPE.get(entry.kind, entry.kind.value),
-            kind=entry.kind.value,
+            kind=entry.kind,
             task_id=entry.task_id,
             description=entry.reason,
             balance_after=entry.balance_after,
@@ -83,7 +83,7 @@ class AccountOut(msgspec.Struct, kw_only=True):
     def of(cls, account: Account) -> AccountOut:
         return cls(
             id=account.id,
-            kind=account.kind.value,
+            kind=account.kind,
             operator_id=account.operator_id,
             task_id=account.task_id,
             balance=account.balance,

@@ -9,13 +9,29 @@ from __future__ import annotations
 
 import typing
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 import msgspec
 
 from app.http.envelope import Envelope, ListMeta, Meta, Paged
 from app.http.schemas import agents, credits, health, operators, tasks, webhooks
-from domain.deliveries import AttemptLogOutcome
+from domain.agents import AgentStatus
+from domain.deliveries import AttemptLogOutcome, DeliveryStatus
+from domain.ledger import AccountKind, TransferKind
+from domain.tasks import ClaimStatus, DeliverableStatus, TaskStatus
+
+
+class _Profile(TypedDict):
+    """The fields an agent's views share."""
+
+    id: int
+    name: str
+    description: str
+    capabilities: list[str]
+    status: AgentStatus
+    reputation_score: float
+    tasks_completed: int
+
 
 POSTED = datetime(2026, 5, 4, 9, 30, tzinfo=UTC)
 LATER = POSTED + timedelta(hours=3)
@@ -29,41 +45,41 @@ _TITLE = "Extract invoice totals from PDFs"
 _DESCRIPTION = "Write a Python function that reads a PDF invoice and returns its line items and total as JSON."
 _CATEGORY = tasks.CategoryOut(id=1, name="Coding", slug="coding")
 _POSTER = tasks.PosterOut(id=3, name="Acme")
-_LISTED = {
+_LISTED: tasks.ListedFields = {
     "id": 42,
     "title": _TITLE,
     "description": _DESCRIPTION,
     "budget_credits": 100,
     "category": _CATEGORY,
-    "status": "open",
+    "status": TaskStatus.OPEN,
     "poster": _POSTER,
     "claims_count": 1,
     "deadline": DEADLINE,
     "max_revisions": 2,
     "created_at": POSTED,
 }
-_PROFILE = {
+_PROFILE: _Profile = {
     "id": 12,
     "name": "pdf-wrangler",
     "description": "Parses documents with Python; fast, tested, typed.",
     "capabilities": ["python", "pdf"],
-    "status": "active",
+    "status": AgentStatus.ACTIVE,
     "reputation_score": 50.0,
     "tasks_completed": 3,
 }
-_MANAGED = {
+_MANAGED: operators.ManagedAgentFields = {
     **_PROFILE,
     "category_ids": [1],
     "hourly_rate_credits": 40,
     "api_key_prefix": _AGENT_KEY[:14],
     "created_at": POSTED,
 }
-_DELIVERABLE = {
+_DELIVERABLE: tasks.DeliverableFields = {
     "id": 5,
     "task_id": 42,
     "agent_id": 12,
     "content": "https://github.com/example/invoice-totals: parse_invoice(path) -> dict, with tests.",
-    "status": "submitted",
+    "status": DeliverableStatus.SUBMITTED,
     "revision_notes": None,
     "revision_number": 1,
     "submitted_at": LATER,
@@ -93,11 +109,14 @@ _TRANSACTION = credits.CreditTransactionOut(
     id=31,
     amount=-100,
     type="escrow",
-    kind="escrow_hold",
+    kind=TransferKind.ESCROW_HOLD,
     task_id=42,
     description="Escrow for task 42",
     balance_after=500,
     created_at=POSTED,
+)
+_WEBHOOK_CREATED = webhooks.WebhookCreatedOut(
+    id=9, url=_WEBHOOK.url, secret=_SIGNING, events=list(_WEBHOOK.events), is_active=True, created_at=POSTED
 )
 
 # Request bodies.
@@ -138,7 +157,7 @@ EXAMPLES |= {
         auto_review_enabled=False,
     ),
     tasks.TaskStatusOut: tasks.TaskStatusOut(
-        task_id=42, status="cancelled", message="Task cancelled; its escrow was refunded"
+        task_id=42, status=TaskStatus.CANCELLED, message="Task cancelled; its escrow was refunded"
     ),
     tasks.ClaimOut: tasks.ClaimOut(
         id=17,
@@ -147,7 +166,7 @@ EXAMPLES |= {
         agent_name="pdf-wrangler",
         proposed_credits=80,
         message="Done within a day, with tests.",
-        status="pending",
+        status=ClaimStatus.PENDING,
         created_at=POSTED,
     ),
     tasks.MyClaimOut: tasks.MyClaimOut(
@@ -157,13 +176,13 @@ EXAMPLES |= {
         task_status="open",
         proposed_credits=80,
         message=None,
-        status="pending",
+        status=ClaimStatus.PENDING,
         created_at=POSTED,
     ),
     tasks.MyTaskOut: tasks.MyTaskOut(
         id=42,
         title=_TITLE,
-        status="claimed",
+        status=TaskStatus.CLAIMED,
         budget_credits=100,
         price_credits=80,
         category="Coding",
@@ -207,17 +226,17 @@ EXAMPLES |= {
         api_key=_AGENT_KEY,
         verification_code="hive-7F3A",
         profile_url="https://agora.example.com/api/v1/agents/12",
-        status="pending_claim",
+        status=AgentStatus.PENDING_CLAIM,
         created_at=POSTED,
     ),
     credits.CreditsOut: credits.CreditsOut(credit_balance=500, escrow_held=100, recent_transactions=[_TRANSACTION]),
     credits.CreditAdjustOut: credits.CreditAdjustOut(transfer_id=88, operator_id=3, amount=250, balance_after=750),
     credits.AccountOut: credits.AccountOut(
-        id=21, kind="operator_wallet", operator_id=3, task_id=None, balance=500, version=4
+        id=21, kind=AccountKind.OPERATOR_WALLET, operator_id=3, task_id=None, balance=500, version=4
     ),
     credits.TransferOut: credits.TransferOut(
         id=31,
-        kind="escrow_hold",
+        kind=TransferKind.ESCROW_HOLD,
         reason="Escrow for task 42",
         operator_id=3,
         agent_id=7,
@@ -244,9 +263,7 @@ EXAMPLES |= {
     operators.ManagedAgentOut: operators.ManagedAgentOut(**_MANAGED),
     operators.ManagedAgentWithKeyOut: operators.ManagedAgentWithKeyOut(**_MANAGED, api_key=_AGENT_KEY),
     webhooks.WebhookOut: _WEBHOOK,
-    webhooks.WebhookCreatedOut: webhooks.WebhookCreatedOut(
-        id=9, url=_WEBHOOK.url, secret=_SIGNING, events=list(_WEBHOOK.events), is_active=True, created_at=POSTED
-    ),
+    webhooks.WebhookCreatedOut: _WEBHOOK_CREATED,
     webhooks.WebhookDeletedOut: webhooks.WebhookDeletedOut(id=9),
     webhooks.SecretRotatedOut: webhooks.SecretRotatedOut(id=9, secret=_SIGNING, previous_secret_expires_at=LATER),
     webhooks.DeliveryOut: webhooks.DeliveryOut(
@@ -254,7 +271,7 @@ EXAMPLES |= {
         webhook_id=9,
         event_id=5501,
         event="claim.accepted",
-        status="succeeded",
+        status=DeliveryStatus.SUCCEEDED,
         attempt_count=1,
         next_attempt_at=None,
         created_at=LATER,
@@ -267,7 +284,7 @@ EXAMPLES |= {
     ),
 }
 EXAMPLES[webhooks.WebhookCreatedEnvelope] = webhooks.WebhookCreatedEnvelope(
-    data=EXAMPLES[webhooks.WebhookCreatedOut],  # type: ignore[arg-type]
+    data=_WEBHOOK_CREATED,
     meta=webhooks.NoteMeta(
         timestamp=_META.timestamp,
         request_id=_META.request_id,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, TypedDict
 
 import msgspec
 from msgspec import Meta
@@ -50,6 +51,22 @@ class AgentIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         )
 
 
+class ManagedAgentFields(TypedDict):
+    """ManagedAgentOut's fields, to build ManagedAgentWithKeyOut from."""
+
+    id: int
+    name: str
+    description: str
+    capabilities: list[str]
+    category_ids: list[int]
+    hourly_rate_credits: int | None
+    status: AgentStatus
+    reputation_score: float
+    tasks_completed: int
+    api_key_prefix: str | None
+    created_at: datetime
+
+
 class ManagedAgentOut(msgspec.Struct, kw_only=True):
     id: int
     name: str
@@ -64,7 +81,7 @@ class ManagedAgentOut(msgspec.Struct, kw_only=True):
     created_at: Timestamp
 
     @classmethod
-    def fields_of(cls, agent: Agent) -> dict[str, object]:
+    def fields_of(cls, agent: Agent) -> ManagedAgentFields:
         return {
             "id": agent.id,
             "name": agent.name,
@@ -72,7 +89,7 @@ class ManagedAgentOut(msgspec.Struct, kw_only=True):
             "capabilities": list(agent.capabilities),
             "category_ids": list(agent.category_ids),
             "hourly_rate_credits": agent.hourly_rate_credits,
-            "status": agent.status.value,
+            "status": agent.status,
             "reputation_score": agent.reputation_score,
             "tasks_completed": agent.tasks_completed,
             "api_key_prefix": agent.key_prefix,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, TypedDict
 
 import msgspec
 from msgspec import Meta
@@ -53,6 +53,22 @@ class PosterOut(msgspec.Struct, kw_only=True):
     name: str
 
 
+class ListedFields(TypedDict):
+    """The fields every task view shares (TaskListItemOut's), to build its subclasses from."""
+
+    id: int
+    title: str
+    description: str
+    budget_credits: int
+    category: CategoryOut | None
+    status: TaskStatus
+    poster: PosterOut
+    claims_count: int
+    deadline: datetime | None
+    max_revisions: int
+    created_at: datetime
+
+
 class TaskListItemOut(msgspec.Struct, kw_only=True):
     id: int
     title: str
@@ -67,7 +83,7 @@ class TaskListItemOut(msgspec.Struct, kw_only=True):
     created_at: Timestamp
 
     @classmethod
-    def fields_of(cls, task: TaskRecord) -> dict[str, object]:
+    def fields_of(cls, task: TaskRecord) -> ListedFields:
         category = task.category
         return {
             "id": task.id,
@@ -75,7 +91,7 @@ class TaskListItemOut(msgspec.Struct, kw_only=True):
             "description": task.description,
             "budget_credits": task.budget_credits,
             "category": CategoryOut(id=category.id, name=category.name, slug=category.slug) if category else None,
-            "status": task.status.value,
+            "status": task.status,
             "poster": PosterOut(id=task.poster_operator_id, name=task.poster_name),
             "claims_count": task.claims_count,
             "deadline": task.deadline,
@@ -155,7 +171,7 @@ class ClaimOut(msgspec.Struct, kw_only=True):
             agent_name=claim.agent_name,
             proposed_credits=claim.proposed_credits,
             message=claim.message,
-            status=claim.status.value,
+            status=claim.status,
             created_at=claim.created_at,
         )
 
@@ -179,7 +195,7 @@ class MyClaimOut(msgspec.Struct, kw_only=True):
             task_status=claim.task_status.value if claim.task_status else "",
             message=claim.message,
             proposed_credits=claim.proposed_credits,
-            status=claim.status.value,
+            status=claim.status,
             created_at=claim.created_at,
         )
 
@@ -200,7 +216,7 @@ class MyTaskOut(msgspec.Struct, kw_only=True):
         return cls(
             id=task.id,
             title=task.title,
-            status=task.status.value,
+            status=task.status,
             budget_credits=task.budget_credits,
             price_credits=task.price_credits,
             category=task.category.name if task.category else None,
@@ -226,7 +242,10 @@ class BidWithdrawnOut(msgspec.Struct, kw_only=True):
 # What one bid of a bulk request can fail with (domain.tasks.check_bid's checks, in its order); the rest of the
 # request goes on.
 BULK_ITEM_ERRORS = (TASK_NOT_FOUND, SELF_CLAIM, TASK_NOT_OPEN, INVALID_CREDITS, DUPLICATE_CLAIM)
-BulkItemCode = Literal[tuple(c.code for c in BULK_ITEM_ERRORS)]  # type: ignore[valid-type]
+if TYPE_CHECKING:  # mypy cannot evaluate a Literal built at run time: to it a code is a str
+    BulkItemCode = str
+else:
+    BulkItemCode = Literal[tuple(c.code for c in BULK_ITEM_ERRORS)]
 
 
 class BulkErrorOut(msgspec.Struct, kw_only=True):
@@ -256,6 +275,19 @@ class DeliverableIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     content: Annotated[str, Meta(min_length=1, max_length=50_000)]
 
 
+class DeliverableFields(TypedDict):
+    """DeliverableOut's fields, to build SubmittedOut from."""
+
+    id: int
+    task_id: int
+    agent_id: int
+    content: str
+    status: DeliverableStatus
+    revision_notes: str | None
+    revision_number: int
+    submitted_at: datetime
+
+
 class DeliverableOut(msgspec.Struct, kw_only=True):
     id: int
     task_id: int
@@ -267,13 +299,13 @@ class DeliverableOut(msgspec.Struct, kw_only=True):
     submitted_at: Timestamp
 
     @classmethod
-    def fields_of(cls, record: DeliverableRecord) -> dict[str, object]:
+    def fields_of(cls, record: DeliverableRecord) -> DeliverableFields:
         return {
             "id": record.id,
             "task_id": record.task_id,
             "agent_id": record.agent_id,
             "content": record.content,
-            "status": record.status.value,
+            "status": record.status,
             "revision_notes": record.revision_notes,
             "revision_number": record.revision_number,
             "submitted_at": record.submitted_at,
