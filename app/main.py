@@ -6,10 +6,13 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import AsyncIterator
+from typing import cast
 
 import structlog
 from litestar import Litestar
 from litestar.datastructures import State
+from litestar.enums import ScopeType
+from litestar.types import HTTPScope, LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive, Scope, Send
 
 from app.cancellation import raise_if_cancelled
 from app.config import Settings, load_settings
@@ -50,15 +53,21 @@ class AgoraApp(Litestar):
 
     _allow: dict[str, str] | None = None
 
-    async def __call__(self, scope, receive, send) -> None:  # type: ignore[override]
-        if scope["type"] != "http":
+    async def __call__(
+        self, scope: Scope | LifeSpanScope, receive: Receive | LifeSpanReceive, send: Send | LifeSpanSend
+    ) -> None:
+        if scope["type"] != ScopeType.HTTP:  # a str enum: equal to the "http" the server sends
             await super().__call__(scope, receive, send)
             return
+        # ASGI pairs an http scope with http's receive and send; Litestar's parameters are each a union of kinds,
+        # which cannot say that they come together (its own __call__ ignores the error these casts avoid).
+        http_scope, http_receive, http_send = cast(HTTPScope, scope), cast(Receive, receive), cast(Send, send)
+        fault_point = self.state.settings.fault_point
         # Services seal and open secrets with the ring bound here (app.services.sealing), for the whole request.
         with sealing.bound(self.state.keyring):
-            await handle_http(self._dispatch, self.state.source, scope, receive, send, self.state.settings.fault_point)
+            await handle_http(self._dispatch, self.state.source, http_scope, http_receive, http_send, fault_point)
 
-    async def _dispatch(self, scope, receive, send) -> None:
+    async def _dispatch(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
         if self._allow is None:
             self._allow = methods.allow_table(self)  # the routes are final once the app serves
         await methods.dispatch(super().__call__, self, self._allow, scope, receive, send)
@@ -136,7 +145,7 @@ def create_app(settings: Settings | None = None, *, source: ConnectionSource | N
             WebhooksController,
         ],
         dependencies=DEPENDENCIES,
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[outbound, database],
         openapi_config=OPENAPI,
         request_max_body_size=settings.max_body_bytes,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 
 from app.crypto import KeyRing
@@ -35,9 +35,9 @@ def current_or_none() -> RequestContext | None:
     return _current.get(None)
 
 
-def enter(context: RequestContext) -> object:
+def enter(context: RequestContext) -> Token[RequestContext]:
     return _current.set(context)
 
 
-def leave(token: object) -> None:
-    _current.reset(token)  # type: ignore[arg-type]
+def leave(token: Token[RequestContext]) -> None:
+    _current.reset(token)

@@ -7,6 +7,7 @@ its kind's, from `_DOMAIN_STATUS` below, so a code always answers with the same 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import msgspec
 import psycopg
@@ -21,8 +22,9 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.types import ExceptionHandlersMap
 
-from app.http.envelope import error
+from app.http.envelope import ErrorEnvelope, error
 from app.services.auth import RateLimitExceeded
 from app.services.idempotency import IdempotencyKeyInFlight, IdempotentReplay
 from domain import error_codes as codes
@@ -83,7 +85,9 @@ def status_for(code: ErrorCode) -> int:
     return status_of_kind(code.kind)
 
 
-def _json(code: ErrorCode, message: str, suggestion: str, headers: dict[str, str] | None = None) -> Response:
+def _json(
+    code: ErrorCode, message: str, suggestion: str, headers: dict[str, str] | None = None
+) -> Response[ErrorEnvelope]:
     return Response(
         content=error(code.code, message, suggestion),
         status_code=status_for(code),
@@ -92,7 +96,7 @@ def _json(code: ErrorCode, message: str, suggestion: str, headers: dict[str, str
     )
 
 
-def domain_error(request: Request, exc: DomainError) -> Response:
+def domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response[ErrorEnvelope]:
     headers = {}
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(exc.retry_after)
@@ -106,7 +110,7 @@ def domain_error(request: Request, exc: DomainError) -> Response:
     )
 
 
-def replay(request: Request, exc: IdempotentReplay) -> Response:
+def replay(request: Request[Any, Any, Any], exc: IdempotentReplay) -> Response[bytes]:
     stored = exc.stored
     return Response(
         content=stored.body,
@@ -131,7 +135,7 @@ def _body_suggestion(message: str, field: str | None) -> str:
     return f"Send a JSON object with the fields this endpoint takes; its schema is in {_SCHEMAS}."
 
 
-def validation_error(request: Request, exc: ValidationException) -> Response:
+def validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorEnvelope]:
     problems = [p for p in exc.extra if isinstance(p, dict)] if isinstance(exc.extra, list) else []
     body_problems = [p for p in problems if p.get("source") == "body"]
     if body_problems or not problems:
@@ -157,7 +161,7 @@ def validation_error(request: Request, exc: ValidationException) -> Response:
     )
 
 
-def http_error(request: Request, exc: HTTPException) -> Response:
+def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorEnvelope] | Response[bytes]:
     status = exc.status_code
     detail = str(exc.detail)
     if isinstance(exc, NotFoundException):
@@ -214,7 +218,7 @@ _UNAVAILABLE_SUGGESTION = (
 _UNAVAILABLE_RETRY_AFTER = "2"
 
 
-def unavailable(request: Request, exc: Exception) -> Response:
+def unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorEnvelope]:
     log.warning("database_unavailable", error=type(exc).__name__, detail=str(exc)[:200])
     return _json(
         codes.SERVICE_UNAVAILABLE,
@@ -230,12 +234,12 @@ _INTERNAL_SUGGESTION = (
 )
 
 
-def internal_error(request: Request, exc: Exception) -> Response:
+def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorEnvelope]:
     log.error("unhandled_exception", exc_info=exc)
     return _json(codes.INTERNAL_ERROR, _INTERNAL_MESSAGE, _INTERNAL_SUGGESTION)
 
 
-def retryable_database_error(request: Request, exc: psycopg.Error) -> Response:
+def retryable_database_error(request: Request[Any, Any, Any], exc: psycopg.Error) -> Response[ErrorEnvelope]:
     if isinstance(exc, _RETRYABLE):
         return unavailable(request, exc)
     if isinstance(exc, psycopg.DataError):
@@ -248,7 +252,7 @@ def retryable_database_error(request: Request, exc: psycopg.Error) -> Response:
     return internal_error(request, exc)
 
 
-EXCEPTION_HANDLERS = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     DomainError: domain_error,
     IdempotentReplay: replay,
     ValidationException: validation_error,

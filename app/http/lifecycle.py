@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 import structlog
+from litestar.types import HTTPResponseStartEvent, HTTPScope, Message, Receive, Send
 
 from app.http import context
 from app.http.errors import encode_error
@@ -23,7 +24,8 @@ from domain.error_codes import NOT_FOUND
 
 log = structlog.get_logger("agora.request")
 
-ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
+#: The application as this wrapper calls it: with HTTP scopes only.
+HTTPApp = Callable[[HTTPScope, Receive, Send], Awaitable[None]]
 
 
 def new_request_id() -> str:
@@ -42,13 +44,13 @@ def _rate_headers(ctx: context.RequestContext) -> list[tuple[bytes, bytes]]:
     return headers
 
 
-def _is_html_404(start: dict) -> bool:
+def _is_html_404(start: HTTPResponseStartEvent) -> bool:
     return start["status"] == 404 and any(
         name.lower() == b"content-type" and value.startswith(b"text/html") for name, value in start.get("headers", [])
     )
 
 
-def _start(status: int, headers: dict[str, str], body: bytes) -> dict:
+def _start(status: int, headers: dict[str, str], body: bytes) -> HTTPResponseStartEvent:
     raw = [(name.encode(), value.encode()) for name, value in headers.items()]
     return {
         "type": "http.response.start",
@@ -64,7 +66,7 @@ def _crash_at(point: str, fault_point: str) -> None:
 
 
 async def handle_http(
-    app: ASGIApp, source: ConnectionSource, scope: dict, receive: Callable, send: Callable, fault_point: str = ""
+    app: HTTPApp, source: ConnectionSource, scope: HTTPScope, receive: Receive, send: Send, fault_point: str = ""
 ) -> None:
     started = time.perf_counter()
     ctx = context.RequestContext(request_id=new_request_id(), lease=ConnectionLease(source))
@@ -72,11 +74,11 @@ async def handle_http(
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=ctx.request_id)
     outcome: dict[str, Any] = {"status": 500}
-    held_start: dict | None = None
+    held_start: HTTPResponseStartEvent | None = None
     held_body: list[bytes] = []
     replaced = False
 
-    async def send_wrapper(message: dict) -> None:
+    async def send_wrapper(message: Message) -> None:
         nonlocal held_start, replaced
         if replaced:
             return  # the rest of a page that an envelope replaced
@@ -93,17 +95,19 @@ async def handle_http(
             return
         if message["type"] == "http.response.start":
             outcome["status"] = message["status"]
-            headers = [
-                *message.get("headers", []),
-                (b"x-request-id", ctx.request_id.encode()),
-                *_rate_headers(ctx),
-            ]
-            message = {**message, "headers": headers}
+            start: HTTPResponseStartEvent = {
+                **message,
+                "headers": [
+                    *message.get("headers", []),
+                    (b"x-request-id", ctx.request_id.encode()),
+                    *_rate_headers(ctx),
+                ],
+            }
             call = ctx.idempotent_call
             if call is not None and call.awaiting_response:
-                held_start = message  # sent once the response is stored with the effect
+                held_start = start  # sent once the response is stored with the effect
                 return
-            await send(message)
+            await send(start)
             return
         if message["type"] == "http.response.body" and held_start is not None:
             held_body.append(message.get("body", b""))
@@ -140,7 +144,12 @@ async def handle_http(
 
 
 async def _finish_idempotent(
-    ctx: context.RequestContext, start: dict, body: bytes, send: Callable, outcome: dict[str, Any], fault_point: str
+    ctx: context.RequestContext,
+    start: HTTPResponseStartEvent,
+    body: bytes,
+    send: Send,
+    outcome: dict[str, Any],
+    fault_point: str,
 ) -> None:
     call = ctx.idempotent_call
     assert call is not None

@@ -7,14 +7,10 @@ Both are answered here, before Litestar routes the request, from the finished ro
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
-
 from litestar import Litestar
 from litestar.exceptions import HTTPException
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, Send
 from litestar.utils import normalize_path
-
-ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 
 
 def allow_table(app: Litestar) -> dict[str, str]:
@@ -37,7 +33,9 @@ def _route_template(app: Litestar, path: str, method: str) -> str | None:
     return template
 
 
-async def dispatch(litestar: ASGIApp, app: Litestar, allow: dict[str, str], scope: dict, receive, send) -> None:
+async def dispatch(
+    litestar: ASGIApp, app: Litestar, allow: dict[str, str], scope: HTTPScope, receive: Receive, send: Send
+) -> None:
     method = scope.get("method")
     if method == "OPTIONS":
         template = _route_template(app, scope["path"], "OPTIONS")
@@ -52,11 +50,11 @@ async def dispatch(litestar: ASGIApp, app: Litestar, allow: dict[str, str], scop
     await litestar(scope, receive, _with_head_in_allow(send, allow, app, scope["path"]))
 
 
-def _without_body(send: Callable) -> Callable:
+def _without_body(send: Send) -> Send:
     """The GET's status and headers (Content-Length included, as RFC 9110 allows), then an empty body, once."""
     finished = False
 
-    async def send_head(message: dict[str, Any]) -> None:
+    async def send_head(message: Message) -> None:
         nonlocal finished
         if finished:
             return  # the rest of the GET's body (an event stream keeps going until it sees the client leave)
@@ -69,10 +67,10 @@ def _without_body(send: Callable) -> Callable:
     return send_head
 
 
-def _with_head_in_allow(send: Callable, allow: dict[str, str], app: Litestar, path: str) -> Callable:
+def _with_head_in_allow(send: Send, allow: dict[str, str], app: Litestar, path: str) -> Send:
     """A 405's Allow header from the route's real methods (HEAD included)."""
 
-    async def send_allow(message: dict[str, Any]) -> None:
+    async def send_allow(message: Message) -> None:
         if message["type"] == "http.response.start" and message["status"] == 405:
             template = _route_template(app, path, "OPTIONS")  # every route has OPTIONS
             if template in allow:
