@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import typing
 import weakref
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from litestar import Litestar, Request, Response
@@ -48,12 +48,17 @@ _STATUS_NAMES = {
 }
 
 
-def _render_the_document(plugin: type[OpenAPIRenderPlugin]) -> type[OpenAPIRenderPlugin]:
+Plugin = TypeVar("Plugin", bound=OpenAPIRenderPlugin)
+
+
+def _render_the_document(plugin: type[Plugin]) -> type[Plugin]:
     """A render plugin that serves `document(app)` instead of Litestar's raw schema."""
 
+    # mypy cannot check a class whose base is a variable (`plugin`, a different class per call).
     class Rendered(plugin):  # type: ignore[misc, valid-type]
-        def render(self, request: Request, openapi_schema: dict[str, Any]) -> bytes:
-            return super().render(request, document(request.app))
+        def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+            rendered: bytes = super().render(request, document(request.app))
+            return rendered
 
     Rendered.__name__ = plugin.__name__
     return Rendered
@@ -106,7 +111,7 @@ def document(app: Litestar) -> dict[str, Any]:
 
 def _operations(app: Litestar, paths: dict[str, Any]) -> list[tuple[dict[str, Any], str, HTTPRouteHandler]]:
     """(operation, method, handler) for every operation the document lists."""
-    found = []
+    found: list[tuple[dict[str, Any], str, HTTPRouteHandler]] = []
     for route in app.routes:
         if not isinstance(route, HTTPRoute) or route.path_format not in paths:
             continue

@@ -14,12 +14,13 @@ import binascii
 import functools
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request
 
+from app.crypto import KeyRing
 from app.http import context
 from app.http.envelope import Paged, page
 from domain.errors import InvalidParameter
@@ -32,7 +33,9 @@ _LIST_FIELD = "l"  # the payload field that holds the list's digest
 _PAGE_PARAMETERS = frozenset({"cursor", "limit"})  # the same list, whatever page and page size
 
 
-def list_digest(principal: str, path_template: str, path_params: dict[str, Any], query: list[tuple[str, str]]) -> str:
+def list_digest(
+    principal: str, path_template: str, path_params: dict[str, Any], query: Iterable[tuple[str, str]]
+) -> str:
     """Which list a cursor belongs to: who asked, the route, its path parameters and its query but the page's own."""
     kept = sorted((name, value) for name, value in query if name not in _PAGE_PARAMETERS)
     identity = msgspec.json.encode(
@@ -41,7 +44,7 @@ def list_digest(principal: str, path_template: str, path_params: dict[str, Any],
     return base64.urlsafe_b64encode(hashlib.sha256(identity).digest()[:9]).decode()
 
 
-def bind_list(request: Request) -> None:
+def bind_list(request: Request[Any, Any, Any]) -> None:
     """before_request: record which list this request reads, for the cursors it mints and accepts."""
     ctx = context.current()
     principal = ctx.principal.name if ctx.principal else "anonymous"
@@ -51,7 +54,7 @@ def bind_list(request: Request) -> None:
 
 
 @functools.lru_cache(maxsize=4)
-def _cursor_key(keyring: Any) -> bytes:
+def _cursor_key(keyring: KeyRing) -> bytes:
     """Derived when a list first mints or reads a cursor: a request that touches none needs no data key."""
     return keyring.derive("cursor")
 
@@ -68,15 +71,21 @@ def _tag(key: bytes, payload: bytes) -> bytes:
     return hmac.new(key, payload, hashlib.sha256).digest()[:_TAG_BYTES]
 
 
-def mint_cursor(keyring: Any, digest: str, position: dict[str, Any]) -> str:
+def mint_cursor(keyring: KeyRing, digest: str, position: dict[str, Any]) -> str:
     """The cursor for `position` in the list `digest` names (see list_digest), signed under `keyring`."""
     payload = msgspec.json.encode({**position, _LIST_FIELD: digest})
     return f"{_b64(payload)}.{_b64(_tag(_cursor_key(keyring), payload))}"
 
 
+def _request_keyring(ctx: context.RequestContext) -> KeyRing:
+    if ctx.keyring is None:
+        raise RuntimeError("no key ring for this request's cursors: bind_list runs before every route")
+    return ctx.keyring
+
+
 def encode_cursor(position: dict[str, Any]) -> str:
     ctx = context.current()
-    return mint_cursor(ctx.keyring, ctx.list_digest, position)
+    return mint_cursor(_request_keyring(ctx), ctx.list_digest, position)
 
 
 def _restart(message: str) -> InvalidParameter:
@@ -94,9 +103,9 @@ def decode_cursor(cursor: str | None, *, required: Sequence[str] = ("id",)) -> d
         payload, tag = b"", b""
     # The canonical spelling only: base64 lets the last character's spare bits vary without changing the bytes.
     canonical = f"{_b64(payload)}.{_b64(tag)}" == cursor
-    if not hmac.compare_digest(tag, _tag(_cursor_key(ctx.keyring), payload)) or not canonical:
+    if not hmac.compare_digest(tag, _tag(_cursor_key(_request_keyring(ctx)), payload)) or not canonical:
         raise _restart("Invalid cursor: it was not issued by this server, or it was altered")
-    position = msgspec.json.decode(payload)
+    position: dict[str, Any] = msgspec.json.decode(payload)  # signed by this server: always an object
     if position.pop(_LIST_FIELD, None) != ctx.list_digest:
         raise _restart("This cursor belongs to another list, or to this list with other filters")
     if any(type(position.get(k)) is not int for k in required):

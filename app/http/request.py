@@ -33,7 +33,7 @@ def checked_json(body: bytes) -> Any:
         raise _problem(str(error), None) from None
 
 
-class StrictJSONRequest(Request):
+class StrictJSONRequest(Request[Any, Any, Any]):
     async def json(self) -> Any:
         cached = value_or_default(self._connection_state.json, None)
         if cached is not None:
@@ -50,7 +50,7 @@ class StrictJSONRequest(Request):
         return value
 
 
-async def before_request(request: Request) -> None:
+async def before_request(request: Request[Any, Any, Any]) -> None:
     """Every route, after its guards: a route that reads no body must still be sent an empty or a JSON one; and
     the cursors it mints or reads are bound to its list."""
     if request.method in _BODY_METHODS and request.route_handler.parsed_data_field is None:

@@ -7,6 +7,7 @@ validation and logic.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import msgspec
 import structlog
@@ -14,6 +15,7 @@ from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.di import Provide
 from litestar.handlers import BaseRouteHandler
+from litestar.types import Guard
 
 from app.http import context, json_input
 from app.network import client_address, limit_key
@@ -58,9 +60,11 @@ def _fingerprint(method: str, path: str, body: bytes) -> str:
     return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + canonical).hexdigest()
 
 
-async def _claim_idempotency(connection: ASGIConnection, ctx: context.RequestContext, principal: str) -> None:
-    if connection.scope.get("method") not in IDEMPOTENT_METHODS:
-        return
+async def _claim_idempotency(
+    connection: ASGIConnection[Any, Any, Any, Any], ctx: context.RequestContext, principal: str
+) -> None:
+    if not isinstance(connection, Request) or connection.method not in IDEMPOTENT_METHODS:
+        return  # only HTTP requests have a method (and a body)
     key = connection.headers.get("idempotency-key")
     if key is None:
         return
@@ -68,8 +72,8 @@ async def _claim_idempotency(connection: ASGIConnection, ctx: context.RequestCon
         raise IdempotencyKeyTooLong()
     if not key or not key.isascii() or not key.isprintable():
         raise IdempotencyKeyInvalid()
-    body = await connection.body() if isinstance(connection, Request) else b""
-    method, path = connection.scope["method"], connection.scope["path"]
+    body = await connection.body()
+    method, path = connection.method, connection.scope["path"]
     settings = connection.app.state.settings
     ctx.idempotent_call = IdempotentCall(
         IdempotencyRequest(
@@ -83,7 +87,7 @@ async def _claim_idempotency(connection: ASGIConnection, ctx: context.RequestCon
     )
 
 
-def client_of(connection: ASGIConnection) -> str:
+def client_of(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     """The client's address (see app.network: X-Forwarded-For counts only from a trusted proxy)."""
     peer = connection.scope.get("client")
     return client_address(
@@ -93,7 +97,7 @@ def client_of(connection: ASGIConnection) -> str:
     )
 
 
-def _caller(connection: ASGIConnection, address: str) -> auth_service.Caller:
+def _caller(connection: ASGIConnection[Any, Any, Any, Any], address: str) -> auth_service.Caller:
     settings = connection.app.state.settings
     return auth_service.Caller(
         authorization=connection.headers.get("authorization"),
@@ -103,10 +107,10 @@ def _caller(connection: ASGIConnection, address: str) -> auth_service.Caller:
     )
 
 
-def requires(kind: KeyKind):
+def requires(kind: KeyKind) -> Guard:
     """A guard admitting only callers holding a live key of `kind` (and, for agents, an active agent)."""
 
-    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         ctx = context.current()
         try:
             principal, rate = await auth_service.authenticate(
@@ -123,7 +127,7 @@ def requires(kind: KeyKind):
     return guard
 
 
-async def public(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+async def public(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """A guard for unauthenticated routes: counted against the client address's allowance, and idempotency keys
     scoped by that address, so that another anonymous caller cannot be replayed someone else's response."""
     ctx = context.current()
@@ -156,7 +160,7 @@ def provide_principal() -> Principal:
 def provide_actor() -> Actor:
     """The calling agent as the marketplace rules see it (its operator counts as itself)."""
     principal = provide_principal()
-    return Actor(agent_id=principal.agent_id, operator_id=principal.operator_id)
+    return Actor(agent_id=principal.require_agent_id(), operator_id=principal.require_operator_id())
 
 
 DEPENDENCIES = {

@@ -22,6 +22,18 @@ class Principal:
     agent_id: int | None
     operator_id: int | None
 
+    def require_agent_id(self) -> int:
+        """The calling agent's id, for a route behind the agent guard (which admits agent keys only)."""
+        if self.agent_id is None:
+            raise RuntimeError(f"{self.name} is not an agent: the route lacks the agent guard")
+        return self.agent_id
+
+    def require_operator_id(self) -> int:
+        """The operator's id: an operator key's own, or an agent's operator (an agent is admitted once claimed)."""
+        if self.operator_id is None:
+            raise RuntimeError(f"{self.name} has no operator: the route lacks an agent or operator guard")
+        return self.operator_id
+
 
 @dataclass(frozen=True, slots=True)
 class RateLimitState:
@@ -112,7 +124,9 @@ async def _authenticate(lease: ConnectionLease, caller: Caller, kind: KeyKind) -
                 "Ask an operator to claim this agent with its verification code (POST /api/v1/operator/agents/claim).",
                 code="PENDING_CLAIM",
             )
-        raise Forbidden(f"Agent is {owner.agent_status}", _REACTIVATE.get(owner.agent_status, _REACTIVATE["suspended"]))
+        # Only an agent's key can be inactive, so it has a status; one without a way back reads as a suspension.
+        reactivate = _REACTIVATE.get(owner.agent_status or "suspended", _REACTIVATE["suspended"])
+        raise Forbidden(f"Agent is {owner.agent_status}", reactivate)
     principal = Principal(kind, owner.key_id, owner.principal, owner.agent_id, owner.operator_id)
     return principal, _rate_state(decision, caller.limit_per_minute, emission)
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Controller, Request, get, patch, post
 from litestar.di import NamedDependency
+from litestar.openapi.spec import SecurityRequirement
 from litestar.params import JSONBody
 
 from app.http.envelope import Envelope, Paged, ok
@@ -21,7 +24,7 @@ from app.services.uow import UnitOfWork
 from domain.agents import REGISTER_NAME_PATTERN
 from domain.error_codes import AGENT_NOT_FOUND, CATEGORY_NOT_FOUND, VALIDATION_ERROR
 
-AGENT_KEY = [{"agentKey": []}]
+AGENT_KEY: list[SecurityRequirement] = [{"agentKey": []}]
 
 
 class AgentsController(Controller):
@@ -31,7 +34,7 @@ class AgentsController(Controller):
     @get("/me", operation_id="getMyAgent", guards=[agent_only], security=AGENT_KEY)
     async def me(self, principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]) -> Envelope[AgentMeOut]:
         """The calling agent's profile."""
-        return ok(AgentMeOut.of(await agents.get_agent(uow, principal.agent_id)))
+        return ok(AgentMeOut.of(await agents.get_agent(uow, principal.require_agent_id())))
 
     @patch(
         "/me",
@@ -50,7 +53,7 @@ class AgentsController(Controller):
                 "No valid fields to update",
                 "Send at least one of: name, description, capabilities, category_ids, hourly_rate_credits.",
             )
-        return ok(AgentMeOut.of(await agents.update_profile(uow, principal.agent_id, changes)))
+        return ok(AgentMeOut.of(await agents.update_profile(uow, principal.require_agent_id(), changes)))
 
     @get(
         "/me/credits",
@@ -67,7 +70,7 @@ class AgentsController(Controller):
     ) -> Paged[CreditsOut]:
         """The operator's wallet balance, credits held in escrow, and its history (newest first)."""
         # The agent's credits are its operator's wallet, shared by all the operator's agents.
-        return await statement_page(uow, principal.operator_id, cursor, limit)
+        return await statement_page(uow, principal.require_operator_id(), cursor, limit)
 
     @get(
         "/me/claims",
@@ -86,7 +89,7 @@ class AgentsController(Controller):
         return await id_page(
             cursor,
             limit,
-            lambda last, n: bids.agent_bids(uow, principal.agent_id, before_id=last, limit=n),
+            lambda last, n: bids.agent_bids(uow, principal.require_agent_id(), before_id=last, limit=n),
             MyClaimOut.of,
         )
 
@@ -107,7 +110,7 @@ class AgentsController(Controller):
         return await id_page(
             cursor,
             limit,
-            lambda last, n: tasks.worker_tasks(uow, principal.agent_id, before_id=last, limit=n),
+            lambda last, n: tasks.worker_tasks(uow, principal.require_agent_id(), before_id=last, limit=n),
             MyTaskOut.of,
         )
 
@@ -129,7 +132,7 @@ class AgentsController(Controller):
         status_code=201,
     )
     async def register(
-        self, data: JSONBody[RegisterIn], uow: NamedDependency[UnitOfWork], request: Request
+        self, data: JSONBody[RegisterIn], uow: NamedDependency[UnitOfWork], request: Request[Any, Any, Any]
     ) -> Envelope[RegisteredOut]:
         """Self-register an agent; it stays pending_claim until an operator claims it by its verification code."""
         if not REGISTER_NAME_PATTERN.fullmatch(data.name):  # the schema's `$` would let a final newline through
@@ -146,7 +149,7 @@ class AgentsController(Controller):
                 api_key=registered.api_key,
                 verification_code=registered.verification_code,
                 profile_url=f"{base}/api/v1/agents/{agent.id}",
-                status=agent.status.value,
+                status=agent.status,
                 created_at=agent.created_at,
             )
         )

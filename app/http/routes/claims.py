@@ -23,7 +23,7 @@ from app.http.schemas.tasks import (
 )
 from app.http.security import agent_only
 from app.services import bids
-from app.services.bids import BidRequest
+from app.services.bids import BidRequest, BulkResult
 from app.services.uow import UnitOfWork
 from domain.error_codes import (
     CLAIM_NOT_FOUND,
@@ -36,6 +36,16 @@ from domain.error_codes import (
     TASK_NOT_OPEN,
 )
 from domain.tasks import Actor
+
+
+def _bulk_item(outcome: BulkResult) -> BulkItemOut:
+    """One bid's result: its claim, or the error it failed with."""
+    if outcome.claim is not None:
+        return BulkItemOut(task_id=outcome.task_id, ok=True, claim_id=outcome.claim.id)
+    error = outcome.error
+    if error is None:
+        raise RuntimeError(f"the bid on task {outcome.task_id} has neither a claim nor an error")
+    return BulkItemOut(task_id=outcome.task_id, ok=False, error=BulkErrorOut(code=error.code, message=error.message))
 
 
 class ClaimsController(Controller):
@@ -117,14 +127,7 @@ class ClaimsController(Controller):
         """Up to 10 bids, each processed on its own; always 200 with a result per bid."""
         requests = [BidRequest(item.task_id, item.proposed_credits, item.message) for item in data.claims]
         outcomes = await bids.place_bids(uow, actor, requests)
-        items = [
-            BulkItemOut(task_id=o.task_id, ok=True, claim_id=o.claim.id)
-            if o.claim is not None
-            else BulkItemOut(
-                task_id=o.task_id, ok=False, error=BulkErrorOut(code=o.error.code, message=o.error.message)
-            )
-            for o in outcomes
-        ]
+        items = [_bulk_item(o) for o in outcomes]
         succeeded = sum(item.ok for item in items)
         return ok(
             BulkOut(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
@@ -54,7 +55,7 @@ def declared_codes(handler: HTTPRouteHandler) -> list[ErrorCode]:
 _KEYED = (agent_only, operator_only, admin_only)
 
 
-def implied_codes(handler: HTTPRouteHandler, method: str, parameters: Iterable[dict]) -> list[ErrorCode]:
+def implied_codes(handler: HTTPRouteHandler, method: str, parameters: Iterable[dict[str, Any]]) -> list[ErrorCode]:
     """What any operation of this shape can answer, whatever its route does."""
     guards = handler.resolve_guards()
     keyed = any(guard in guards for guard in _KEYED)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import Example
+from litestar.openapi.spec import Example, SecurityRequirement
 from litestar.response import Stream
 
 from app.http import context, sse
@@ -28,7 +29,7 @@ from app.services.event_stream import EventHub, Subscription
 from app.services.uow import UnitOfWork
 from domain.error_codes import EVENT_EXPIRED, SERVICE_UNAVAILABLE, TASK_NOT_FOUND, TOO_MANY_STREAMS
 
-AGENT_KEY = [{"agentKey": []}]
+AGENT_KEY: list[SecurityRequirement] = [{"agentKey": []}]
 _STREAM_DOC = {
     200: ResponseSpec(
         data_container=StreamEventOut,  # each event, parsed into its fields
@@ -53,8 +54,8 @@ _STREAM_DOC = {
 STREAM_ERRORS = (TOO_MANY_STREAMS, EVENT_EXPIRED, SERVICE_UNAVAILABLE)
 
 
-def _hub(request: Request) -> EventHub:
-    hub = request.app.state.get("event_hub")
+def _hub(request: Request[Any, Any, Any]) -> EventHub:
+    hub: EventHub | None = request.app.state.get("event_hub")
     if hub is None:
         raise SERVICE_UNAVAILABLE.error(
             "Event streams are not running in this process", "Retry in a few seconds; another process may serve it."
@@ -73,7 +74,7 @@ async def _frames(subscription: Subscription, first: list[bytes], heartbeat: flo
         subscription.hub.unsubscribe(subscription)
 
 
-def _stream(request: Request, subscription: Subscription, first: list[bytes]) -> Stream:
+def _stream(request: Request[Any, Any, Any], subscription: Subscription, first: list[bytes]) -> Stream:
     heartbeat = request.app.state.settings.sse_heartbeat_seconds
     return Stream(_frames(subscription, first, heartbeat), media_type="text/event-stream", headers=sse.HEADERS)
 
@@ -91,7 +92,7 @@ class EventsController(Controller):
     )
     async def my_events(
         self,
-        request: Request,
+        request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
         uow: NamedDependency[UnitOfWork],
         last_event_id: LastEventIdQuery = None,
@@ -101,8 +102,9 @@ class EventsController(Controller):
         hub = _hub(request)
         after = await event_stream.resume_position(uow, last_event_id_header, last_event_id)
         await context.current().lease.release()
-        subscription = await hub.subscribe(principal.agent_id, agent_id=principal.agent_id, after=after)
-        greeting = {"agent_id": principal.agent_id, "message": "Subscribed to task updates"}
+        agent_id = principal.require_agent_id()
+        subscription = await hub.subscribe(agent_id, agent_id=agent_id, after=after)
+        greeting = {"agent_id": agent_id, "message": "Subscribed to task updates"}
         return _stream(request, subscription, [sse.plain_frame("connected", greeting)])
 
     @get(
@@ -114,7 +116,7 @@ class EventsController(Controller):
     )
     async def task_events(
         self,
-        request: Request,
+        request: Request[Any, Any, Any],
         task_id: TaskId,
         principal: NamedDependency[Principal],
         uow: NamedDependency[UnitOfWork],
@@ -139,5 +141,5 @@ class EventsController(Controller):
             }
             frame = {"type": "task.status", "data": current, "timestamp": datetime.now(UTC).isoformat()}
             first.append(sse.plain_frame("task.status", frame, event_id=latest.id if latest else None))
-        subscription = await hub.subscribe(principal.agent_id, task_id=task, after=after)
+        subscription = await hub.subscribe(principal.require_agent_id(), task_id=task, after=after)
         return _stream(request, subscription, first)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Controller, Request, Response, get
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Example
@@ -42,7 +44,7 @@ class HealthController(Controller):
             )
         },
     )
-    async def readyz(self, request: Request) -> Response[Envelope[ReadinessOut]]:
+    async def readyz(self, request: Request[Any, Any, Any]) -> Response[Envelope[ReadinessOut]]:
         """The database answers and its schema is at the latest migration (503 otherwise)."""
         expected = request.app.state.expected_revision
         state = await health.readiness(context.current().lease, expected)

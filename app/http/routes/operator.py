@@ -37,7 +37,7 @@ class OperatorController(Controller):
         self, principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[OperatorMeOut]:
         """The calling operator, its wallet balance and how many agents it has."""
-        found = await operators.profile(uow, principal.operator_id)
+        found = await operators.profile(uow, principal.require_operator_id())
         return ok(
             OperatorMeOut(
                 id=found.operator.id,
@@ -53,7 +53,7 @@ class OperatorController(Controller):
         self, data: JSONBody[AgentIn], principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[ManagedAgentWithKeyOut]:
         """Create an agent; its API key is in this response only."""
-        created = await operators.create_agent(uow, operator_id=principal.operator_id, profile=data.profile())
+        created = await operators.create_agent(uow, operator_id=principal.require_operator_id(), profile=data.profile())
         return ok(ManagedAgentWithKeyOut.with_key(created.agent, created.api_key))
 
     @get("/agents", operation_id="listOperatorAgents")
@@ -68,7 +68,9 @@ class OperatorController(Controller):
         return await id_page(
             cursor,
             limit,
-            lambda last, n: operators.list_agents(uow, operator_id=principal.operator_id, after_id=last or 0, limit=n),
+            lambda last, n: operators.list_agents(
+                uow, operator_id=principal.require_operator_id(), after_id=last or 0, limit=n
+            ),
             ManagedAgentOut.of,
         )
 
@@ -78,7 +80,7 @@ class OperatorController(Controller):
     ) -> Envelope[ManagedAgentOut]:
         """Claim a self-registered agent by its verification code."""
         agent = await operators.claim_agent(
-            uow, operator_id=principal.operator_id, verification_code=data.verification_code
+            uow, operator_id=principal.require_operator_id(), verification_code=data.verification_code
         )
         return ok(ManagedAgentOut.of(agent))
 
@@ -93,7 +95,7 @@ class OperatorController(Controller):
     ) -> Envelope[ManagedAgentWithKeyOut]:
         """Revoke the agent's key and issue a new one (shown once)."""
         rotated = await operators.rotate_key(
-            uow, operator_id=principal.operator_id, agent_id=parse_id(agent_id, "Agent")
+            uow, operator_id=principal.require_operator_id(), agent_id=parse_id(agent_id, "Agent")
         )
         return ok(ManagedAgentWithKeyOut.with_key(rotated.agent, rotated.api_key))
 
@@ -108,7 +110,7 @@ class OperatorController(Controller):
     ) -> Envelope[ManagedAgentOut]:
         """Pause an agent: its key is refused (403) until resumed."""
         agent = await operators.pause_agent(
-            uow, operator_id=principal.operator_id, agent_id=parse_id(agent_id, "Agent")
+            uow, operator_id=principal.require_operator_id(), agent_id=parse_id(agent_id, "Agent")
         )
         return ok(ManagedAgentOut.of(agent))
 
@@ -123,7 +125,7 @@ class OperatorController(Controller):
     ) -> Envelope[ManagedAgentOut]:
         """Resume a paused agent."""
         agent = await operators.resume_agent(
-            uow, operator_id=principal.operator_id, agent_id=parse_id(agent_id, "Agent")
+            uow, operator_id=principal.require_operator_id(), agent_id=parse_id(agent_id, "Agent")
         )
         return ok(ManagedAgentOut.of(agent))
 
@@ -136,4 +138,4 @@ class OperatorController(Controller):
         limit: Limit = DEFAULT_LIMIT,
     ) -> Paged[CreditsOut]:
         """The wallet statement: balance, escrow held and history, newest first."""
-        return await statement_page(uow, principal.operator_id, cursor, limit)
+        return await statement_page(uow, principal.require_operator_id(), cursor, limit)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.spec import SecurityRequirement
 from litestar.params import JSONBody
 
 from app.http.envelope import Envelope, Paged, ok, page
@@ -36,7 +37,7 @@ from domain.error_codes import (
 from domain.errors import InvalidParameter
 from domain.tasks import Actor, Sort, TaskFilter, TaskStatus
 
-AGENT_KEY = [{"agentKey": []}]
+AGENT_KEY: list[SecurityRequirement] = [{"agentKey": []}]
 
 
 def task_filter(status: str | None, category: int | None, min_budget: int | None, max_budget: int | None) -> TaskFilter:
@@ -160,7 +161,7 @@ class TasksController(Controller):
         change = await tasks.cancel(uow, actor, parse_id(task_id, "Task"))
         return ok(
             TaskStatusOut(
-                task_id=change.task_id, status=change.status.value, message="Task cancelled; its escrow was refunded"
+                task_id=change.task_id, status=change.status, message="Task cancelled; its escrow was refunded"
             )
         )
 
@@ -175,4 +176,4 @@ class TasksController(Controller):
     ) -> Envelope[TaskStatusOut]:
         """Reopen a claimed or in-progress task you posted; the escrow stays held."""
         change = await tasks.rollback(uow, actor, parse_id(task_id, "Task"))
-        return ok(TaskStatusOut(task_id=change.task_id, status=change.status.value, message="Task rolled back to open"))
+        return ok(TaskStatusOut(task_id=change.task_id, status=change.status, message="Task rolled back to open"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
@@ -25,6 +27,7 @@ from app.http.schemas.webhooks import (
     WebhookUpdateBody,
 )
 from app.http.security import agent_only
+from app.outbound.webhook_client import WebhookClient
 from app.services import webhooks
 from app.services.auth import Principal
 from app.services.uow import UnitOfWork
@@ -44,8 +47,9 @@ from domain.errors import InvalidParameter
 OWNED = errors(WEBHOOK_NOT_FOUND)  # another agent's webhook is "not found" too
 
 
-def _url_check(request: Request) -> UrlCheck:
-    return request.app.state.webhook_client.check_url
+def _url_check(request: Request[Any, Any, Any]) -> UrlCheck:
+    client: WebhookClient = request.app.state.webhook_client
+    return client.check_url
 
 
 def _webhook_id(value: str) -> int:
@@ -71,14 +75,14 @@ class WebhooksController(Controller):
     @post("", operation_id="createWebhook", status_code=201, responses=errors(WEBHOOK_URL_FORBIDDEN, LIMIT_REACHED))
     async def register(
         self,
-        request: Request,
+        request: Request[Any, Any, Any],
         data: JSONBody[WebhookIn],
         principal: NamedDependency[Principal],
         uow: NamedDependency[UnitOfWork],
     ) -> WebhookCreatedEnvelope:
         """Register an endpoint for some event types (at most 5 per agent). The signing secret is shown once."""
         record = await webhooks.register(
-            uow, principal.agent_id, url=data.url, events=data.events, check_url=_url_check(request)
+            uow, principal.require_agent_id(), url=data.url, events=data.events, check_url=_url_check(request)
         )
         base = meta()
         note = "Store the secret now: it is not shown again. Verify each delivery's signature with it."
@@ -99,7 +103,7 @@ class WebhooksController(Controller):
         return await id_page(
             cursor,
             limit,
-            lambda last, n: webhooks.list_for_agent(uow, principal.agent_id, after_id=last or 0, limit=n),
+            lambda last, n: webhooks.list_for_agent(uow, principal.require_agent_id(), after_id=last or 0, limit=n),
             WebhookOut.of,
         )
 
@@ -108,14 +112,14 @@ class WebhooksController(Controller):
         self, webhook_id: WebhookId, principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[WebhookOut]:
         """One of your endpoints, with its failure streak and whether it is active."""
-        return ok(WebhookOut.of(await webhooks.owned(uow, principal.agent_id, _webhook_id(webhook_id))))
+        return ok(WebhookOut.of(await webhooks.owned(uow, principal.require_agent_id(), _webhook_id(webhook_id))))
 
     @patch(
         "/{webhook_id:str}", operation_id="updateWebhook", responses=errors(WEBHOOK_NOT_FOUND, WEBHOOK_URL_FORBIDDEN)
     )
     async def update_webhook(
         self,
-        request: Request,
+        request: Request[Any, Any, Any],
         webhook_id: WebhookId,
         data: JSONBody[WebhookUpdateBody],
         principal: NamedDependency[Principal],
@@ -127,7 +131,7 @@ class WebhooksController(Controller):
             raise VALIDATION_ERROR.error("No valid fields to update", "Send at least one of: url, events, is_active.")
         changes = WebhookChanges(**given)
         record = await webhooks.update(
-            uow, principal.agent_id, _webhook_id(webhook_id), changes, check_url=_url_check(request)
+            uow, principal.require_agent_id(), _webhook_id(webhook_id), changes, check_url=_url_check(request)
         )
         return ok(WebhookOut.of(record))
 
@@ -137,7 +141,7 @@ class WebhooksController(Controller):
     ) -> Envelope[WebhookDeletedOut]:
         """Delete an endpoint; deliveries still queued for it are dropped."""
         webhook = _webhook_id(webhook_id)
-        await webhooks.delete(uow, principal.agent_id, webhook)
+        await webhooks.delete(uow, principal.require_agent_id(), webhook)
         return ok(WebhookDeletedOut(id=webhook))
 
     @post("/{webhook_id:str}/rotate-secret", operation_id="rotateWebhookSecret", status_code=200, responses=OWNED)
@@ -152,7 +156,7 @@ class WebhooksController(Controller):
         day; the body may be omitted)."""
         options = data or RotateSecretIn()
         record = await webhooks.rotate_secret(
-            uow, principal.agent_id, _webhook_id(webhook_id), overlap_seconds=options.overlap_seconds
+            uow, principal.require_agent_id(), _webhook_id(webhook_id), overlap_seconds=options.overlap_seconds
         )
         return ok(
             SecretRotatedOut(
@@ -170,7 +174,7 @@ class WebhooksController(Controller):
         self, webhook_id: WebhookId, principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[DeliveryOut]:
         """Queue a `webhook.ping` to this endpoint; follow it in the delivery log."""
-        return ok(DeliveryOut.of(await webhooks.send_test(uow, principal.agent_id, _webhook_id(webhook_id))))
+        return ok(DeliveryOut.of(await webhooks.send_test(uow, principal.require_agent_id(), _webhook_id(webhook_id))))
 
     @get("/{webhook_id:str}/deliveries", operation_id="listWebhookDeliveries", responses=OWNED)
     async def list_deliveries(
@@ -188,7 +192,7 @@ class WebhooksController(Controller):
         position = decode_cursor(cursor)
         rows = await webhooks.deliveries(
             uow,
-            principal.agent_id,
+            principal.require_agent_id(),
             webhook,
             before_id=position["id"] if position else None,
             limit=limit + 1,
@@ -217,6 +221,6 @@ class WebhooksController(Controller):
     ) -> Envelope[DeliveryOut]:
         """Send a succeeded or failed delivery again, now: the same event and webhook-id, a new retry schedule."""
         delivery = await webhooks.redeliver(
-            uow, principal.agent_id, _webhook_id(webhook_id), parse_id(delivery_id, "Delivery")
+            uow, principal.require_agent_id(), _webhook_id(webhook_id), parse_id(delivery_id, "Delivery")
         )
         return ok(DeliveryOut.of(delivery))
