@@ -21,7 +21,7 @@ import re
 import statistics
 import subprocess
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,18 +185,13 @@ def build(connection: psycopg.Connection, shape: Shape, table: str) -> Script:
         else:
             lines.append(statements[0] + (f" \\gset r{s}_" if s in values.read_back else ";"))
     names = [name for name, _ in values.columns]
-    header = [
-        "\\set k :k + 1",
-        f"\\set n :client_id * {per_client} + :k",
-        f"SELECT {', '.join(names) or '1 AS unused'} FROM {table} WHERE n = :n \\gset",
-    ]
-    connection.execute(f"DROP TABLE IF EXISTS {table}")
-    spec = "".join(f", {name} text" for name in names)
-    connection.execute(f"CREATE UNLOGGED TABLE {table} (n integer PRIMARY KEY{spec})")
-    with connection.cursor().copy(f"COPY {table} (n{''.join(', ' + c for c in names)}) FROM STDIN") as copy:
-        for n, row in enumerate(rows):
-            copy.write_row([n, *(NULL if (v := get(row)) is None else v for _, get in values.columns)])
-    connection.execute(f"VACUUM ANALYZE {table}")
+    values_table(
+        connection,
+        table,
+        names,
+        ([NULL if (v := get(row)) is None else v for _, get in values.columns] for row in rows),
+    )
+    header = lookup_header(table, names, per_client)
     return Script(
         table=table,
         text="\n".join(header + lines) + "\n",
@@ -205,6 +200,27 @@ def build(connection: psycopg.Connection, shape: Shape, table: str) -> Script:
         rows=len(rows),
         per_client=per_client,
     )
+
+
+def values_table(connection: psycopg.Connection, table: str, names: list[str], rows: Iterable[list[str]]) -> None:
+    """The per-request values, one row each (numbered from 0), as text: pgbench substitutes them as text."""
+    connection.execute(f"DROP TABLE IF EXISTS {table}")
+    spec = "".join(f", {name} text" for name in names)
+    connection.execute(f"CREATE UNLOGGED TABLE {table} (n integer PRIMARY KEY{spec})")
+    with connection.cursor().copy(f"COPY {table} (n{''.join(', ' + c for c in names)}) FROM STDIN") as copy:
+        for n, row in enumerate(rows):
+            copy.write_row([n, *row])
+    connection.execute(f"VACUUM ANALYZE {table}")
+
+
+def lookup_header(table: str, names: list[str], per_client: int) -> list[str]:
+    """The script lines that read this transaction's row of the values table into pgbench variables (and `n`):
+    client c takes rows c*per_client ... (c+1)*per_client - 1, so every row is used exactly once."""
+    return [
+        "\\set k :k + 1",
+        f"\\set n :client_id * {per_client} + :k",
+        f"SELECT {', '.join(names) or '1 AS unused'} FROM {table} WHERE n = :n \\gset",
+    ]
 
 
 @dataclass
@@ -219,7 +235,7 @@ class PgbenchResult:
 
 
 def pgbench(url: str, script_text: str, constants: dict[str, str], per_client: int, folder: Path) -> PgbenchResult:
-    script = folder / "replay.sql"
+    script = folder / "pgbench.sql"
     script.write_text(script_text)
     for old in folder.glob("pgbench_log*"):
         old.unlink()
@@ -251,32 +267,42 @@ def pgbench(url: str, script_text: str, constants: dict[str, str], per_client: i
 
 @dataclass
 class Ceiling:
-    replay: PgbenchResult
+    raw: PgbenchResult  # the pgbench run itself, the per-request lookup included
     lookup_tps: float
-    tps: float  # the replay with the lookup's cost taken off
+    tps: float  # the run with the lookup's cost taken off
     statements: int
     round_trips: int
     requests: int
-    others: int
+    others: int = 0  # captured requests of another shape, left out of the replay
+
+
+def run_once_each(
+    url: str, text: str, lookup_text: str, constants: dict[str, str], rows: int, per_client: int, folder: Path
+) -> tuple[PgbenchResult, float, float]:
+    """Run `text` once per row of its values table, every transaction committed, then the lookup alone (which
+    changes nothing, three times); returns the run, the lookup's rate and the run's rate without the lookup."""
+    result = pgbench(url, text, constants, per_client, folder)
+    if result.failed or result.transactions != rows:
+        raise SystemExit(f"bench: pgbench ran {result.transactions} of {rows} transactions:\n{result.output}")
+    lookup_tps = statistics.median(pgbench(url, lookup_text, {}, per_client, folder).tps for _ in range(3))
+    spare = 1 / result.tps - 1 / lookup_tps
+    return result, round(lookup_tps, 1), round(1 / spare, 1) if spare > 0 else result.tps
 
 
 def replay(url: str, capture_file: Path, table: str, folder: Path) -> Ceiling:
-    """Build and run the replay of `capture_file`, then the lookup alone (which changes nothing)."""
+    """Build and run the replay of `capture_file`, then the lookup alone."""
     shape = load_shape(capture_file)
     with psycopg.connect(url, autocommit=True) as connection:
         script = build(connection, shape, table)
-    result = pgbench(url, script.text, script.constants, script.per_client, folder)
-    if result.failed or result.transactions != script.rows:
-        raise SystemExit(f"bench: pgbench replayed {result.transactions} of {script.rows} requests:\n{result.output}")
-    lookups = [pgbench(url, script.lookup_text, {}, script.per_client, folder).tps for _ in range(3)]
-    lookup_tps = statistics.median(lookups)
-    spare = 1 / result.tps - 1 / lookup_tps
+    result, lookup_tps, tps = run_once_each(
+        url, script.text, script.lookup_text, script.constants, script.rows, script.per_client, folder
+    )
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute(f"DROP TABLE IF EXISTS {table}")
     return Ceiling(
-        replay=result,
-        lookup_tps=round(lookup_tps, 1),
-        tps=round(1 / spare, 1) if spare > 0 else result.tps,
+        raw=result,
+        lookup_tps=lookup_tps,
+        tps=tps,
         statements=shape.statements,
         round_trips=shape.round_trips,
         requests=script.rows,

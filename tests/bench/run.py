@@ -187,7 +187,7 @@ def write_ceilings(url: str, requests: int, folder: Path) -> tuple[list[Run], di
             capture.rename(kept)
             ceiling = replay.replay(url, kept, f"bench_replay_{scenario.name.replace(' ', '_')}", folder)
             ceilings[scenario.name] = ceiling
-            result = ceiling.replay
+            result = ceiling.raw
             run = Run(
                 scenario=scenario.name,
                 target="pgbench",
