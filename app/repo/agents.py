@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from app.repo.connections import Connection
+from app.repo.connections import Connection, one_row
 from domain.agents import Agent, AgentStatus
 
 _COLUMNS = """
@@ -61,8 +61,8 @@ async def insert(
             verification_code,
         ),
     )
-    (agent_id,) = await cursor.fetchone()
-    return agent_id
+    (agent_id,) = await one_row(cursor)
+    return int(agent_id)
 
 
 async def get(connection: Connection, agent_id: int, *, for_update: bool = False) -> Agent | None:
@@ -85,7 +85,7 @@ async def list_for_operator(connection: Connection, operator_id: int, *, after_i
 PROFILE_COLUMNS = ("name", "description", "capabilities", "category_ids", "hourly_rate_credits")
 
 
-async def update_profile(connection: Connection, agent_id: int, changes: dict[str, object]) -> None:
+async def update_profile(connection: Connection, agent_id: int, changes: Mapping[str, object]) -> None:
     columns = [column for column in PROFILE_COLUMNS if column in changes]
     if not columns:
         return

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.repo.connections import Connection
+from app.repo.connections import Connection, one_row
 
 INVARIANTS: dict[str, tuple[str, str]] = {
     "L1": (
@@ -98,10 +98,10 @@ async def count_violations(connection: Connection) -> dict[str, int]:
     transaction)."""
     async with connection.pipeline():
         cursors = {name: await connection.execute(query) for name, (_, query) in INVARIANTS.items()}
-    return {name: int((await cursor.fetchone())[0]) for name, cursor in cursors.items()}
+    return {name: int((await one_row(cursor))[0]) for name, cursor in cursors.items()}
 
 
 async def ledger_hash(connection: Connection) -> tuple[int, str]:
     cursor = await connection.execute(_HASH)
-    count, digest = await cursor.fetchone()
+    count, digest = await one_row(cursor)
     return count, digest

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from app.repo.connections import Connection
+from app.repo.connections import Connection, one_row
 from domain.events import REJECTED_FOR_ANOTHER_BID, REJECTED_FOR_CANCEL, REJECTED_FOR_ROLLBACK
 from domain.tasks import ClaimRecord, ClaimStatus, TaskStatus
 
@@ -44,8 +44,8 @@ async def has_pending(connection: Connection, task_id: int, agent_id: int) -> bo
         "SELECT EXISTS (SELECT 1 FROM claim WHERE task_id = %s AND agent_id = %s AND status = 'pending')",
         (task_id, agent_id),
     )
-    (exists,) = await cursor.fetchone()
-    return exists
+    (exists,) = await one_row(cursor)
+    return bool(exists)
 
 
 async def insert(
@@ -63,7 +63,7 @@ async def insert(
         """,
         (task_id, agent_id, operator_id, proposed_credits, message),
     )
-    return _to_record(await cursor.fetchone())
+    return _to_record(await one_row(cursor))
 
 
 # Each rejected bid's agent hears `claim.rejected` (the outbox), written by the statement that rejects it, so the
@@ -127,7 +127,7 @@ async def _reject(connection: Connection, task_id: int, statuses: tuple[str, ...
 
 async def get(connection: Connection, claim_id: int) -> ClaimRecord:
     cursor = await connection.execute(f"{_SELECT} WHERE c.id = %s", (claim_id,))
-    return _to_record(await cursor.fetchone())
+    return _to_record(await one_row(cursor))
 
 
 async def for_task(connection: Connection, task_id: int, *, after_id: int, limit: int) -> list[ClaimRecord]:

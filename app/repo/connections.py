@@ -10,11 +10,19 @@ import asyncio
 import contextlib
 from typing import Protocol
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolClosed
 
 Connection = AsyncConnection[TupleRow]
+
+
+async def one_row(cursor: AsyncCursor[TupleRow]) -> TupleRow:
+    """The row a statement always returns (INSERT ... RETURNING, an aggregate, EXISTS); none is a bug."""
+    row = await cursor.fetchone()
+    if row is None:
+        raise RuntimeError("the statement returned no row")
+    return row
 
 
 class ConnectionSource(Protocol):
@@ -52,7 +60,7 @@ def open_pool(url: str, *, min_size: int, max_size: int, statement_timeout_ms: i
 class PoolSource:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
-        self._check: asyncio.Task | None = None
+        self._check: asyncio.Task[None] | None = None
 
     async def acquire(self) -> Connection:
         return await self.pool.getconn()

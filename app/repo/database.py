@@ -11,13 +11,17 @@ import logging
 import os
 import urllib.parse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.config import ENV_PREFIX, Settings, SettingsError
 from app.crypto import HOW_TO_MAKE_ONE, KeyRing, KeyRingError, new_key_entry
 
+if TYPE_CHECKING:
+    from pgserver.postgres_server import PostgresServer
+
 DATABASE_NAME = "agora"
 
-_embedded: dict[Path, object] = {}
+_embedded: dict[Path, PostgresServer] = {}
 
 
 def embedded_server_url(data_dir: Path, database: str = DATABASE_NAME, *, delete_on_exit: bool = False) -> str:
@@ -25,24 +29,22 @@ def embedded_server_url(data_dir: Path, database: str = DATABASE_NAME, *, delete
 
     The server stops when the last process using it exits; `delete_on_exit` also removes its folder (tests).
     """
-    import pgserver  # imported here: a configured database never needs it
+    from pgserver.postgres_server import get_server  # imported here: a configured database never needs it
 
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     data_dir = data_dir.expanduser().resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     server = _embedded.get(data_dir)
     if server is None:
-        _forget_dead_users(pgserver, data_dir)
-        server = _embedded[data_dir] = pgserver.get_server(
-            data_dir, cleanup_mode="delete" if delete_on_exit else "stop"
-        )
+        _forget_dead_users(data_dir)
+        server = _embedded[data_dir] = get_server(data_dir, cleanup_mode="delete" if delete_on_exit else "stop")
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
     if "(1 row)" not in exists:
         server.psql(f'CREATE DATABASE "{database}";')
     return server.get_uri(database)
 
 
-def _forget_dead_users(pgserver, data_dir: Path) -> None:
+def _forget_dead_users(data_dir: Path) -> None:
     """Drop processes that died without saying goodbye (SIGKILL) from pgserver's list of users of the server.
 
     pgserver stops the server when the last process on that list exits; a dead entry would keep it running
@@ -51,9 +53,10 @@ def _forget_dead_users(pgserver, data_dir: Path) -> None:
     import json
 
     import psutil
+    from pgserver.postgres_server import PostgresServer
 
     handles = data_dir / ".handle_pids.json"
-    with pgserver.PostgresServer._lock:  # the lock pgserver itself takes around that list
+    with PostgresServer._lock:  # the lock pgserver itself takes around that list
         if not handles.exists():
             return
         alive = [pid for pid in json.loads(handles.read_text() or "[]") if psutil.pid_exists(pid)]

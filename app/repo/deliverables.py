@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from app.repo.connections import Connection
+from app.repo.connections import Connection, one_row
 from domain.tasks import DeliverableRecord, DeliverableStatus
 
 _COLUMNS = "id, task_id, agent_id, content, status, revision_notes, revision_number, submitted_at"
@@ -28,8 +28,8 @@ async def count_for_assignment(connection: Connection, task_id: int, assignment:
     cursor = await connection.execute(
         "SELECT count(*) FROM deliverable WHERE task_id = %s AND assignment = %s", (task_id, assignment)
     )
-    (count,) = await cursor.fetchone()
-    return count
+    (count,) = await one_row(cursor)
+    return int(count)
 
 
 async def insert(
@@ -40,7 +40,7 @@ async def insert(
         f" VALUES (%s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
         (task_id, agent_id, assignment, content, revision_number),
     )
-    return _to_record(await cursor.fetchone())
+    return _to_record(await one_row(cursor))
 
 
 async def find(connection: Connection, deliverable_id: int) -> DeliverableRecord | None:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from app.repo.connections import Connection
+from app.repo.connections import Connection, one_row
 from app.repo.events import compact_json
 from domain.deliveries import AttemptVerdict, DeliveryStatus, EndpointHealth
 
@@ -212,5 +212,5 @@ async def disable_endpoint(connection: Connection, webhook_id: int, reason: str)
                 WHERE webhook_id = %s AND status = 'pending'""",
             (webhook_id,),
         )
-        (agent_id,) = await cursor.fetchone()
-    return agent_id
+        (agent_id,) = await one_row(cursor)
+    return int(agent_id)

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import msgspec
 
-from app.repo.connections import Connection
+from app.repo.connections import Connection, one_row
 from domain.events import Event, MatchRequest
 
 NOTIFY_CHANNEL = "agora_events"
@@ -90,7 +91,7 @@ async def insert_matches(connection: Connection, match: MatchRequest) -> None:
     )
 
 
-async def insert_ping(connection: Connection, webhook_id: int, data: dict) -> int:
+async def insert_ping(connection: Connection, webhook_id: int, data: dict[str, Any]) -> int:
     """A test event for one endpoint: no recipient (it appears on no stream), one delivery. Returns the delivery."""
     cursor = await connection.execute(
         """
@@ -100,8 +101,8 @@ async def insert_ping(connection: Connection, webhook_id: int, data: dict) -> in
         """,
         (_encode(data).decode(), webhook_id),
     )
-    (delivery_id,) = await cursor.fetchone()
-    return delivery_id
+    (delivery_id,) = await one_row(cursor)
+    return int(delivery_id)
 
 
 _COLUMNS = "id, tx::text::bigint, type, agent_id, task_id, data::text, created_at"
@@ -112,7 +113,7 @@ def compact_json(text: str) -> bytes:
     return _encode(msgspec.json.decode(text))
 
 
-def _to_event(row: Sequence) -> StoredEvent:
+def _to_event(row: Sequence[Any]) -> StoredEvent:
     return StoredEvent(row[0], row[1], row[2], row[3], row[4], compact_json(row[5]), row[6])
 
 
@@ -147,7 +148,7 @@ async def unreadable_exist(connection: Connection, position: tuple[int, int]) ->
         f"SELECT EXISTS (SELECT 1 FROM event WHERE tx >= {_HORIZON} AND (tx, id) > (%s::text::xid8, %s))",
         (str(position[0]), position[1]),
     )
-    (found,) = await cursor.fetchone()
+    (found,) = await one_row(cursor)
     return bool(found)
 
 
@@ -198,5 +199,5 @@ async def delete_expired(connection: Connection, *, keep_days: int, batch: int =
 
 async def newest_id(connection: Connection) -> int:
     cursor = await connection.execute("SELECT coalesce(max(id), 0) FROM event")
-    (found,) = await cursor.fetchone()
-    return found
+    (found,) = await one_row(cursor)
+    return int(found)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from app.repo.connections import Connection
+from app.repo.connections import Connection, one_row
 
 
 async def schema_revision(connection: Connection) -> str | None:
     """The migration the database is at; None when it has never been migrated."""
     cursor = await connection.execute("SELECT to_regclass('alembic_version') IS NOT NULL")
-    (migrated,) = await cursor.fetchone()
+    (migrated,) = await one_row(cursor)
     if not migrated:
         return None
     cursor = await connection.execute("SELECT version_num FROM alembic_version")

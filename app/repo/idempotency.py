@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from psycopg import errors
 
 from app.repo import transactions
-from app.repo.connections import Connection
+from app.repo.connections import Connection, one_row
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,7 @@ async def claim(connection: Connection, principal: str, key: str) -> Claim:
     async with connection.pipeline():
         locked = await connection.execute(_LOCK, (_lock_name(principal, key),))
         found = await connection.execute(_FIND, (principal, key))
-    (is_locked,) = await locked.fetchone()
+    (is_locked,) = await one_row(locked)
     row = await found.fetchone()
     stored = StoredResponse(row[0], row[1], row[2], bytes(row[3])) if row else None
     return Claim(bool(is_locked), stored)

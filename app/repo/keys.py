@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.repo.connections import Connection
+from app.repo.connections import Connection, one_row
 from domain.keys import NewKey
 
 
@@ -19,8 +19,8 @@ async def insert(
         " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
         (key.kind.value, key.key_hash, key.display_prefix, name, agent_id, operator_id),
     )
-    (key_id,) = await cursor.fetchone()
-    return key_id
+    (key_id,) = await one_row(cursor)
+    return int(key_id)
 
 
 async def revoke_agent_keys(connection: Connection, agent_id: int) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 
 from psycopg import errors
 
-from app.repo.connections import Connection
+from app.repo.connections import Connection, one_row
 from domain.ledger import (
     TASKHIVE_TYPE,
     Account,
@@ -115,8 +115,8 @@ async def lock_accounts(connection: Connection, account_ids: Sequence[int]) -> d
 
 async def platform_account(connection: Connection, kind: AccountKind) -> int:
     cursor = await connection.execute("SELECT id FROM account WHERE kind = %s", (kind.value,))
-    (account_id,) = await cursor.fetchone()
-    return account_id
+    (account_id,) = await one_row(cursor)
+    return int(account_id)
 
 
 async def list_accounts(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.repo.connections import Connection
+from app.repo.connections import Connection, one_row
 from domain.agents import Operator
 
 
@@ -16,7 +16,7 @@ async def insert(connection: Connection, name: str) -> tuple[Operator, int]:
         """,
         (name,),
     )
-    operator_id, op_name, created_at, wallet_id = await cursor.fetchone()
+    operator_id, op_name, created_at, wallet_id = await one_row(cursor)
     return Operator(id=operator_id, name=op_name, created_at=created_at), wallet_id
 
 
@@ -28,5 +28,5 @@ async def get(connection: Connection, operator_id: int) -> Operator | None:
 
 async def count_agents(connection: Connection, operator_id: int) -> int:
     cursor = await connection.execute("SELECT count(*) FROM agent WHERE operator_id = %s", (operator_id,))
-    (count,) = await cursor.fetchone()
-    return count
+    (count,) = await one_row(cursor)
+    return int(count)

@@ -5,6 +5,8 @@ Constraints, triggers and seed rows that SQLAlchemy cannot express are written b
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import (
     ARRAY,
     BigInteger,
@@ -29,7 +31,7 @@ from sqlalchemy.dialects.postgresql import base as postgresql_base
 from sqlalchemy.types import UserDefinedType
 
 
-class XID8(UserDefinedType):
+class XID8(UserDefinedType[int]):
     """PostgreSQL's 64-bit transaction id (the outbox orders events by their writer's)."""
 
     cache_ok = True
@@ -53,7 +55,7 @@ metadata = MetaData(
 )
 
 
-def _created_at() -> Column:
+def _created_at() -> Column[datetime]:
     return Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now())
 
 

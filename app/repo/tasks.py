@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from app.repo.connections import Connection
+from app.repo.connections import Connection, one_row
 from domain.tasks import (
     Category,
     ClaimStatus,
@@ -48,7 +48,7 @@ async def insert(
             task.max_revisions,
         ),
     )
-    task_id, escrow_id, now = await cursor.fetchone()
+    task_id, escrow_id, now = await one_row(cursor)
     return task_id, escrow_id, now
 
 
@@ -271,7 +271,7 @@ async def escrow_held(connection: Connection, operator_id: int) -> int:
         " WHERE t.poster_operator_id = %s AND t.status IN ('open','claimed','in_progress','delivered')",
         (operator_id,),
     )
-    (held,) = await cursor.fetchone()
+    (held,) = await one_row(cursor)
     return int(held)
 
 

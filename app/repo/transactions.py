@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+
+from psycopg import AsyncPipeline
 
 from app.repo.connections import Connection
 from app.repo.events import NOTIFY_CHANNEL
@@ -25,7 +28,7 @@ async def begin(connection: Connection, *, savepoint: str | None = None) -> None
 CHECK_DEFERRED_CONSTRAINTS = "SET CONSTRAINTS ALL IMMEDIATE"
 
 
-def batch(connection: Connection):
+def batch(connection: Connection) -> AbstractAsyncContextManager[AsyncPipeline]:
     """Statements executed inside go out together and are answered in one round trip."""
     return connection.pipeline()
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from app.repo.connections import Connection
+from app.repo.connections import Connection, one_row
 from domain.deliveries import AttemptRecord, DeliveryRecord, DeliveryStatus, WebhookRecord, reported_outcome
 
 _COLUMNS = """w.id, w.agent_id, w.url, w.events, w.is_active, w.disabled_reason, w.failure_count, w.last_triggered_at,
@@ -35,8 +35,8 @@ async def reserve_id(connection: Connection, agent_id: int) -> int:
     async with connection.pipeline():
         await connection.execute("SELECT 1 FROM agent WHERE id = %s FOR UPDATE", (agent_id,))
         cursor = await connection.execute("SELECT nextval(pg_get_serial_sequence('webhook', 'id'))")
-        (webhook_id,) = await cursor.fetchone()
-    return webhook_id
+        (webhook_id,) = await one_row(cursor)
+    return int(webhook_id)
 
 
 async def insert(
