@@ -20,7 +20,8 @@ import psutil
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-CONNECTIONS = 32
+CONNECTIONS = 32  # the throughput rows: enough to keep two cores busy
+LATENCY_CONNECTIONS = 4  # the latency rows: two per core, so that a request hardly waits behind another
 THREADS = 2
 WRK = "wrk"
 # Every script ends with this (it wraps the script's request()). setup() numbers the threads (so each can seed its
@@ -85,8 +86,9 @@ def lua_success_marker(marker: str | None, *, filler_prefix: str | None = None) 
 @dataclass
 class Run:
     scenario: str
-    target: str  # "agora", "ceiling" (raw endpoint or plain JSON) or "pgbench" (the replayed statements)
+    target: str  # "agora", "ceiling" (raw endpoint or plain JSON), "pgbench" (the replayed statements) or "minimal"
     processes: int
+    connections: int = CONNECTIONS  # wrk's (or pgbench's) concurrent connections
     requests: int = 0
     seconds: float | None = None  # from the first request to the last success (None: pgbench, whose tps is its own)
     rps: float = 0.0
@@ -101,6 +103,7 @@ class Run:
     wrk_cpu_s: float = 0.0
     cpu_busy_pct: float | None = None
     ratio: float | None = None
+    ratio_minimal: float | None = None  # write scenarios: req/s over the minimal transaction's (bench/minimal/)
     statements: float | None = None  # SQL statements per request (write scenarios, from the capture)
     round_trips: float | None = None  # round trips to PostgreSQL per request
     note: str = ""
@@ -226,9 +229,11 @@ def background_busy_pct(seconds: float = 1.0) -> float:
     return round(100 * (busy_after - busy_before) / max(total_after - total_before, 1), 1)
 
 
-def wrk(url: str, script: Path, seconds: int, *, latency: bool) -> tuple[str, float, float]:
+def wrk(
+    url: str, script: Path, seconds: int, *, latency: bool, connections: int = CONNECTIONS
+) -> tuple[str, float, float]:
     """Run wrk; return its output, its own CPU seconds (user + sys) and the machine's busy % meanwhile."""
-    command = [WRK, f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "30s"]
+    command = [WRK, f"-t{THREADS}", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s"]
     command += [*(["--latency"] if latency else []), "-s", str(script), url]
     busy_before, total_before = _cpu_times()
     with tempfile.TemporaryFile("w+") as out:
@@ -253,19 +258,27 @@ def measure(
     seconds: int,
     warmup: int,
     warmup_script: Path | None = None,
+    connections: int = CONNECTIONS,
 ) -> Run:
     """A warm-up (with its own script when requests must not repeat), then the timed wrk run."""
     if warmup > 0:
-        wrk(server.url, warmup_script or script, warmup, latency=False)
+        wrk(server.url, warmup_script or script, warmup, latency=False, connections=connections)
     workers = server.workers()
     reset_peak_rss(workers)
-    output, cpu, busy = wrk(server.url, script, seconds, latency=True)
-    run = Run(scenario=scenario, target=target, processes=server.count, wrk_cpu_s=round(cpu, 2), cpu_busy_pct=busy)
+    output, cpu, busy = wrk(server.url, script, seconds, latency=True, connections=connections)
+    run = Run(
+        scenario=scenario,
+        target=target,
+        processes=server.count,
+        connections=connections,
+        wrk_cpu_s=round(cpu, 2),
+        cpu_busy_pct=busy,
+    )
     parse_wrk(output, run)
     run.peak_rss_mb = peak_rss_mb(workers)
     flag = "  ERRORS" if run.errors else ""
     print(
-        f"  {target:>7} x{server.count} {scenario:<24} {run.rps:>9.0f} req/s  p50 {run.p50_ms} ms"
+        f"  {target:>7} x{server.count} c{connections:<2} {scenario:<24} {run.rps:>9.0f} req/s  p50 {run.p50_ms} ms"
         f"  p99 {run.p99_ms} ms  wrk cpu {run.wrk_cpu_s} s{flag}",
         flush=True,
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.bench.load import CONNECTIONS, ROOT, THREADS, WRK, Run
+from tests.bench.load import CONNECTIONS, LATENCY_CONNECTIONS, ROOT, THREADS, WRK, Run
 
 
 def machine() -> dict[str, object]:
@@ -77,9 +77,9 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 def median_runs(runs: list[Run]) -> list[Run]:
     """Of repeated runs of one scenario on one side, the run with the median req/s (its latencies with it)."""
-    groups: dict[tuple[str, str, int], list[Run]] = {}
+    groups: dict[tuple[str, str, int, int], list[Run]] = {}
     for run in runs:
-        groups.setdefault((run.scenario, run.target, run.processes), []).append(run)
+        groups.setdefault((run.scenario, run.target, run.processes, run.connections), []).append(run)
     chosen = []
     for group in groups.values():
         ordered = sorted(group, key=lambda r: r.rps)
@@ -94,21 +94,27 @@ def median_runs(runs: list[Run]) -> list[Run]:
 
 def table(runs: list[Run]) -> str:
     lines = [
-        "| scenario | processes | side | req/s | timed s | p50 ms | p99 ms | max ms | errors | statements / round trips "
-        "| ratio to ceiling | peak RSS MB/process | wrk CPU s | CPU busy % |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| scenario | processes | connections | side | req/s | timed s | p50 ms | p99 ms | max ms | errors "
+        "| statements / round trips | ratio to ceiling | ratio to minimal | peak RSS MB/process | wrk CPU s "
+        "| CPU busy % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         rss = " / ".join(f"{mb:.0f}" for mb in run.peak_rss_mb) or "-"
         errors = f"**{run.errors}**" if run.errors else "0"
         sql = "-" if run.statements is None else f"{run.statements:.1f} / {run.round_trips:.1f}"
         lines.append(
-            f"| {run.scenario} | {run.processes} | {run.target} | {run.rps:.0f} | {_fmt(run.seconds, 1)} | "
-            f"{_fmt(run.p50_ms)} | "
-            f"{_fmt(run.p99_ms)} | {_fmt(run.max_ms, 0)} | {errors} | {sql} | {_fmt(run.ratio)} | {rss} | "
-            f"{run.wrk_cpu_s:.1f} | {_fmt(run.cpu_busy_pct, 0)} |"
+            f"| {run.scenario} | {run.processes} | {run.connections} | {run.target} | {run.rps:.0f} | "
+            f"{_fmt(run.seconds, 1)} | {_fmt(run.p50_ms)} | {_fmt(run.p99_ms)} | {_fmt(run.max_ms, 0)} | {errors} | "
+            f"{sql} | {_fmt(run.ratio)} | {_fmt(run.ratio_minimal)} | {rss} | {run.wrk_cpu_s:.1f} | "
+            f"{_fmt(run.cpu_busy_pct, 0)} |"
         )
     return "\n".join(lines)
+
+
+def row_name(run: Run) -> str:
+    """How a row is named in notes: its side and process count, and its connections when not the usual."""
+    return f"{run.target} x{run.processes}" + (f" c{run.connections}" if run.connections != CONNECTIONS else "")
 
 
 def _of(runs: list[Run], target: str, scenario: str | None = None, *, prefix: str = "") -> list[Run]:
@@ -129,7 +135,9 @@ def targets(runs: list[Run], fixtures, statement_timeout_ms: int = 5000) -> list
     from tests.bench.writes import SCENARIOS
 
     lines = ["Targets:"]
-    agora = [r for r in runs if r.target == "agora" and r.scenario != "webhook fan-out"]  # API processes
+    api = [r for r in runs if r.target == "agora" and r.scenario != "webhook fan-out"]  # API processes
+    agora = [r for r in api if r.connections == CONNECTIONS]  # the throughput rows
+    latency = [r for r in api if r.connections == LATENCY_CONNECTIONS]  # the latency rows
     write_names = {s.name for s in SCENARIOS}
     read_names = {s.name for s in scenarios(fixtures) if s.agora is not None}
     for kind, names, floor in (("write", write_names, 0.5), ("read", read_names, 0.6)):
@@ -144,6 +152,17 @@ def targets(runs: list[Run], fixtures, statement_timeout_ms: int = 5000) -> list
                     f"{worst.ratio:.2f}): {figures}",
                 )
             )
+    rows = [r for r in agora if r.scenario in write_names and r.ratio_minimal is not None]
+    if rows:
+        worst = min(rows, key=lambda r: r.ratio_minimal)
+        figures = ", ".join(f"{r.scenario} x{r.processes} {r.ratio_minimal:.2f}" for r in rows)
+        lines.append(
+            _check(
+                worst.ratio_minimal >= 0.35,
+                f"every write >= 0.35x its minimal transaction (worst {worst.scenario} x{worst.processes} "
+                f"{worst.ratio_minimal:.2f}): {figures}",
+            )
+        )
     settle = _of(runs, "pgbench", "accept deliverable")
     if settle and settle[0].round_trips is not None:
         lines.append(
@@ -176,6 +195,26 @@ def targets(runs: list[Run], fixtures, statement_timeout_ms: int = 5000) -> list
                     f"{scenario} p99 <= {limit} ms: worst x{worst.processes} {worst.p99_ms} ms",
                 )
             )
+    quick = [r for r in latency if r.scenario in ("GET task", "search selective") or r.scenario.startswith("browse")]
+    if quick:
+        worst = max(quick, key=lambda r: r.p99_ms or 0)
+        lines.append(
+            _check(
+                (worst.p99_ms or 0) <= 10,
+                f"GET task, browse and selective search p99 <= 10 ms at {LATENCY_CONNECTIONS} connections: worst "
+                f"{worst.scenario} x{worst.processes} {worst.p99_ms} ms",
+            )
+        )
+    broad = [r for r in latency if r.scenario == "search broad"]
+    if broad:
+        worst = max(broad, key=lambda r: r.p50_ms or 0)
+        lines.append(
+            _check(
+                (worst.p50_ms or 0) <= 60,
+                f"broad search p50 <= 60 ms at {LATENCY_CONNECTIONS} connections: worst x{worst.processes} "
+                f"{worst.p50_ms} ms",
+            )
+        )
     slowest = max((r for r in agora if r.max_ms is not None), key=lambda r: r.max_ms, default=None)
     if slowest:
         lines.append(
@@ -218,7 +257,9 @@ def write_results(folder: Path, report: dict, runs: list[Run], checks: list[str]
         "Versions: " + ", ".join(f"{name} {version}" for name, version in v.items()) + ".",
         "",
         f"Data: {d['tasks']:,} seeded tasks ({d['open_tasks']:,} open). Load: wrk -t{THREADS} -c{CONNECTIONS}, "
-        f"{report['config']['warmup']} s warm-up then {report['config']['duration']} s timed, per scenario. "
+        f"{report['config']['warmup']} s warm-up then {report['config']['duration']} s timed, per scenario; "
+        f"Agora's reads then again with -c{LATENCY_CONNECTIONS} for {report['config']['duration']} s (the "
+        f"latency rows, connections {LATENCY_CONNECTIONS}: two per core, hardly any queueing), unscored. "
         f"Server: uvicorn --loop uvloop --http httptools --workers N, for Agora and the ceiling app alike.",
         "",
         f"CPU busy before the run (other load on the machine): {m['busy_pct_before_run']} %.",
@@ -235,7 +276,10 @@ def write_results(folder: Path, report: dict, runs: list[Run], checks: list[str]
         "query serving the same rows, no auth (the plain JSON row is the framework's own ceiling). Writes: pgbench "
         f"({CONNECTIONS} clients, -M prepared) replaying the statements Agora sent for that request (captured with "
         "COMMIT turned into ROLLBACK, then replayed committing, each request once), less the cost of the per-request "
-        "lookup of its values. Fan-out: deliveries per second against a bare sender to the same receiver. "
+        "lookup of its values. Ratio to minimal (writes): Agora's req/s / that of the minimal transaction, the least "
+        "SQL a correct implementation sends for the request (bench/minimal/<scenario>.sql, run by pgbench the same "
+        "way on fresh targets, each once, and checked afterwards). "
+        "Fan-out: deliveries per second against a bare sender to the same receiver. "
         "Statements / round trips: per request, from the capture.",
         "",
         table(runs),
@@ -244,7 +288,7 @@ def write_results(folder: Path, report: dict, runs: list[Run], checks: list[str]
         "",
         "Notes:",
         "",
-        *[f"- {r.scenario} ({r.target} x{r.processes}): {r.note}" for r in runs if r.note],
+        *[f"- {r.scenario} ({row_name(r)}): {r.note}" for r in runs if r.note],
         "",
     ]
     md_path.write_text("\n".join(md))

@@ -7,12 +7,15 @@
    (CREATE DATABASE ... TEMPLATE), so the writes of one run never change what the next one measures.
 2. The write ceilings: for each write scenario, Agora under `tests/bench/capture_app.py` answers a few thousand of
    the scenario's requests with every COMMIT turned into ROLLBACK, recording its SQL; pgbench then replays exactly
-   those statements, round trips and values, each request once, committing (`tests/bench/replay.py`).
+   those statements, round trips and values, each request once, committing (`tests/bench/replay.py`). Then, on
+   the same copy, pgbench runs the scenario's minimal transaction (`bench/minimal/<scenario>.sql`, the least SQL a
+   correct implementation sends) for as many fresh targets, each once (`tests/bench/minimal.py`).
 3. For each API process count: Agora under uvicorn (`--workers N --loop uvloop --http httptools`) for every read
    and write scenario, then the ceiling app (`tests/bench/ceiling_app.py`: the same rows from one raw psycopg query,
    no auth; and a plain JSON endpoint) with the same server flags. Every scenario: a warm-up, then
    `wrk -t2 -c32 -d{duration}s --latency`; write requests are chosen from the database just before their run and
-   each is sent once.
+   each is sent once. Each of Agora's read scenarios then runs again with 4 connections (`-c4`, no warm-up: the
+   server just served it), for latency without queueing on two cores.
 4. Webhook fan-out: `agora worker` processes draining deliveries to a local receiver (`tests/bench/fanout.py`).
 5. The median of the repetitions per row, a table (req/s, p50, p99, max, statements and round trips per request,
    ratio to the ceiling, peak RSS per process, wrk's own CPU), the targets of issue 5 checked, written to
@@ -39,9 +42,10 @@ import psycopg
 from app.crypto import KeyRing, new_key_entry
 from app.repo import migrate
 from app.repo.database import embedded_server_url
-from tests.bench import reads, replay, writes
+from tests.bench import minimal, reads, replay, writes
 from tests.bench.load import (
     CONNECTIONS,
+    LATENCY_CONNECTIONS,
     ROOT,
     THREADS,
     WRK,
@@ -52,7 +56,7 @@ from tests.bench.load import (
     preflight,
     start_server,
 )
-from tests.bench.report import git_sha, machine, median_runs, table, targets, versions, write_results
+from tests.bench.report import git_sha, machine, median_runs, row_name, table, targets, versions, write_results
 
 DATABASE = "agora_bench"
 RUN_DATABASE = "agora_bench_run"
@@ -61,6 +65,7 @@ SHARED_BUFFERS = "1GB"
 # cursors under it, as the server would.
 SECRET_KEY = os.environ.get("AGORA_SECRET_KEY") or new_key_entry()
 WRITE_HEADROOM = 1.5  # a write run prepares requests for this times its ceiling's rate (see measure_writes)
+RATE_LIMIT_PER_MINUTE = 1_000_000  # per agent: high enough never to refuse, counted on every request all the same
 
 
 # ---------------------------------------------------------------------------------------------------- the dataset
@@ -151,7 +156,7 @@ def agora_env(url: str, count: int) -> dict[str, str]:
     return {
         "AGORA_DATABASE_URL": url,
         "AGORA_SECRET_KEY": SECRET_KEY,
-        "AGORA_RATE_LIMIT_PER_MINUTE": "1000000",
+        "AGORA_RATE_LIMIT_PER_MINUTE": str(RATE_LIMIT_PER_MINUTE),
         "AGORA_WEBHOOK_WORKER": "false",
         "AGORA_LOG_LEVEL": "warning",
         "AGORA_DB_POOL_MIN": str(math.ceil(CONNECTIONS / count)),
@@ -166,11 +171,33 @@ def start_agora(url: str, count: int) -> Server:
 # ---------------------------------------------------------------------------------------------------- ceilings
 
 
+def ceiling_run(scenario: str, target: str, ceiling: replay.Ceiling, note: str) -> Run:
+    result = ceiling.raw
+    return Run(
+        scenario=scenario,
+        target=target,
+        processes=replay.CLIENTS,
+        connections=replay.CLIENTS,
+        requests=result.transactions,
+        rps=ceiling.tps,
+        p50_ms=result.p50_ms,
+        p99_ms=result.p99_ms,
+        max_ms=result.max_ms,
+        failed=result.failed,
+        statements=ceiling.statements,
+        round_trips=ceiling.round_trips,
+        note=f"{note}{'; ' if note else ''}raw {result.tps:.0f} tx/s incl. the per-request lookup "
+        f"({ceiling.lookup_tps:.0f}/s alone)",
+    )
+
+
 def write_ceilings(url: str, requests: int, folder: Path) -> tuple[list[Run], dict[str, replay.Ceiling]]:
-    """Capture each write scenario's SQL (rolled back) and replay it with pgbench (committed)."""
+    """Per write scenario: capture its SQL (rolled back) and replay it with pgbench (committed); then the minimal
+    transaction, on fresh targets of the same database (the replay has committed its own)."""
     capture = folder / "capture.jsonl"
     env = {**agora_env(url, 1), "BENCH_CAPTURE_FILE": str(capture), "BENCH_CAPTURE_ROLLBACK": "1"}
     server = start_server("tests.bench.capture_app:create", 1, env, "/healthz", factory=True)
+    emission = f"{60 / RATE_LIMIT_PER_MINUTE:.9f} seconds"  # GCRA's interval, as Agora derives it from the limit
     runs: list[Run] = []
     ceilings: dict[str, replay.Ceiling] = {}
     try:
@@ -187,27 +214,22 @@ def write_ceilings(url: str, requests: int, folder: Path) -> tuple[list[Run], di
             capture.rename(kept)
             ceiling = replay.replay(url, kept, f"bench_replay_{scenario.name.replace(' ', '_')}", folder)
             ceilings[scenario.name] = ceiling
-            result = ceiling.raw
-            run = Run(
-                scenario=scenario.name,
-                target="pgbench",
-                processes=replay.CLIENTS,
-                requests=result.transactions,
-                rps=ceiling.tps,
-                p50_ms=result.p50_ms,
-                p99_ms=result.p99_ms,
-                max_ms=result.max_ms,
-                statements=ceiling.statements,
-                round_trips=ceiling.round_trips,
-                note=f"raw replay {result.tps:.0f} tx/s incl. the per-request lookup ({ceiling.lookup_tps:.0f}/s alone)"
-                + (f"; {ceiling.others} captured requests of another shape left out" if ceiling.others else ""),
+            others = f"{ceiling.others} captured requests of another shape left out" if ceiling.others else ""
+            runs.append(ceiling_run(scenario.name, "pgbench", ceiling, others))
+            least = minimal.run(
+                url, scenario.name, requests, folder, body_bytes=minimal.response_bytes(kept), emission=emission
             )
-            runs.append(run)
-            print(
-                f"  pgbench    {scenario.name:<24} {ceiling.tps:>9.0f} tx/s  (raw {result.tps:.0f}, lookup alone "
-                f"{ceiling.lookup_tps:.0f})  {ceiling.statements} statements in {ceiling.round_trips} round trips",
-                flush=True,
+            runs.append(
+                ceiling_run(
+                    scenario.name, "minimal", least, f"bench/minimal/{minimal.BY_SCENARIO[scenario.name].path.name}"
+                )
             )
+            for target, found in (("pgbench", ceiling), ("minimal", least)):
+                print(
+                    f"  {target:<10} {scenario.name:<24} {found.tps:>9.0f} tx/s  (raw {found.raw.tps:.0f}, lookup "
+                    f"alone {found.lookup_tps:.0f})  {found.statements} statements in {found.round_trips} round trips",
+                    flush=True,
+                )
     finally:
         server.stop()
     return runs, ceilings
@@ -266,6 +288,12 @@ def measure_reads(server: Server, target: str, f: reads.Fixtures, folder: Path, 
         name = f"{target} {server.count} {scenario.name}"
         script = reads.lua_script(folder, name, path, f, authenticated=target == "agora")
         runs.append(measure(server, scenario.name, target, script, seconds=args.duration, warmup=args.warmup))
+        if target == "agora" and args.latency_rows:
+            # The latency row: the server has just served this scenario for warmup + duration, no warm-up again.
+            run = measure(
+                server, scenario.name, target, script, seconds=args.duration, warmup=0, connections=LATENCY_CONNECTIONS
+            )
+            runs.append(run)
     return runs
 
 
@@ -323,10 +351,12 @@ def repetition(pristine: str, f: reads.Fixtures, counts: list[int], args: argpar
 
 
 def score(runs: list[Run], chosen: list[reads.Scenario]) -> None:
-    """Each Agora row's req/s over its ceiling's: the raw endpoint (reads), pgbench (writes), the sender (fan-out)."""
+    """Each Agora row's req/s over its ceiling's: the raw endpoint (reads), pgbench (writes), the sender (fan-out);
+    a write's also over its minimal transaction's. Only the throughput rows (32 connections) are scored: the
+    4-connection rows are there for their latencies."""
     ceiling_of = {s.name: s.ceiling_name for s in chosen}
     for run in runs:
-        if run.target != "agora":
+        if run.target != "agora" or run.connections != CONNECTIONS:
             continue
         if run.scenario in ceiling_of:
             ceiling_name = next(s.name for s in chosen if s.ceiling_name == ceiling_of[run.scenario])
@@ -340,6 +370,9 @@ def score(runs: list[Run], chosen: list[reads.Scenario]) -> None:
         # A row with errors measured something other than the scenario: no ratio, and the run fails (see main).
         if candidates and candidates[0].rps and not run.errors and not candidates[0].errors:
             run.ratio = round(run.rps / candidates[0].rps, 3)
+        least = [c for c in runs if c.target == "minimal" and c.scenario == run.scenario]
+        if least and least[0].rps and not run.errors and not least[0].errors:
+            run.ratio_minimal = round(run.rps / least[0].rps, 3)
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -355,6 +388,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--replay-requests", type=int, default=4800, help="requests captured per write scenario")
     parser.add_argument("--fanout-deliveries", type=int, default=3000)
     parser.add_argument("--parts", default="reads,writes,fanout", help="which parts to run, comma-separated")
+    parser.add_argument(
+        "--no-latency-rows",
+        dest="latency_rows",
+        action="store_false",
+        help=f"skip the second pass of Agora's reads with {LATENCY_CONNECTIONS} connections",
+    )
     parser.add_argument("--data-dir", type=Path, default=ROOT / "bench" / ".data")
     parser.add_argument("--results-dir", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
@@ -392,7 +431,8 @@ def main(argv: list[str] | None = None) -> None:
     order = [s.name for s in chosen] + [s.name for s in writes.SCENARIOS]
     medians.sort(
         key=lambda r: (
-            r.processes if r.target != "pgbench" else 0,
+            r.connections != CONNECTIONS,  # the 4-connection latency rows in a block of their own, after the others
+            r.processes if r.target not in ("pgbench", "minimal") else 0,
             order.index(r.scenario) if r.scenario in order else 99,
             r.target,
         )
@@ -405,6 +445,7 @@ def main(argv: list[str] | None = None) -> None:
         "config": {
             "threads": THREADS,
             "connections": CONNECTIONS,
+            "latency_connections": LATENCY_CONNECTIONS if args.latency_rows else None,
             "duration": args.duration,
             "warmup": args.warmup,
             "processes": counts,
@@ -432,7 +473,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nwrote {shown} and {md_path.name}")
     flagged = [r for r in medians if r.errors]
     if flagged:
-        names = ", ".join(f"{r.scenario} ({r.target} x{r.processes})" for r in flagged)
+        names = ", ".join(f"{r.scenario} ({row_name(r)})" for r in flagged)
         raise SystemExit(f"\nbench: FAILED: {len(flagged)} row(s) had failed requests (in bold, no ratio): {names}")
 
 
