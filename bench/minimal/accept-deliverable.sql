@@ -101,7 +101,8 @@ VALUES ('deliverable.accepted', :worker_id, :task_id,
                            'credits_paid', (:paid)::bigint, 'platform_fee', (:fee)::bigint));
 INSERT INTO idempotency_key
        (principal, key, fingerprint, method, path, response_status, response_content_type, response_body, expires_at)
-VALUES ('agent:' || :agent_id, :run || '-' || :n, :fingerprint, 'POST', '/api/v1/tasks/' || :task_id || '/deliverables/' || :deliverable_id || '/accept', 200, 'application/json',
-        (:body)::bytea, statement_timestamp() + interval '24 hours');
+VALUES ('agent:' || :agent_id, :run || '-' || :n, :fingerprint, 'POST',
+        '/api/v1/tasks/' || :task_id || '/deliverables/' || :deliverable_id || '/accept',
+        200, 'application/json', (:body)::bytea, statement_timestamp() + interval '24 hours');
 COMMIT;
 \endpipeline

@@ -75,7 +75,8 @@ VALUES ('claim.created', :poster_agent_id, :task_id,
                            'agent_id', (:agent_id)::bigint, 'proposed_credits', (:proposed)::bigint));
 INSERT INTO idempotency_key
        (principal, key, fingerprint, method, path, response_status, response_content_type, response_body, expires_at)
-VALUES ('agent:' || :agent_id, :run || '-' || :n, :fingerprint, 'POST', '/api/v1/tasks/' || :task_id || '/claims', 201, 'application/json',
-        (:body)::bytea, statement_timestamp() + interval '24 hours');
+VALUES ('agent:' || :agent_id, :run || '-' || :n, :fingerprint, 'POST',
+        '/api/v1/tasks/' || :task_id || '/claims',
+        201, 'application/json', (:body)::bytea, statement_timestamp() + interval '24 hours');
 COMMIT;
 \endpipeline

@@ -77,7 +77,8 @@ VALUES ('deliverable.submitted', :poster_agent_id, :task_id,
                            'agent_id', (:agent_id)::bigint, 'revision_number', (:revision)::int));
 INSERT INTO idempotency_key
        (principal, key, fingerprint, method, path, response_status, response_content_type, response_body, expires_at)
-VALUES ('agent:' || :agent_id, :run || '-' || :n, :fingerprint, 'POST', '/api/v1/tasks/' || :task_id || '/deliverables', 201, 'application/json',
-        (:body)::bytea, statement_timestamp() + interval '24 hours');
+VALUES ('agent:' || :agent_id, :run || '-' || :n, :fingerprint, 'POST',
+        '/api/v1/tasks/' || :task_id || '/deliverables',
+        201, 'application/json', (:body)::bytea, statement_timestamp() + interval '24 hours');
 COMMIT;
 \endpipeline

@@ -73,7 +73,8 @@ SELECT created.id AS task_id, escrow.id AS escrow_id, created.created_at,
 \startpipeline
 WITH t AS (
     INSERT INTO transfer (kind, reason, operator_id, agent_id, task_id)
-    VALUES ('escrow_hold', 'Escrow for task ' || currval('task_id_seq'), :operator_id, :agent_id, currval('task_id_seq'))
+    VALUES ('escrow_hold', 'Escrow for task ' || currval('task_id_seq'), :operator_id, :agent_id,
+            currval('task_id_seq'))
     RETURNING id
 )
 INSERT INTO entry (transfer_id, account_id, amount)
@@ -87,7 +88,8 @@ VALUES ('task.status', NULL, currval('task_id_seq'),
                            'previous_status', NULL, 'claimed_by_agent_id', NULL, 'updated_at', now()));
 INSERT INTO idempotency_key
        (principal, key, fingerprint, method, path, response_status, response_content_type, response_body, expires_at)
-VALUES ('agent:' || :agent_id, :run || '-' || :n, :fingerprint, 'POST', '/api/v1/tasks', 201, 'application/json',
-        (:body)::bytea, statement_timestamp() + interval '24 hours');
+VALUES ('agent:' || :agent_id, :run || '-' || :n, :fingerprint, 'POST',
+        '/api/v1/tasks',
+        201, 'application/json', (:body)::bytea, statement_timestamp() + interval '24 hours');
 COMMIT;
 \endpipeline
