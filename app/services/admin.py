@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from app.repo import agents as agent_rows
 from app.repo import keys, ledger
 from app.services.agents import agent_not_found
-from app.services.uow import UnitOfWork
+from app.services.uow import UnitOfWork, must_exist
 from domain import agents as rules
-from domain.agents import Agent
+from domain.agents import Agent, AgentStatus
 from domain.keys import KeyKind, generate_key
 from domain.ledger import Account, AccountKind, TransferRecord
 
@@ -29,7 +31,7 @@ async def reactivate_agent(uow: UnitOfWork, agent_id: int) -> Agent:
     return await _transition(uow, agent_id, rules.reactivate)
 
 
-async def _transition(uow: UnitOfWork, agent_id: int, transition) -> Agent:
+async def _transition(uow: UnitOfWork, agent_id: int, transition: Callable[[Agent], AgentStatus]) -> Agent:
     async with uow:
         agent = await agent_rows.get(uow.connection, agent_id, for_update=True)
         if agent is None:
@@ -37,7 +39,7 @@ async def _transition(uow: UnitOfWork, agent_id: int, transition) -> Agent:
         status = transition(agent)
         if status is not agent.status:
             await agent_rows.set_status(uow.connection, agent_id, status)
-            agent = await agent_rows.get(uow.connection, agent_id)
+            agent = must_exist(await agent_rows.get(uow.connection, agent_id), f"agent {agent_id}")
         await uow.commit()
     return agent
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 from app.repo import agents as agent_rows
 from app.repo import keys
 from app.repo.connections import Connection
-from app.services.uow import UnitOfWork
+from app.services.uow import UnitOfWork, must_exist
 from domain.agents import Agent, AgentStatus
 from domain.errors import NotFound
 from domain.keys import KeyKind, generate_key, verification_code
@@ -21,6 +22,16 @@ class AgentProfile:
     capabilities: tuple[str, ...] = ()
     category_ids: tuple[int, ...] = ()
     hourly_rate_credits: int | None = None
+
+
+class ProfileChanges(TypedDict, total=False):
+    """The profile fields an update sets; the others stay (hourly_rate_credits=None clears the rate)."""
+
+    name: str
+    description: str
+    capabilities: list[str]
+    category_ids: list[int]
+    hourly_rate_credits: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +65,10 @@ async def get_agent(uow: UnitOfWork, agent_id: int) -> Agent:
     return agent
 
 
-async def update_profile(uow: UnitOfWork, agent_id: int, changes: dict[str, object]) -> Agent:
+async def update_profile(uow: UnitOfWork, agent_id: int, changes: ProfileChanges) -> Agent:
     async with uow:
         if "category_ids" in changes:
-            await check_categories(uow.connection, changes["category_ids"])  # type: ignore[arg-type]
+            await check_categories(uow.connection, changes["category_ids"])
         await agent_rows.update_profile(uow.connection, agent_id, changes)
         agent = await agent_rows.get(uow.connection, agent_id)
         await uow.commit()
@@ -80,6 +91,6 @@ async def register(uow: UnitOfWork, *, name: str, description: str) -> Registere
             verification_code=code,
         )
         await keys.insert(uow.connection, key, agent_id=agent_id)
-        agent = await agent_rows.get(uow.connection, agent_id)
+        agent = must_exist(await agent_rows.get(uow.connection, agent_id), f"agent {agent_id}")
         await uow.commit()
     return Registered(agent, key.plaintext, code)

@@ -102,6 +102,8 @@ async def accept_bid(uow: UnitOfWork, actor: Actor, task_id: int, claim_id: int)
         task, claim = locked
         claim_task_id, agent_id, status, price = claim if claim else (None, None, None, None)
         rules.check_accept_bid(task, actor, claim_task_id, status, claim_id)
+        if agent_id is None or price is None:  # a missing claim was refused above (CLAIM_NOT_FOUND)
+            raise RuntimeError(f"claim {claim_id} passed the checks without existing")
         async with uow.batch():
             await task_rows.set_status(
                 uow.connection,
@@ -126,6 +128,8 @@ async def withdraw_bid(uow: UnitOfWork, actor: Actor, task_id: int, claim_id: in
         claim = await claim_rows.find(uow.connection, claim_id)
         claim_task_id, agent_id, status, _ = claim if claim else (None, None, None, None)
         rules.check_withdraw(task, actor, agent_id, claim_task_id, status, claim_id)
+        if agent_id is None:  # a missing claim was refused above (CLAIM_NOT_FOUND)
+            raise RuntimeError(f"claim {claim_id} passed the checks without existing")
         async with uow.batch():
             await claim_rows.set_status(uow.connection, claim_id, ClaimStatus.WITHDRAWN)
             await uow.publish(announce.bid_withdrawn(task, claim_id=claim_id, agent_id=agent_id))

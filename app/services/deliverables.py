@@ -85,18 +85,21 @@ async def accept(uow: UnitOfWork, actor: Actor, task_id: int, deliverable_id: in
             raise task_not_found(task_id)
         task = context.task
         rules.check_review(task, actor, context.deliverable_task_id, context.deliverable_status, deliverable_id)
-        split = rules.settle(task.budget_credits, task.price_credits)
+        worker, price, worker_wallet = task.claimed_by_agent_id, task.price_credits, context.worker_wallet_id
+        if worker is None or price is None or worker_wallet is None:  # a delivered task has all three (CHECKs)
+            raise RuntimeError(f"delivered task {task_id} lacks its worker, price or the worker's wallet")
+        split = rules.settle(task.budget_credits, price)
         transfer = balanced(
             TransferKind.SETTLEMENT,
             f"Settlement of task {task_id}",
             (
                 Posting(context.escrow_account_id, -task.budget_credits),
-                Posting(context.worker_wallet_id, split.worker),
+                Posting(worker_wallet, split.worker),
                 Posting(context.revenue_account_id, split.fee),
                 Posting(context.poster_wallet_id, split.refund),
             ),
             task_id=task_id,
-            agent_id=task.claimed_by_agent_id,
+            agent_id=worker,
         )
         events = announce.work_accepted(
             task, deliverable_id=deliverable_id, credits_paid=split.worker, platform_fee=split.fee
@@ -106,12 +109,12 @@ async def accept(uow: UnitOfWork, actor: Actor, task_id: int, deliverable_id: in
             # In the commit's round trip: the revenue account, which every settlement credits, is locked only
             # while PostgreSQL commits (the task row lock above already decided that this settlement happens).
             await deliverable_rows.set_status(connection, deliverable_id, DeliverableStatus.ACCEPTED)
-            await task_rows.complete_work(connection, task_id, task.claimed_by_agent_id)
+            await task_rows.complete_work(connection, task_id, worker)
             await ledger.send(connection, transfer)
             await event_rows.insert(connection, events)
 
         await uow.commit(closing=settle)
-    return Accepted(task_id, deliverable_id, task.claimed_by_agent_id, split)
+    return Accepted(task_id, deliverable_id, worker, split)
 
 
 async def request_revision(uow: UnitOfWork, actor: Actor, task_id: int, deliverable_id: int, notes: str) -> int:
@@ -123,6 +126,9 @@ async def request_revision(uow: UnitOfWork, actor: Actor, task_id: int, delivera
         task = context.task
         rules.check_review(task, actor, context.deliverable_task_id, context.deliverable_status, deliverable_id)
         rules.check_revision_round(task, context.deliverable_revision or 0)
+        worker = task.claimed_by_agent_id
+        if worker is None:  # a delivered task has a worker (a CHECK)
+            raise RuntimeError(f"delivered task {task_id} has no worker")
         async with uow.batch():
             await deliverable_rows.set_status(
                 uow.connection, deliverable_id, DeliverableStatus.REVISION_REQUESTED, revision_notes=notes
@@ -130,4 +136,4 @@ async def request_revision(uow: UnitOfWork, actor: Actor, task_id: int, delivera
             await task_rows.set_status(uow.connection, task_id, TaskStatus.IN_PROGRESS)
             await uow.publish(announce.revision_requested(task, deliverable_id=deliverable_id, notes=notes))
         await uow.commit()
-    return task.claimed_by_agent_id
+    return worker

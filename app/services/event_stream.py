@@ -13,15 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter, defaultdict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import structlog
 
 from app.cancellation import raise_if_cancelled, wait_for_event
 from app.repo import events as event_rows
 from app.repo import tasks as task_rows
-from app.repo.connections import ConnectionLease, ConnectionSource
+from app.repo.connections import Connection, ConnectionLease, ConnectionSource
 from app.repo.events import StoredEvent
 from app.repo.listen import listen_forever
 from app.services.uow import UnitOfWork
@@ -29,6 +30,7 @@ from domain.errors import Conflict, InvalidParameter
 from domain.tasks import TaskRecord, task_not_found
 
 log = structlog.get_logger("agora.events")
+T = TypeVar("T")
 
 READ_BATCH = 500
 #: When committed events wait behind a transaction still running, look again this soon (doubling up to the poll).
@@ -118,7 +120,7 @@ class EventHub:
         self._by_task: dict[int, set[Subscription]] = defaultdict(set)
         self._wake = asyncio.Event()
         self._start_lock = asyncio.Lock()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._run(), name="event-hub"))
@@ -143,6 +145,8 @@ class EventHub:
         after: tuple[int, int] | None = None,
     ) -> Subscription:
         """A stream for agent `owner` from `after`, or from now when None."""
+        if agent_id is None and task_id is None:
+            raise ValueError("a stream follows an agent's events or a task's")
         if self._per_owner[owner] >= self.max_streams_per_agent:
             raise Conflict(
                 f"At most {self.max_streams_per_agent} open event streams per agent",
@@ -163,8 +167,8 @@ class EventHub:
             self._per_owner[owner] += 1
             if agent_id is not None:
                 self._by_agent[agent_id].add(subscription)
-            else:
-                self._by_task[task_id].add(subscription)  # type: ignore[index]
+            elif task_id is not None:
+                self._by_task[task_id].add(subscription)
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -175,16 +179,10 @@ class EventHub:
         self._per_owner[subscription.owner] -= 1
         if self._per_owner[subscription.owner] <= 0:
             del self._per_owner[subscription.owner]
-        index, key = (
-            (self._by_agent, subscription.agent_id)
-            if subscription.agent_id is not None
-            else (self._by_task, subscription.task_id)
-        )
-        subscribers = index.get(key)  # type: ignore[call-overload]
-        if subscribers is not None:
-            subscribers.discard(subscription)
-            if not subscribers:
-                del index[key]  # type: ignore[arg-type]
+        if subscription.agent_id is not None:
+            _forget(self._by_agent, subscription.agent_id, subscription)
+        elif subscription.task_id is not None:
+            _forget(self._by_task, subscription.task_id, subscription)
         if not self._by_agent and not self._by_task:
             self._position = None
 
@@ -198,14 +196,14 @@ class EventHub:
         return sum(len(s) for s in self._by_agent.values()) + sum(len(s) for s in self._by_task.values())
 
     async def read(self, position: tuple[int, int], *, agent_id: int | None, task_id: int | None) -> list[StoredEvent]:
-        async def query(connection):
+        async def query(connection: Connection) -> list[StoredEvent]:
             return await event_rows.readable_after(
                 connection, position, limit=READ_BATCH, agent_id=agent_id, task_id=task_id
             )
 
         return await self._with_connection(query)
 
-    async def _with_connection(self, work):
+    async def _with_connection(self, work: Callable[[Connection], Awaitable[T]]) -> T:
         lease = ConnectionLease(self.source)
         try:
             return await work(await lease.connection())
@@ -255,6 +253,14 @@ class EventHub:
             return
         for subscription in list(subscribers or ()):
             subscription.offer(event)
+
+
+def _forget(index: dict[int, set[Subscription]], key: int, subscription: Subscription) -> None:
+    subscribers = index.get(key)
+    if subscribers is not None:
+        subscribers.discard(subscription)
+        if not subscribers:
+            del index[key]
 
 
 def _event_id(last_event_id: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.repo import agents as agent_rows
@@ -9,7 +10,7 @@ from app.repo import keys, ledger
 from app.repo import operators as operator_rows
 from app.services import credits
 from app.services.agents import AgentProfile, agent_not_found, check_categories
-from app.services.uow import UnitOfWork
+from app.services.uow import UnitOfWork, must_exist
 from domain import agents as rules
 from domain.agents import NEW_AGENT_BONUS, NEW_OPERATOR_BONUS, Agent, AgentStatus, Operator
 from domain.errors import NotFound
@@ -82,13 +83,13 @@ async def create_agent(uow: UnitOfWork, *, operator_id: int, profile: AgentProfi
         )
         await keys.insert(uow.connection, key, agent_id=agent_id)
         await _agent_bonus(uow, operator_id, agent_id, f"Agent bonus: {profile.name}")
-        agent = await agent_rows.get(uow.connection, agent_id)
+        agent = must_exist(await agent_rows.get(uow.connection, agent_id), f"agent {agent_id}")
         await uow.commit()
     return AgentWithKey(agent, key.plaintext)
 
 
 async def _agent_bonus(uow: UnitOfWork, operator_id: int, agent_id: int, reason: str) -> None:
-    wallet = await ledger.wallet(uow.connection, operator_id)
+    wallet = must_exist(await ledger.wallet(uow.connection, operator_id), f"operator {operator_id}'s wallet")
     await credits.issue(
         uow.connection,
         wallet_id=wallet.id,
@@ -119,7 +120,7 @@ async def rotate_key(uow: UnitOfWork, *, operator_id: int, agent_id: int) -> Age
         await _owned_agent(uow, operator_id, agent_id)
         await keys.revoke_agent_keys(uow.connection, agent_id)
         await keys.insert(uow.connection, key, agent_id=agent_id)
-        agent = await agent_rows.get(uow.connection, agent_id)
+        agent = must_exist(await agent_rows.get(uow.connection, agent_id), f"agent {agent_id}")
         await uow.commit()
     return AgentWithKey(agent, key.plaintext)
 
@@ -132,13 +133,15 @@ async def resume_agent(uow: UnitOfWork, *, operator_id: int, agent_id: int) -> A
     return await _change_status(uow, operator_id, agent_id, rules.resume)
 
 
-async def _change_status(uow: UnitOfWork, operator_id: int, agent_id: int, transition) -> Agent:
+async def _change_status(
+    uow: UnitOfWork, operator_id: int, agent_id: int, transition: Callable[[Agent], AgentStatus]
+) -> Agent:
     async with uow:
         agent = await _owned_agent(uow, operator_id, agent_id)
-        status: AgentStatus = transition(agent)
+        status = transition(agent)
         if status is not agent.status:
             await agent_rows.set_status(uow.connection, agent_id, status)
-            agent = await agent_rows.get(uow.connection, agent_id)
+            agent = must_exist(await agent_rows.get(uow.connection, agent_id), f"agent {agent_id}")
         await uow.commit()
     return agent
 
@@ -153,7 +156,7 @@ async def claim_agent(uow: UnitOfWork, *, operator_id: int, verification_code: s
                 "Check the code the agent received from POST /api/v1/agents/register; a code works only once.",
                 code="AGENT_NOT_FOUND",
             )
-        agent = await agent_rows.get(uow.connection, agent_id)
+        agent = must_exist(await agent_rows.get(uow.connection, agent_id), f"agent {agent_id}")
         await _agent_bonus(uow, operator_id, agent_id, f"Agent claim bonus: {agent.name}")
         await uow.commit()
     return agent

@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from app.repo import claims as claim_rows
 from app.repo import ledger
 from app.repo import tasks as task_rows
 from app.repo.ledger import Overdraft
 from app.services.agents import check_categories
-from app.services.uow import UnitOfWork
+from app.services.uow import UnitOfWork, must_exist
 from domain import events as announce
 from domain import tasks as rules
 from domain.errors import InsufficientCredits, InvalidParameter
@@ -34,7 +35,9 @@ async def post_task(uow: UnitOfWork, actor: Actor, task: NewTask) -> TaskRecord:
     async with uow:
         if task.category_id is not None:
             await check_categories(uow.connection, [task.category_id])
-        wallet = await ledger.wallet(uow.connection, actor.operator_id)
+        wallet = must_exist(
+            await ledger.wallet(uow.connection, actor.operator_id), f"operator {actor.operator_id}'s wallet"
+        )
         task_id, escrow_id, _ = await task_rows.insert(
             uow.connection, task, poster_operator_id=actor.operator_id, poster_agent_id=actor.agent_id
         )
@@ -64,7 +67,7 @@ async def post_task(uow: UnitOfWork, actor: Actor, task: NewTask) -> TaskRecord:
             await uow.publish(events, match)
             record = await task_rows.get(uow.connection, task_id)
         await uow.commit()
-    return record
+    return must_exist(record, f"task {task_id}")
 
 
 async def get_task(uow: UnitOfWork, task_id: int) -> TaskRecord:
@@ -75,7 +78,7 @@ async def get_task(uow: UnitOfWork, task_id: int) -> TaskRecord:
 
 
 async def browse(
-    uow: UnitOfWork, task_filter: TaskFilter, sort: Sort, after: dict | None, limit: int
+    uow: UnitOfWork, task_filter: TaskFilter, sort: Sort, after: dict[str, Any] | None, limit: int
 ) -> list[TaskRecord]:
     return await task_rows.browse(await uow.reader(), task_filter, sort, after, limit)
 
@@ -96,7 +99,7 @@ def no_usable_terms() -> InvalidParameter:
 
 
 async def search(
-    uow: UnitOfWork, text: str, task_filter: TaskFilter, after: dict | None, limit: int
+    uow: UnitOfWork, text: str, task_filter: TaskFilter, after: dict[str, Any] | None, limit: int
 ) -> list[TaskRecord]:
     usable, records = await task_rows.search(await uow.reader(), search_query(text), task_filter, after, limit)
     if not usable:

@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Protocol, TypeVar
 
+from psycopg import AsyncPipeline
+
 from app.repo import events as event_rows
 from app.repo import transactions
 from app.repo.connections import Connection, ConnectionLease, PoolSource, open_pool
@@ -26,8 +28,10 @@ T = TypeVar("T")
 
 
 class TransactionHooks(Protocol):
-    #: A savepoint opened right after BEGIN, to which a business error rolls back (keeping the claim).
-    savepoint: str | None
+    @property
+    def savepoint(self) -> str | None:
+        """A savepoint opened right after BEGIN, to which a business error rolls back (keeping the claim)."""
+        ...
 
     async def on_begin(self, connection: Connection) -> None: ...
 
@@ -116,7 +120,7 @@ class UnitOfWork:
         if match is not None:
             await event_rows.insert_matches(self.connection, match)
 
-    def batch(self) -> contextlib.AbstractAsyncContextManager:
+    def batch(self) -> contextlib.AbstractAsyncContextManager[AsyncPipeline]:
         """Send the statements issued inside together, in one round trip (a psycopg pipeline)."""
         return transactions.batch(self.connection)
 
@@ -148,3 +152,11 @@ async def on_own_connection(
     finally:
         await lease.release()
         await pool.close()
+
+
+def must_exist(row: T | None, what: str) -> T:
+    """A row this transaction wrote, locked, or owns by a foreign key: reading it back cannot miss, so a miss is a
+    bug (a 500), not a 404."""
+    if row is None:
+        raise RuntimeError(f"{what} is missing inside its own transaction")
+    return row

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from app.repo import events as event_rows
 from app.repo import webhooks as webhook_rows
 from app.services import sealing
-from app.services.uow import UnitOfWork
+from app.services.uow import UnitOfWork, must_exist
 from domain import deliveries as rules
 from domain.deliveries import DeliveryRecord, DeliveryStatus, WebhookRecord
 from domain.errors import Unprocessable
@@ -121,7 +121,7 @@ async def send_test(uow: UnitOfWork, agent_id: int, webhook_id: int) -> Delivery
         delivery_id = await event_rows.insert_ping(uow.connection, webhook_id, data)
         delivery = await webhook_rows.delivery(uow.connection, webhook_id, delivery_id)
         await uow.commit()
-    return delivery  # type: ignore[return-value]
+    return must_exist(delivery, f"delivery {delivery_id}")
 
 
 async def deliveries(
@@ -150,4 +150,4 @@ async def redeliver(uow: UnitOfWork, agent_id: int, webhook_id: int, delivery_id
             raise rules.delivery_not_found(delivery_id) if existing is None else rules.delivery_pending(delivery_id)
         delivery = await webhook_rows.delivery(uow.connection, webhook_id, delivery_id)
         await uow.commit()
-    return delivery  # type: ignore[return-value]
+    return must_exist(delivery, f"delivery {delivery_id}")

@@ -8,6 +8,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from app.http.schemas.common import Timestamp
+from app.services.agents import ProfileChanges
 from domain.agents import Agent, AgentStatus
 
 Name = Annotated[str, Meta(min_length=1, max_length=100)]
@@ -102,8 +103,20 @@ class AgentUpdateIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     category_ids: CategoryIds | UnsetType = UNSET
     hourly_rate_credits: HourlyRate | UnsetType | None = UNSET
 
-    def changes(self) -> dict[str, object]:
-        return {f: v for f in self.__struct_fields__ if (v := getattr(self, f)) is not UNSET}
+    def changes(self) -> ProfileChanges:
+        """The fields the body sends (a null hourly_rate_credits among them)."""
+        changes: ProfileChanges = {}
+        if self.name is not UNSET:
+            changes["name"] = self.name
+        if self.description is not UNSET:
+            changes["description"] = self.description
+        if self.capabilities is not UNSET:
+            changes["capabilities"] = self.capabilities
+        if self.category_ids is not UNSET:
+            changes["category_ids"] = self.category_ids
+        if self.hourly_rate_credits is not UNSET:
+            changes["hourly_rate_credits"] = self.hourly_rate_credits
+        return changes
 
 
 # A PATCH must change something: `{}` is refused (422), which the schema says with minProperties.
