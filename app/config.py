@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -104,8 +104,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     def __repr__(self) -> str:
         return f"Settings({', '.join(f'{name}={value!r}' for name, value in self._shown().items())})"
 
-    def __rich_repr__(self) -> Iterator[tuple[str, object]]:
-        yield from self._shown().items()
+    def __rich_repr__(self) -> list[tuple[str, object]]:
+        return list(self._shown().items())
 
     @property
     def data_path(self) -> Path:

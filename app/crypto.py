@@ -92,11 +92,11 @@ class KeyRing:
                 continue
             match = _ENTRY.fullmatch(entry)
             material = _decode(match.group("key")) if match else None
-            if material is None or len(material) != KEY_BYTES:
+            if match is None or material is None or len(material) != KEY_BYTES:
                 raise KeyRingError(
                     f"{source}: each entry is `<key id>:<{KEY_BYTES} random bytes in base64url>` ({HOW_TO_MAKE_ONE})"
                 )
-            written_id = match.group("id")  # type: ignore[union-attr]
+            written_id = match.group("id")
             if written_id and written_id.lower() != key_id_for(material).hex():
                 raise KeyRingError(f"{source}: key id {written_id} does not match its key (mistyped or truncated?)")
             materials.append(material)

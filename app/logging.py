@@ -7,12 +7,13 @@ import sys
 from typing import Any
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 # Never log these, whatever a caller binds: keys, secrets and the raw Authorization header.
 _SECRET_FIELDS = frozenset({"authorization", "api_key", "key", "secret", "password", "token", "plaintext"})
 
 
-def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def _redact(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     for name in _SECRET_FIELDS.intersection(event):
         event[name] = "[redacted]"
     return event

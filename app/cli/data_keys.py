@@ -65,7 +65,7 @@ def cmd_secrets_rotate(settings: Settings, args: argparse.Namespace) -> None:
             print(f"Nothing is sealed under {', '.join(old)} now: remove them from AGORA_SECRET_KEY.", file=sys.stderr)
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = commands.add_parser("secrets", help="the data key that seals secrets at rest").add_subparsers(
         dest="secrets_command", required=True
     )

@@ -22,9 +22,10 @@ import http.cookiejar
 import ipaddress
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import cast
 
 import httpx
 
@@ -196,7 +197,9 @@ class WebhookClient:
     async def _read_capped(self, response: httpx.Response) -> bytes:
         """At most `max_response_bytes` of the body as sent (no decompression: a small gzip can expand hugely)."""
         received = bytearray()
-        async with contextlib.aclosing(response.aiter_raw()) as chunks:
+        # httpx types aiter_raw as an AsyncIterator; it is an async generator, which aclosing needs (its aclose).
+        raw = cast(AsyncGenerator[bytes, None], response.aiter_raw())
+        async with contextlib.aclosing(raw) as chunks:
             async for chunk in chunks:
                 received += chunk[: self._max_response_bytes - len(received)]
                 if len(received) >= self._max_response_bytes:

@@ -9,6 +9,7 @@ The worker wakes on the outbox's NOTIFY, when the next retry falls due, or on it
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections import Counter
@@ -89,10 +90,10 @@ class DeliveryWorker:
         self.rng = rng
         self.policy = DisablePolicy(settings.webhook_disable_after_failures, settings.webhook_disable_after_seconds)
         self.lease_seconds = settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS
-        self._in_flight: set[asyncio.Task] = set()
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._per_endpoint: Counter[int] = Counter()
         self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._run(), name="webhook-worker"))
@@ -150,10 +151,10 @@ class DeliveryWorker:
             self._per_endpoint[delivery.webhook_id] += 1
             task = asyncio.create_task(self._deliver(delivery))
             self._in_flight.add(task)
-            task.add_done_callback(lambda done, webhook_id=delivery.webhook_id: self._done(done, webhook_id))
+            task.add_done_callback(functools.partial(self._done, webhook_id=delivery.webhook_id))
         return len(due)
 
-    def _done(self, task: asyncio.Task, webhook_id: int) -> None:
+    def _done(self, task: asyncio.Task[None], webhook_id: int) -> None:
         self._in_flight.discard(task)
         self._per_endpoint[webhook_id] -= 1
         if self._per_endpoint[webhook_id] <= 0:
