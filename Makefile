@@ -37,14 +37,15 @@ test: install ## the whole suite against a real PostgreSQL (a throwaway embedded
 test-fast: install ## the suite without the tests that start server processes
 	$(BIN)/pytest -m "not live"
 
-lint: install ## ruff, formatting, and the layer contracts (http -> services -> repo -> domain)
-	$(BIN)/ruff check app domain migrations tests
-	$(BIN)/ruff format --check app domain migrations tests
+lint: install ## ruff, formatting, the type checker (mypy), and the layer contracts (http -> services -> repo -> domain)
+	$(BIN)/ruff check app domain migrations tests bench
+	$(BIN)/ruff format --check app domain migrations tests bench
+	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 format: install ## apply ruff's fixes and formatting
-	$(BIN)/ruff check --fix app domain migrations tests
-	$(BIN)/ruff format app domain migrations tests
+	$(BIN)/ruff check --fix app domain migrations tests bench
+	$(BIN)/ruff format app domain migrations tests bench
 
 migrate: install ## apply migrations to the configured (or embedded) database
 	$(BIN)/agora migrate
