@@ -40,27 +40,7 @@
 --     error rolls back and stores its answer in a transaction of its own (rare), instead of every request
 --     paying for a subtransaction.
 
-WITH caller AS (
-    SELECT k.agent_id, a.operator_id, a.name
-      FROM api_key k JOIN agent a ON a.id = k.agent_id
-     WHERE k.key_hash = :key_hash AND k.kind = 'agent' AND k.revoked_at IS NULL AND a.status = 'active'
-), admitted AS (
-    INSERT INTO rate_limit AS r (principal, tat)
-    SELECT 'agent:' || agent_id, statement_timestamp() + (:emission)::interval FROM caller
-    ON CONFLICT (principal) DO UPDATE SET tat = greatest(r.tat, statement_timestamp()) + (:emission)::interval
-     WHERE greatest(r.tat, statement_timestamp()) + (:emission)::interval <= statement_timestamp() + (:window)::interval
-    RETURNING tat
-)
-SELECT c.agent_id, c.operator_id, c.name AS agent_name, (SELECT tat FROM admitted) AS admitted_until
-  FROM caller c \gset
-
-\startpipeline
-BEGIN;
-SET LOCAL synchronous_commit TO on;
-SELECT pg_try_advisory_xact_lock(hashtextextended('agent:' || :agent_id || '|' || :run || '-' || :n, 7302)) AS locked,
-       (SELECT response_status FROM idempotency_key
-         WHERE principal = 'agent:' || :agent_id AND key = :run || '-' || :n
-           AND expires_at > statement_timestamp()) AS stored_status;
+-- @claim: bench/minimal/claim.sql goes here (authentication + rate limit, BEGIN, the idempotency claim)
 SELECT t.status, t.poster_operator_id, t.assignment, c.task_id AS claim_task_id, c.agent_id AS bidder_id,
        c.status AS claim_status, c.proposed_credits
   FROM task t LEFT JOIN claim c ON c.id = :claim_id

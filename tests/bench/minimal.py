@@ -35,6 +35,21 @@ from tests.bench import replay, writes
 from tests.bench.load import ROOT
 
 SCRIPTS = ROOT / "bench" / "minimal"
+
+
+CLAIM_MARK = "-- @claim:"
+
+
+def splice_claim(script: str) -> str:
+    """The script with its @claim line replaced by bench/minimal/claim.sql, the opening all five share."""
+    shared = (SCRIPTS / "claim.sql").read_text()
+    lines = script.splitlines(keepends=True)
+    marked = [i for i, line in enumerate(lines) if line.startswith(CLAIM_MARK)]
+    if len(marked) != 1:
+        raise SystemExit(f"bench: a minimal script needs exactly one '{CLAIM_MARK}' line, found {len(marked)}")
+    return "".join(lines[: marked[0]]) + shared + "".join(lines[marked[0] + 1 :])
+
+
 DEFAULT_BODY_BYTES = 400  # when no capture says how long Agora's stored response is
 
 # The requests as the client sends them: the key's hash, the ids in the path, the JSON body; `n` numbers them.
@@ -198,7 +213,7 @@ def run(url: str, scenario: str, requests: int, folder: Path, *, body_bytes: int
             raise SystemExit(f"bench: {len(rows)} of {len(chosen)} minimal {scenario} targets found their rows")
         (task_before,) = connection.execute("SELECT coalesce(max(id), 0) FROM task").fetchone()
         replay.values_table(connection, table, names, rows)
-    body = minimal.path.read_text()
+    body = splice_claim(minimal.path.read_text())
     header = replay.lookup_header(table, names, per_client)
     key_prefix = f"minimal-{uuid.uuid4().hex[:12]}"
     constants = {
