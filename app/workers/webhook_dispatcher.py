@@ -35,6 +35,8 @@ log = structlog.get_logger("agora.webhooks")
 #: How long a claimed delivery stays ours beyond the request timeout before another worker may take it over.
 LEASE_MARGIN_SECONDS = 5.0
 IDLE_CLAIM_INTERVAL_SECONDS = 0.02
+#: How long beyond the request timeout a stopping worker waits for its attempts in flight to be recorded.
+STOP_GRACE_SECONDS = 1.0
 
 
 class _Body(msgspec.Struct):
@@ -102,8 +104,15 @@ class DeliveryWorker:
             self._tasks.append(asyncio.create_task(listener, name="webhook-worker-listen"))
 
     async def stop(self) -> None:
-        """Stop claiming; deliveries in flight are cancelled and come back when their lease ends."""
-        for task in [*self._tasks, *self._in_flight]:
+        """Stop claiming, then let the deliveries in flight end and record their attempt (each is bounded by the
+        request timeout); any still running after that is cancelled, its attempt shown as interrupted and the
+        delivery sent again when its lease ends. Without the wait a SIGTERM would leave every attempt in flight
+        unrecorded, and send it twice."""
+        for task in self._tasks:
+            task.cancel()
+        if self._in_flight:
+            await asyncio.wait(self._in_flight, timeout=self.settings.webhook_timeout_seconds + STOP_GRACE_SECONDS)
+        for task in self._in_flight:
             task.cancel()
         for task in [*self._tasks, *self._in_flight]:
             try:

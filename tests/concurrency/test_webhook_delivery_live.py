@@ -708,6 +708,22 @@ async def test_wh14_a_worker_killed_mid_attempt_loses_nothing(agora, database_ur
     )
 
 
+async def test_a_stopping_worker_records_its_attempts_in_flight(agora, database_url):
+    """A graceful stop (SIGTERM) waits for the attempt in flight: it is recorded as it ended, not left to be
+    interrupted and sent again once its lease runs out."""
+    receiver = Receiver(Reply(delay=0.5))
+    async with receiver:
+        party = await agora.party("stop")
+        hook = await agora.webhook(party, receiver.url("/stop"))
+        async with running_worker(database_url):
+            ping = await agora.ping(hook)
+            await receiver.wait_for(1, within=10)  # the request is out; the receiver answers 0.5 s later
+    delivery = await agora.delivery(hook, ping["id"])
+    assert delivery["status"] == "succeeded"
+    assert [(a["attempt_number"], a["outcome"]) for a in delivery["attempts"]] == [(1, "succeeded")]
+    assert receiver.hits == 1
+
+
 async def test_wh15_without_notifications_the_poll_alone_delivers(agora, database_url):
     """WH-15: a worker that never LISTENs still delivers a new event within its poll interval (0.5 s) + 1 s."""
     receiver = Receiver()
