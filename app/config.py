@@ -70,9 +70,6 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     webhook_disable_after_failures: Annotated[int, Meta(ge=1, le=1000)] = 10
     webhook_disable_after_seconds: Annotated[float, Meta(ge=0)] = 86400.0
     webhook_max_response_bytes: Annotated[int, Meta(ge=1024, le=10_000_000)] = 65536
-    # Fault injection for crash tests only (reliability.md §7.2): the process exits at this point of an idempotent
-    # request. "before_commit" or "after_commit_before_response"; empty in any real deployment.
-    fault_point: Literal["", "before_commit", "after_commit_before_response"] = ""
 
     def __post_init__(self) -> None:
         if self.db_pool_min > self.db_pool_max:

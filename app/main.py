@@ -39,6 +39,7 @@ from app.repo.connections import ConnectionLease, ConnectionSource, PoolSource, 
 from app.repo.database import load_keyring, resolve_database_url
 from app.services import auth, event_stream, idempotency, sealing
 from app.services.event_stream import EventHub
+from app.services.uow import CommitObserver
 from app.workers.webhook_dispatcher import DeliveryWorker
 from domain.webhooks import parse_allow_cidrs
 
@@ -62,10 +63,9 @@ class AgoraApp(Litestar):
         # ASGI pairs an http scope with http's receive and send; Litestar's parameters are each a union of kinds,
         # which cannot say that they come together (its own __call__ ignores the error these casts avoid).
         http_scope, http_receive, http_send = cast(HTTPScope, scope), cast(Receive, receive), cast(Send, send)
-        fault_point = self.state.settings.fault_point
         # Services seal and open secrets with the ring bound here (app.services.sealing), for the whole request.
         with sealing.bound(self.state.keyring):
-            await handle_http(self._dispatch, self.state.source, http_scope, http_receive, http_send, fault_point)
+            await handle_http(self._dispatch, self.state.source, http_scope, http_receive, http_send)
 
     async def _dispatch(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
         if self._allow is None:
@@ -73,9 +73,15 @@ class AgoraApp(Litestar):
         await methods.dispatch(super().__call__, self, self._allow, scope, receive, send)
 
 
-def create_app(settings: Settings | None = None, *, source: ConnectionSource | None = None) -> Litestar:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    source: ConnectionSource | None = None,
+    commit_observer: CommitObserver | None = None,
+) -> Litestar:
     """Build the application. Tests pass `source` (one connection to a test's own database); otherwise the
-    lifespan opens a pool on the configured or embedded database."""
+    lifespan opens a pool on the configured or embedded database. `commit_observer` is the crash tests' seam (see
+    app.services.uow.CommitObserver); production passes none."""
     settings = settings or load_settings()
 
     @contextlib.asynccontextmanager
@@ -151,17 +157,20 @@ def create_app(settings: Settings | None = None, *, source: ConnectionSource | N
         request_max_body_size=settings.max_body_bytes,
         request_class=StrictJSONRequest,
         before_request=before_request,
-        state=_initial_state(settings, source),
+        state=_initial_state(settings, source, commit_observer),
         debug=False,
         logging_config=None,
     )
 
 
-def _initial_state(settings: Settings, source: ConnectionSource | None) -> State:
+def _initial_state(
+    settings: Settings, source: ConnectionSource | None, commit_observer: CommitObserver | None
+) -> State:
     return State(
         {
             "settings": settings,
             "source": source,
+            "commit_observer": commit_observer,
             "event_hub": None,
             "webhook_client": webhook_client(settings),
             # Empty when the settings carry no key: the lifespan then loads the data folder's (or refuses).

@@ -20,6 +20,7 @@ import httpx
 from app.crypto import new_key_entry
 from app.repo.database import embedded_server_url
 from app.services.uow import UnitOfWork, on_own_connection
+from tests import fault_server
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,10 +110,12 @@ def start_servers(
     *,
     ports: Sequence[int] | None = None,
     output: int | IO[bytes] | None = None,
+    fault_point: str | None = None,
     **settings: str,
 ) -> ServerProcesses:
     """`count` servers on free ports, or one on each of `ports` (a server restarted where it was); their stdout
-    and stderr go to `output` (a file, or subprocess.DEVNULL) when given, else to this process's."""
+    and stderr go to `output` (a file, or subprocess.DEVNULL) when given, else to this process's. With
+    `fault_point`, each is the crash tests' server (tests/fault_server.py), which dies at that point of a commit."""
     env = {
         **os.environ,
         "AGORA_DATABASE_URL": database_url,
@@ -122,13 +125,17 @@ def start_servers(
         "AGORA_DB_POOL_MAX": "20",
     }
     env.update({f"AGORA_{name.upper()}": value for name, value in settings.items()})
+    factory = "app.main:app_from_environment"
+    if fault_point is not None:
+        env[fault_server.ENVIRONMENT] = fault_point
+        factory = "tests.fault_server:app_from_environment"
     servers = ServerProcesses()
     for port in ports if ports is not None else [free_port() for _ in range(count)]:
         command = [
             sys.executable,
             "-m",
             "uvicorn",
-            "app.main:app_from_environment",
+            factory,
             "--factory",
             "--host",
             "127.0.0.1",

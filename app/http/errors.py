@@ -26,7 +26,7 @@ from litestar.types import ExceptionHandlersMap
 
 from app.http.envelope import ErrorEnvelope, error
 from app.services.auth import RateLimitExceeded
-from app.services.idempotency import IdempotencyKeyInFlight, IdempotentReplay
+from app.services.idempotency import IdempotencyKeyInFlight, IdempotentReplay, RenderedError
 from domain import error_codes as codes
 from domain.error_codes import ErrorCode
 from domain.errors import (
@@ -116,7 +116,14 @@ def replay(request: Request[Any, Any, Any], exc: IdempotentReplay) -> Response[b
         content=stored.body,
         status_code=stored.status,
         media_type=stored.content_type,
-        headers={"Idempotency-Replayed": "true"},
+        headers={"Idempotency-Replayed": "true"} if exc.replayed else {},
+    )
+
+
+def render_error(exc: DomainError) -> RenderedError:
+    """A business error's response as an idempotent commit stores it, and as it is then sent (by `replay`)."""
+    return RenderedError(
+        status_of(exc), "application/json", msgspec.json.encode(error(exc.code, exc.message, exc.suggestion))
     )
 
 
@@ -263,27 +270,4 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
 }
 
 
-def encode_error(exc: Exception) -> tuple[int, dict[str, str], bytes]:
-    """Render an error outside a route (the request lifecycle), as status, headers and body."""
-    if isinstance(exc, IdempotentReplay):
-        stored = exc.stored
-        return (
-            stored.status,
-            {"content-type": stored.content_type, "idempotency-replayed": "true"},
-            stored.body,
-        )
-    if isinstance(exc, DomainError):
-        body = msgspec.json.encode(error(exc.code, exc.message, exc.suggestion))
-        headers = {"content-type": "application/json"}
-        if isinstance(exc, IdempotencyKeyInFlight):
-            headers["retry-after"] = "1"
-        return status_of(exc), headers, body
-    if isinstance(exc, _RETRYABLE):  # the database went away during the idempotent commit
-        log.warning("database_unavailable", error=type(exc).__name__, detail=str(exc)[:200])
-        body = msgspec.json.encode(error(codes.SERVICE_UNAVAILABLE.code, _UNAVAILABLE_MESSAGE, _UNAVAILABLE_SUGGESTION))
-        return 503, {"content-type": "application/json", "retry-after": _UNAVAILABLE_RETRY_AFTER}, body
-    body = msgspec.json.encode(error(codes.INTERNAL_ERROR.code, _INTERNAL_MESSAGE, _INTERNAL_SUGGESTION))
-    return 500, {"content-type": "application/json"}, body
-
-
-__all__ = ["EXCEPTION_HANDLERS", "RateLimitExceeded", "encode_error", "status_for", "status_of", "status_of_kind"]
+__all__ = ["EXCEPTION_HANDLERS", "RateLimitExceeded", "render_error", "status_for", "status_of", "status_of_kind"]

@@ -1,24 +1,20 @@
-"""Around every HTTP request: request id, the connection lease, response headers, the idempotent commit, and
-one log line.
+"""Around every HTTP request: request id, the connection lease, response headers, and one log line.
 
 It wraps the whole Litestar application (not a route), so 404s and 405s get the same treatment.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import psycopg
 import structlog
 from litestar.types import HTTPResponseStartEvent, HTTPScope, Message, Receive, Send
 
 from app.http import context
-from app.http.errors import encode_error
+from app.http.errors import render_error
 from app.repo.connections import ConnectionLease, ConnectionSource
 from domain.error_codes import NOT_FOUND
 
@@ -50,36 +46,25 @@ def _is_html_404(start: HTTPResponseStartEvent) -> bool:
     )
 
 
-def _start(status: int, headers: dict[str, str], body: bytes) -> HTTPResponseStartEvent:
-    raw = [(name.encode(), value.encode()) for name, value in headers.items()]
+def _start(status: int, content_type: str, body: bytes) -> HTTPResponseStartEvent:
     return {
         "type": "http.response.start",
         "status": status,
-        "headers": [*raw, (b"content-length", str(len(body)).encode())],
+        "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())],
     }
 
 
-def _crash_at(point: str, fault_point: str) -> None:
-    if fault_point == point:
-        log.warning("fault_injected", point=point)
-        os._exit(137)
-
-
-async def handle_http(
-    app: HTTPApp, source: ConnectionSource, scope: HTTPScope, receive: Receive, send: Send, fault_point: str = ""
-) -> None:
+async def handle_http(app: HTTPApp, source: ConnectionSource, scope: HTTPScope, receive: Receive, send: Send) -> None:
     started = time.perf_counter()
     ctx = context.RequestContext(request_id=new_request_id(), lease=ConnectionLease(source))
     token = context.enter(ctx)
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=ctx.request_id)
     outcome: dict[str, Any] = {"status": 500}
-    held_start: HTTPResponseStartEvent | None = None
-    held_body: list[bytes] = []
     replaced = False
 
     async def send_wrapper(message: Message) -> None:
-        nonlocal held_start, replaced
+        nonlocal replaced
         if replaced:
             return  # the rest of a page that an envelope replaced
         if message["type"] == "http.response.start" and _is_html_404(message):
@@ -88,9 +73,9 @@ async def handle_http(
                 f"No route matches {scope.get('method')} {scope.get('path')}",
                 "Check the path; the API's pages are /schema, /schema/redoc, /schema/swagger, /schema/openapi.json.",
             )
-            status, headers, body = encode_error(error)
-            await send_wrapper(_start(status, headers, body))
-            await send({"type": "http.response.body", "body": body, "more_body": False})
+            rendered = render_error(error)
+            await send_wrapper(_start(rendered.status, rendered.content_type, rendered.body))
+            await send({"type": "http.response.body", "body": rendered.body, "more_body": False})
             replaced = True
             return
         if message["type"] == "http.response.start":
@@ -103,18 +88,7 @@ async def handle_http(
                     *_rate_headers(ctx),
                 ],
             }
-            call = ctx.idempotent_call
-            if call is not None and call.awaiting_response:
-                held_start = start  # sent once the response is stored with the effect
-                return
             await send(start)
-            return
-        if message["type"] == "http.response.body" and held_start is not None:
-            held_body.append(message.get("body", b""))
-            if message.get("more_body", False):
-                return
-            _crash_at("before_commit", fault_point)
-            await _finish_idempotent(ctx, held_start, b"".join(held_body), send, outcome, fault_point)
             return
         await send(message)
 
@@ -122,10 +96,8 @@ async def handle_http(
         await app(scope, receive, send_wrapper)
     finally:
         try:
-            if ctx.idempotent_call is not None:
-                await ctx.idempotent_call.abandon()
-        finally:
             await ctx.lease.release()
+        finally:
             context.leave(token)
             principal = ctx.principal
             log.info(
@@ -141,41 +113,3 @@ async def handle_http(
                 idempotency_key=bool(ctx.idempotent_call),
                 **ctx.extra_log,
             )
-
-
-async def _finish_idempotent(
-    ctx: context.RequestContext,
-    start: HTTPResponseStartEvent,
-    body: bytes,
-    send: Send,
-    outcome: dict[str, Any],
-    fault_point: str,
-) -> None:
-    call = ctx.idempotent_call
-    assert call is not None
-    headers = dict(start.get("headers", []))
-    content_type = headers.get(b"content-type", b"application/json").decode()
-    try:
-        replacement = await call.finish(start["status"], content_type, body)
-    except Exception as exc:
-        # The commit failed: rolled back, or, when the connection was lost during COMMIT, with an unknown outcome
-        # (a 503, so the client retries with its key and gets the one true answer).
-        log.error("idempotent_commit_failed", exc_info=exc)
-        with contextlib.suppress(psycopg.Error):  # a lost connection cannot roll back; the server already did
-            await call.abandon()
-        replacement = exc
-    if replacement is None:
-        _crash_at("after_commit_before_response", fault_point)
-        await send(start)
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-        return
-    status, new_headers, new_body = encode_error(replacement)
-    outcome["status"] = status
-    raw_headers = [(k.encode(), v.encode()) for k, v in new_headers.items()]
-    raw_headers += [
-        (b"content-length", str(len(new_body)).encode()),
-        (b"x-request-id", ctx.request_id.encode()),
-        *_rate_headers(ctx),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-    await send({"type": "http.response.body", "body": new_body, "more_body": False})

@@ -14,10 +14,11 @@ import structlog
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.di import Provide
-from litestar.handlers import BaseRouteHandler
+from litestar.handlers import BaseRouteHandler, HTTPRouteHandler
 from litestar.types import Guard
 
 from app.http import context, json_input
+from app.http.errors import render_error
 from app.network import client_address, limit_key
 from app.services import auth as auth_service
 from app.services.auth import Principal, RateLimitExceeded
@@ -61,7 +62,10 @@ def _fingerprint(method: str, path: str, body: bytes) -> str:
 
 
 async def _claim_idempotency(
-    connection: ASGIConnection[Any, Any, Any, Any], ctx: context.RequestContext, principal: str
+    connection: ASGIConnection[Any, Any, Any, Any],
+    handler: BaseRouteHandler,
+    ctx: context.RequestContext,
+    principal: str,
 ) -> None:
     if not isinstance(connection, Request) or connection.method not in IDEMPOTENT_METHODS:
         return  # only HTTP requests have a method (and a body)
@@ -83,7 +87,9 @@ async def _claim_idempotency(
             path=path,
             fingerprint=_fingerprint(method, path, body),
             ttl_hours=settings.idempotency_ttl_hours,
-        )
+            success_status=handler.status_code if isinstance(handler, HTTPRouteHandler) else 200,
+        ),
+        render_error=render_error,
     )
 
 
@@ -110,7 +116,7 @@ def _caller(connection: ASGIConnection[Any, Any, Any, Any], address: str) -> aut
 def requires(kind: KeyKind) -> Guard:
     """A guard admitting only callers holding a live key of `kind` (and, for agents, an active agent)."""
 
-    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
         ctx = context.current()
         try:
             principal, rate = await auth_service.authenticate(
@@ -121,13 +127,13 @@ def requires(kind: KeyKind) -> Guard:
             raise
         ctx.principal, ctx.rate = principal, rate
         structlog.contextvars.bind_contextvars(principal=principal.name, agent_id=principal.agent_id)
-        await _claim_idempotency(connection, ctx, principal.name)
+        await _claim_idempotency(connection, handler, ctx, principal.name)
 
     guard.__name__ = f"requires_{kind.value}"
     return guard
 
 
-async def public(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def public(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """A guard for unauthenticated routes: counted against the client address's allowance, and idempotency keys
     scoped by that address, so that another anonymous caller cannot be replayed someone else's response."""
     ctx = context.current()
@@ -137,7 +143,7 @@ async def public(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHan
     except RateLimitExceeded as exceeded:
         ctx.rate = exceeded.state
         raise
-    await _claim_idempotency(connection, ctx, f"anonymous:{address}")
+    await _claim_idempotency(connection, handler, ctx, f"anonymous:{address}")
 
 
 agent_only = requires(KeyKind.AGENT)
@@ -145,9 +151,9 @@ operator_only = requires(KeyKind.OPERATOR)
 admin_only = requires(KeyKind.ADMIN)
 
 
-def provide_uow() -> UnitOfWork:
+def provide_uow(request: Request[Any, Any, Any]) -> UnitOfWork:
     ctx = context.current()
-    return UnitOfWork(ctx.lease, ctx.idempotent_call)
+    return UnitOfWork(ctx.lease, ctx.idempotent_call, observer=request.app.state.commit_observer)
 
 
 def provide_principal() -> Principal:

@@ -79,13 +79,11 @@ async def store_and_commit(
     path: str,
     response: StoredResponse,
     ttl_hours: int,
-    closing: transactions.Closing | None = None,
 ) -> bool:
-    """Store the response and commit, in one round trip (with the use case's closing statements, if any).
+    """Store the response and commit, in one round trip.
 
     False when another request already holds the key: nothing was committed and the transaction is aborted,
-    for the caller to roll back. (Closing statements never insert a row with a unique key, so a unique violation
-    here is always the key's.)
+    for the caller to roll back.
     """
     params = {
         "principal": principal,
@@ -100,8 +98,6 @@ async def store_and_commit(
     }
     try:
         async with connection.pipeline():
-            if closing is not None:
-                await closing(connection)
             # Deferred checks (a balanced ledger) run first: a violation aborts the pipeline before COMMIT.
             await connection.execute(transactions.CHECK_DEFERRED_CONSTRAINTS)
             await connection.execute(_DELETE_EXPIRED_RECORD, params)

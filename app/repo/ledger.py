@@ -65,8 +65,8 @@ async def post(connection: Connection, transfer: TransferRequest) -> tuple[int, 
 
 
 async def send(connection: Connection, transfer: TransferRequest) -> None:
-    """Write the transfer without reading what it returns, for a commit's closing round trip (a transfer that
-    cannot overdraw: an overdraft there fails the whole commit, like any other error)."""
+    """Write the transfer without reading what it returns, so that it can go out in a batch with other writes (a
+    transfer that cannot overdraw: an overdraft there fails the batch like any other error)."""
     await connection.execute(_POST, _params(transfer))
 
 

@@ -3,17 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
 from psycopg import AsyncPipeline
 
 from app.repo.connections import Connection
 from app.repo.events import NOTIFY_CHANNEL
-
-#: Statements a use case leaves for its commit's own round trip, issued on the connection it is given (they run
-#: after the unit of work has handed the commit over, and must not read their results).
-Closing = Callable[[Connection], Awaitable[None]]
 
 
 async def begin(connection: Connection, *, savepoint: str | None = None) -> None:
@@ -39,14 +34,8 @@ def batch(connection: Connection) -> AbstractAsyncContextManager[AsyncPipeline]:
 WAKE_LISTENERS = f"NOTIFY {NOTIFY_CHANNEL}"
 
 
-async def commit(connection: Connection, *, closing: Closing | None = None) -> None:
-    if closing is None:
-        await connection.execute(f"COMMIT; {WAKE_LISTENERS}")
-        return
-    async with connection.pipeline():
-        await closing(connection)
-        await connection.execute("COMMIT")
-        await connection.execute(WAKE_LISTENERS)
+async def commit(connection: Connection) -> None:
+    await connection.execute(f"COMMIT; {WAKE_LISTENERS}")
 
 
 async def rollback(connection: Connection) -> None:

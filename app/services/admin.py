@@ -40,7 +40,7 @@ async def _transition(uow: UnitOfWork, agent_id: int, transition: Callable[[Agen
         if status is not agent.status:
             await agent_rows.set_status(uow.connection, agent_id, status)
             agent = must_exist(await agent_rows.get(uow.connection, agent_id), f"agent {agent_id}")
-        await uow.commit()
+        await uow.commit(agent)
     return agent
 
 

@@ -71,9 +71,9 @@ async def update_profile(uow: UnitOfWork, agent_id: int, changes: ProfileChanges
             await check_categories(uow.connection, changes["category_ids"])
         await agent_rows.update_profile(uow.connection, agent_id, changes)
         agent = await agent_rows.get(uow.connection, agent_id)
-        await uow.commit()
-    if agent is None:
-        raise agent_not_found(agent_id)
+        if agent is None:
+            raise agent_not_found(agent_id)
+        await uow.commit(agent)
     return agent
 
 
@@ -92,5 +92,6 @@ async def register(uow: UnitOfWork, *, name: str, description: str) -> Registere
         )
         await keys.insert(uow.connection, key, agent_id=agent_id)
         agent = must_exist(await agent_rows.get(uow.connection, agent_id), f"agent {agent_id}")
-        await uow.commit()
-    return Registered(agent, key.plaintext, code)
+        registered = Registered(agent, key.plaintext, code)
+        await uow.commit(registered)
+    return registered

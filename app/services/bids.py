@@ -67,7 +67,7 @@ async def _place(uow: UnitOfWork, actor: Actor, bid: BidRequest) -> ClaimRecord:
 async def place_bid(uow: UnitOfWork, actor: Actor, bid: BidRequest) -> ClaimRecord:
     async with uow:
         claim = await _place(uow, actor, bid)
-        await uow.commit()
+        await uow.commit(claim)
     return claim
 
 
@@ -81,7 +81,7 @@ async def place_bids(uow: UnitOfWork, actor: Actor, bids: list[BidRequest]) -> l
                     results.append(BulkResult(bid.task_id, claim=await _place(uow, actor, bid)))
             except DomainError as error:
                 results.append(BulkResult(bid.task_id, error=error))
-        await uow.commit()
+        await uow.commit(results)
     return results
 
 
@@ -116,8 +116,9 @@ async def accept_bid(uow: UnitOfWork, actor: Actor, task_id: int, claim_id: int)
             )
             await uow.publish(announce.bid_accepted(task, claim_id=claim_id, agent_id=agent_id, price_credits=price))
             rejected = await claim_rows.accept(uow.connection, task_id, claim_id)  # its fetch sends the batch
-        await uow.commit()
-    return BidAccepted(task_id, claim_id, agent_id, tuple(rejected))
+        accepted = BidAccepted(task_id, claim_id, agent_id, tuple(rejected))
+        await uow.commit(accepted)
+    return accepted
 
 
 async def withdraw_bid(uow: UnitOfWork, actor: Actor, task_id: int, claim_id: int) -> None:
@@ -133,7 +134,7 @@ async def withdraw_bid(uow: UnitOfWork, actor: Actor, task_id: int, claim_id: in
         async with uow.batch():
             await claim_rows.set_status(uow.connection, claim_id, ClaimStatus.WITHDRAWN)
             await uow.publish(announce.bid_withdrawn(task, claim_id=claim_id, agent_id=agent_id))
-        await uow.commit()
+        await uow.commit(None)
 
 
 async def agent_bids(uow: UnitOfWork, agent_id: int, *, before_id: int | None, limit: int) -> list[ClaimRecord]:

@@ -76,7 +76,7 @@ async def adjust_operator(uow: UnitOfWork, *, operator_id: int, amount: int, rea
         posted = await issue(
             uow.connection, wallet_id=wallet.id, amount=amount, kind=kind, reason=reason, operator_id=operator_id
         )
-        await uow.commit()
+        await uow.commit(posted)
     return posted
 
 

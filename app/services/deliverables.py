@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.repo import deliverables as deliverable_rows
-from app.repo import events as event_rows
 from app.repo import ledger
 from app.repo import tasks as task_rows
-from app.repo.connections import Connection
 from app.services.uow import UnitOfWork
 from domain import events as announce
 from domain import tasks as rules
@@ -53,9 +51,9 @@ async def submit(uow: UnitOfWork, actor: Actor, task_id: int, content: str) -> D
                     task, deliverable_id=record.id, agent_id=actor.agent_id, revision_number=revision_number
                 )
             )
-        await uow.commit()
-    late = task.deadline is not None and record.submitted_at > task.deadline
-    return Delivered(record, late)
+        delivered = Delivered(record, task.deadline is not None and record.submitted_at > task.deadline)
+        await uow.commit(delivered)
+    return delivered
 
 
 async def list_for_task(
@@ -101,20 +99,18 @@ async def accept(uow: UnitOfWork, actor: Actor, task_id: int, deliverable_id: in
             task_id=task_id,
             agent_id=worker,
         )
-        events = announce.work_accepted(
-            task, deliverable_id=deliverable_id, credits_paid=split.worker, platform_fee=split.fee
-        )
-
-        async def settle(connection: Connection) -> None:
-            # In the commit's round trip: the revenue account, which every settlement credits, is locked only
-            # while PostgreSQL commits (the task row lock above already decided that this settlement happens).
-            await deliverable_rows.set_status(connection, deliverable_id, DeliverableStatus.ACCEPTED)
-            await task_rows.complete_work(connection, task_id, worker)
-            await ledger.send(connection, transfer)
-            await event_rows.insert(connection, events)
-
-        await uow.commit(closing=settle)
-    return Accepted(task_id, deliverable_id, worker, split)
+        async with uow.batch():
+            await deliverable_rows.set_status(uow.connection, deliverable_id, DeliverableStatus.ACCEPTED)
+            await task_rows.complete_work(uow.connection, task_id, worker)
+            await ledger.send(uow.connection, transfer)
+            await uow.publish(
+                announce.work_accepted(
+                    task, deliverable_id=deliverable_id, credits_paid=split.worker, platform_fee=split.fee
+                )
+            )
+        accepted = Accepted(task_id, deliverable_id, worker, split)
+        await uow.commit(accepted)
+    return accepted
 
 
 async def request_revision(uow: UnitOfWork, actor: Actor, task_id: int, deliverable_id: int, notes: str) -> int:
@@ -135,5 +131,5 @@ async def request_revision(uow: UnitOfWork, actor: Actor, task_id: int, delivera
             )
             await task_rows.set_status(uow.connection, task_id, TaskStatus.IN_PROGRESS)
             await uow.publish(announce.revision_requested(task, deliverable_id=deliverable_id, notes=notes))
-        await uow.commit()
+        await uow.commit(worker)
     return worker

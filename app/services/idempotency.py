@@ -1,10 +1,10 @@
 """Idempotency-Key: one effect per key, the first response replayed to every retry for 24 hours.
 
 The key is claimed inside the use case's own transaction (a transaction-scoped advisory lock, then a read of any
-stored response), and the rendered response is stored in that same transaction just before it commits. So a
-crash either loses both the effect and the record (the retry runs afresh) or keeps both (the retry is replayed).
-Business errors (4xx raised by the use case) are stored too, after rolling back to a savepoint taken just after
-the claim; validation failures, auth failures and 5xx are never stored, and leave the key free.
+stored response), and the unit of work's commit renders the response and stores it in the COMMIT's own round trip.
+So a crash either loses both the effect and the record (the retry runs afresh) or keeps both (the retry is
+replayed). Business errors (4xx raised by the use case) are stored too, after rolling back to a savepoint taken just
+after the claim; validation failures, auth failures and 5xx are never stored, and leave the key free.
 
 A stored body is sealed to its principal and key (it may carry a key shown once, or a webhook secret): opened only
 to be replayed, byte for byte.
@@ -12,8 +12,9 @@ to be replayed, byte for byte.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from enum import Enum, auto
+from typing import Any
 
 from app.crypto import KeyRing
 from app.repo import idempotency as records
@@ -47,11 +48,13 @@ class IdempotencyKeyMismatch(Unprocessable):
 
 
 class IdempotentReplay(Exception):
-    """The key already has a stored response: send it instead of running the use case."""
+    """Send this stored response: a retry's replay (`replayed`), or a first request's business error as its commit
+    stored it (the first answer and every replay are the same bytes)."""
 
-    def __init__(self, stored: StoredResponse) -> None:
+    def __init__(self, stored: StoredResponse, *, replayed: bool = True) -> None:
         super().__init__("idempotent replay")
         self.stored = stored
+        self.replayed = replayed
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,65 +65,67 @@ class IdempotencyRequest:
     path: str
     fingerprint: str
     ttl_hours: int
+    success_status: int  # the route's status for a result (201 for a creation)
 
 
-class _State(Enum):
-    WAITING = auto()  # no transaction opened yet
-    CLAIMED = auto()  # lock held, the use case is running
-    COMMITTED = auto()  # the use case committed; our COMMIT waits for the response
-    FAILED = auto()  # a business error; rolled back to the savepoint, waits for the error response
-    FINISHED = auto()
+@dataclass(frozen=True, slots=True)
+class RenderedError:
+    status: int
+    content_type: str
+    body: bytes
+
+
+#: Renders a use case's result as the response body (the route's, set through `IdempotentCall.answer_with`).
+RenderResult = Callable[[Any], bytes]
+#: Renders a business error as its response (the HTTP layer's envelope and status).
+RenderError = Callable[[DomainError], RenderedError]
+
+_JSON = "application/json"
 
 
 class IdempotentCall:
-    """UnitOfWork hooks for a request that carries an Idempotency-Key."""
+    """The Idempotency-Key of a request, carried by its unit of work: claimed in the transaction's first round trip,
+    and stored by its commit (a result or a business error), in that commit's own round trip."""
 
     savepoint = "idempotent_effect"
 
-    def __init__(self, request: IdempotencyRequest, keyring: KeyRing | None = None) -> None:
+    def __init__(self, request: IdempotencyRequest, render_error: RenderError, keyring: KeyRing | None = None) -> None:
         self.request = request
+        self._render_error = render_error
+        self._render_result: RenderResult | None = None
         self._keyring = keyring  # None: the ring the application bound for this request
-        self._state = _State.WAITING
-        self._connection: Connection | None = None
-        self._closing: transactions.Closing | None = None
 
-    @property
-    def awaiting_response(self) -> bool:
-        """True while a transaction is open that only the rendered response can finish."""
-        return self._state in (_State.COMMITTED, _State.FAILED)
+    def answer_with(self, render: RenderResult) -> None:
+        """Say how the result is rendered; the route does, before it runs the use case."""
+        self._render_result = render
 
-    async def on_begin(self, connection: Connection) -> None:
+    async def claim(self, connection: Connection) -> None:
+        """Take the key, in the transaction just opened; raises when it is taken or already answered."""
         claim = await records.claim(connection, self.request.principal, self.request.key)
         if not claim.locked:
             raise IdempotencyKeyInFlight()
         if claim.stored is not None:
             raise self._replay(claim.stored)
-        self._connection = connection
-        self._state = _State.CLAIMED
 
-    def on_commit(self, closing: transactions.Closing | None) -> bool:
-        self._state = _State.COMMITTED
-        self._closing = closing
-        return True
+    async def commit(self, connection: Connection, result: object) -> None:
+        """Render the result, store it and COMMIT, in one round trip with the effect's transaction."""
+        if self._render_result is None:
+            raise RuntimeError("the route runs a use case under an Idempotency-Key without saying how to render it")
+        body = self._render_result(result)
+        await self._store_and_commit(connection, self.request.success_status, _JSON, body)
 
-    def on_business_error(self, error: DomainError) -> bool:
-        self._state = _State.FAILED
-        return True
+    async def commit_error(self, connection: Connection, error: DomainError) -> IdempotentReplay:
+        """Undo the effect (back to the savepoint after the claim), store the error's response and COMMIT; returns
+        the stored response, which is what the client is sent."""
+        await transactions.rollback_to(connection, self.savepoint)
+        rendered = self._render_error(error)
+        await self._store_and_commit(connection, rendered.status, rendered.content_type, rendered.body)
+        return IdempotentReplay(
+            StoredResponse(self.request.fingerprint, rendered.status, rendered.content_type, rendered.body),
+            replayed=False,
+        )
 
-    async def finish(self, status: int, content_type: str, body: bytes) -> Exception | None:
-        """Store the response and commit.
-
-        Returns None when the response stands, else what to send instead: an `IdempotentReplay` of the response
-        that won the key, or an error.
-        """
-        if not self.awaiting_response or self._connection is None:
-            return None
-        committed = self._state is _State.COMMITTED
-        connection, self._state = self._connection, _State.FINISHED
-        if status >= 500 or (committed and status >= 400):
-            # The response failed after the use case: keep neither the effect nor the key.
-            await transactions.rollback(connection)
-            return None
+    async def _store_and_commit(self, connection: Connection, status: int, content_type: str, body: bytes) -> None:
         stored = StoredResponse(self.request.fingerprint, status, content_type, self._ring().seal(body, self._context))
         won = await records.store_and_commit(
             connection,
@@ -130,20 +135,13 @@ class IdempotentCall:
             path=self.request.path,
             response=stored,
             ttl_hours=self.request.ttl_hours,
-            closing=self._closing if committed else None,
         )
         if won:
-            return None
+            return
         # A concurrent first request committed between our lock and our read: its response stands, ours is undone.
         await transactions.rollback(connection)
         winner = await records.find(connection, self.request.principal, self.request.key)
-        return IdempotencyKeyInFlight() if winner is None else self._replay(winner)
-
-    async def abandon(self) -> None:
-        """Roll back a transaction that no response will finish (the client went away, the server failed)."""
-        if self.awaiting_response and self._connection is not None:
-            self._state = _State.FINISHED
-            await transactions.rollback(self._connection)
+        raise IdempotencyKeyInFlight() if winner is None else self._replay(winner)
 
     def _replay(self, stored: StoredResponse) -> Exception:
         if stored.fingerprint != self.request.fingerprint:

@@ -52,8 +52,9 @@ async def create_operator(uow: UnitOfWork, *, name: str) -> OperatorCreated:
             reason="Welcome bonus",
             operator_id=operator.id,
         )
-        await uow.commit()
-    return OperatorCreated(operator, key.plaintext, posted.balance_after)
+        created = OperatorCreated(operator, key.plaintext, posted.balance_after)
+        await uow.commit(created)
+    return created
 
 
 async def profile(uow: UnitOfWork, operator_id: int) -> OperatorProfile:
@@ -84,8 +85,9 @@ async def create_agent(uow: UnitOfWork, *, operator_id: int, profile: AgentProfi
         await keys.insert(uow.connection, key, agent_id=agent_id)
         await _agent_bonus(uow, operator_id, agent_id, f"Agent bonus: {profile.name}")
         agent = must_exist(await agent_rows.get(uow.connection, agent_id), f"agent {agent_id}")
-        await uow.commit()
-    return AgentWithKey(agent, key.plaintext)
+        created = AgentWithKey(agent, key.plaintext)
+        await uow.commit(created)
+    return created
 
 
 async def _agent_bonus(uow: UnitOfWork, operator_id: int, agent_id: int, reason: str) -> None:
@@ -121,8 +123,9 @@ async def rotate_key(uow: UnitOfWork, *, operator_id: int, agent_id: int) -> Age
         await keys.revoke_agent_keys(uow.connection, agent_id)
         await keys.insert(uow.connection, key, agent_id=agent_id)
         agent = must_exist(await agent_rows.get(uow.connection, agent_id), f"agent {agent_id}")
-        await uow.commit()
-    return AgentWithKey(agent, key.plaintext)
+        rotated = AgentWithKey(agent, key.plaintext)
+        await uow.commit(rotated)
+    return rotated
 
 
 async def pause_agent(uow: UnitOfWork, *, operator_id: int, agent_id: int) -> Agent:
@@ -142,7 +145,7 @@ async def _change_status(
         if status is not agent.status:
             await agent_rows.set_status(uow.connection, agent_id, status)
             agent = must_exist(await agent_rows.get(uow.connection, agent_id), f"agent {agent_id}")
-        await uow.commit()
+        await uow.commit(agent)
     return agent
 
 
@@ -158,5 +161,5 @@ async def claim_agent(uow: UnitOfWork, *, operator_id: int, verification_code: s
             )
         agent = must_exist(await agent_rows.get(uow.connection, agent_id), f"agent {agent_id}")
         await _agent_bonus(uow, operator_id, agent_id, f"Agent claim bonus: {agent.name}")
-        await uow.commit()
+        await uow.commit(agent)
     return agent

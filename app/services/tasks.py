@@ -65,9 +65,10 @@ async def post_task(uow: UnitOfWork, actor: Actor, task: NewTask) -> TaskRecord:
         )
         async with uow.batch():
             await uow.publish(events, match)
-            record = await task_rows.get(uow.connection, task_id)
-        await uow.commit()
-    return must_exist(record, f"task {task_id}")
+            found = await task_rows.get(uow.connection, task_id)
+        record = must_exist(found, f"task {task_id}")
+        await uow.commit(record)
+    return record
 
 
 async def get_task(uow: UnitOfWork, task_id: int) -> TaskRecord:
@@ -141,8 +142,9 @@ async def cancel(uow: UnitOfWork, actor: Actor, task_id: int) -> TaskChange:
                 operator_id=task.poster_operator_id,
             ),
         )
-        await uow.commit()
-    return TaskChange(task_id, TaskStatus.CANCELLED, tuple(rejected))
+        change = TaskChange(task_id, TaskStatus.CANCELLED, tuple(rejected))
+        await uow.commit(change)
+    return change
 
 
 async def rollback(uow: UnitOfWork, actor: Actor, task_id: int) -> TaskChange:
@@ -162,8 +164,9 @@ async def rollback(uow: UnitOfWork, actor: Actor, task_id: int) -> TaskChange:
             price_credits=None,
             accepted_claim_id=None,
         )
-        await uow.commit()
-    return TaskChange(task_id, TaskStatus.OPEN, tuple(displaced))
+        change = TaskChange(task_id, TaskStatus.OPEN, tuple(displaced))
+        await uow.commit(change)
+    return change
 
 
 async def escrow_held(uow: UnitOfWork, operator_id: int) -> int:

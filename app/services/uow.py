@@ -2,11 +2,13 @@
 
     async with uow:
         ...                      # repositories on uow.connection
-        await uow.commit()
+        await uow.commit(result)  # COMMIT
 
-When the request carries an Idempotency-Key, the HTTP layer attaches an `IdempotentCall` (see
-`app.services.idempotency`). It claims the key inside this transaction before the use case runs, and the commit is
-completed by the call once the response is rendered, so that the effect and its stored response commit together.
+`result` is what the use case answers. When the request carries an Idempotency-Key, the unit of work carries its
+`IdempotentCall` (app.services.idempotency): the key is claimed right after BEGIN, and `commit` renders the result
+as the route answers it and stores it in the COMMIT's own round trip, so that the effect and its stored response
+commit together. A business error leaving the block is stored the same way (the effect undone), and the client is
+sent the stored response.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from psycopg import AsyncPipeline
 
@@ -24,32 +26,34 @@ from app.repo.connections import Connection, ConnectionLease, PoolSource, open_p
 from domain.errors import DomainError
 from domain.events import Event, MatchRequest
 
+if TYPE_CHECKING:  # idempotency seals with app.services.sealing, which runs its own units of work
+    from app.services.idempotency import IdempotentCall
+
 T = TypeVar("T")
 
 
-class TransactionHooks(Protocol):
-    @property
-    def savepoint(self) -> str | None:
-        """A savepoint opened right after BEGIN, to which a business error rolls back (keeping the claim)."""
-        ...
+class CommitObserver(Protocol):
+    """Told around every COMMIT a request's unit of work sends. Production installs none; the crash tests install
+    one (tests/fault_server.py) that ends the process at a chosen point."""
 
-    async def on_begin(self, connection: Connection) -> None: ...
+    def before_commit(self) -> None: ...
 
-    def on_commit(self, closing: transactions.Closing | None) -> bool:
-        """Return True when the hook takes over the final COMMIT (and sends `closing` with it)."""
-        ...
-
-    def on_business_error(self, error: DomainError) -> bool:
-        """Return True when the hook keeps the transaction open to record the error."""
-        ...
+    def after_commit(self) -> None: ...
 
 
 class UnitOfWork:
-    def __init__(self, lease: ConnectionLease, hooks: TransactionHooks | None = None) -> None:
+    def __init__(
+        self,
+        lease: ConnectionLease,
+        idempotency: IdempotentCall | None = None,
+        *,
+        observer: CommitObserver | None = None,
+    ) -> None:
         self.lease = lease
-        self.hooks = hooks
+        self.idempotency = idempotency
+        self.observer = observer
         self._connection: Connection | None = None
-        self._active_hooks: TransactionHooks | None = None
+        self._call: IdempotentCall | None = None  # the open transaction's
         self._done = False
 
     @property
@@ -73,31 +77,30 @@ class UnitOfWork:
         if self._connection is not None:
             raise RuntimeError("a unit of work runs one transaction; open a new one")
         connection = await self.lease.connection()
-        hooks, self.hooks = self.hooks, None  # the hooks belong to the request's first transaction only
-        self._active_hooks = hooks
-        await transactions.begin(connection, savepoint=hooks.savepoint if hooks else None)
-        self._connection = connection
-        self._done = False
-        if hooks is not None:
+        call, self.idempotency = self.idempotency, None  # the key belongs to the request's first transaction only
+        await transactions.begin(connection, savepoint=call.savepoint if call else None)
+        self._connection, self._call, self._done = connection, call, False
+        if call is not None:
             try:
-                await hooks.on_begin(connection)
+                await call.claim(connection)
             except BaseException:
                 await self._rollback()
                 raise
         return self
 
-    async def commit(self, closing: transactions.Closing | None = None) -> None:
-        """Commit. `closing` issues statements that go out in the COMMIT's own round trip, after everything else:
-        a row they lock (the platform's revenue account, which every settlement credits) stays locked only while
-        PostgreSQL runs them and flushes the commit, not while this process waits on the network or other
-        requests. They must not read their results (that would end the round trip there) and cannot fail on a
-        business rule: nothing they do is checked before the response is rendered."""
+    async def commit(self, result: object = None) -> None:
+        """COMMIT. With an Idempotency-Key, `result` (what the use case returns) is rendered and stored by this
+        same commit."""
         connection = self.connection
-        hooks = self._active_hooks
-        if hooks is None or not hooks.on_commit(closing):
-            await transactions.commit(connection, closing=closing)
-        # Otherwise the hook commits once the response is rendered, in one pipeline with the stored response.
+        if self.observer is not None:
+            self.observer.before_commit()
+        if self._call is not None:
+            await self._call.commit(connection, result)
+        else:
+            await transactions.commit(connection)
         self._done = True
+        if self.observer is not None:
+            self.observer.after_commit()
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -105,14 +108,13 @@ class UnitOfWork:
         try:
             if self._done:
                 return
-            hooks = self._active_hooks
-            if isinstance(exc, DomainError) and hooks is not None and hooks.on_business_error(exc):
-                await transactions.rollback_to(self.connection, hooks.savepoint or "")
-            else:
-                await self._rollback()
+            if isinstance(exc, DomainError) and self._call is not None:
+                # The error is the request's answer: stored with the key (the effect undone), then sent as stored.
+                raise await self._call.commit_error(self.connection, exc) from exc
+            await self._rollback()
         finally:
             self._connection = None
-            self._active_hooks = None
+            self._call = None
 
     async def publish(self, events: Sequence[Event], match: MatchRequest | None = None) -> None:
         """Write events into the outbox inside this transaction: they commit, or vanish, with the change."""

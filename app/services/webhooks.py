@@ -52,8 +52,9 @@ async def register(
         )
         if record is None:
             raise rules.limit_reached()
-        await uow.commit()
-    return replace(record, secret=secret)
+        created = replace(record, secret=secret)
+        await uow.commit(created)
+    return created
 
 
 async def owned(uow: UnitOfWork, agent_id: int, webhook_id: int) -> WebhookRecord:
@@ -71,7 +72,7 @@ async def delete(uow: UnitOfWork, agent_id: int, webhook_id: int) -> None:
     async with uow:
         if not await webhook_rows.delete(uow.connection, webhook_id, agent_id):
             raise rules.webhook_not_found(webhook_id)
-        await uow.commit()
+        await uow.commit(None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +95,7 @@ async def update(
         )
         if record is None:
             raise rules.webhook_not_found(webhook_id)
-        await uow.commit()
+        await uow.commit(record)
     return record
 
 
@@ -107,8 +108,9 @@ async def rotate_secret(uow: UnitOfWork, agent_id: int, webhook_id: int, *, over
         )
         if record is None:
             raise rules.webhook_not_found(webhook_id)
-        await uow.commit()
-    return replace(record, secret=secret)
+        rotated = replace(record, secret=secret)
+        await uow.commit(rotated)
+    return rotated
 
 
 async def send_test(uow: UnitOfWork, agent_id: int, webhook_id: int) -> DeliveryRecord:
@@ -119,9 +121,11 @@ async def send_test(uow: UnitOfWork, agent_id: int, webhook_id: int) -> Delivery
     async with uow:
         data = {"webhook_id": webhook_id, "message": "Test delivery from Agora"}
         delivery_id = await event_rows.insert_ping(uow.connection, webhook_id, data)
-        delivery = await webhook_rows.delivery(uow.connection, webhook_id, delivery_id)
-        await uow.commit()
-    return must_exist(delivery, f"delivery {delivery_id}")
+        delivery = must_exist(
+            await webhook_rows.delivery(uow.connection, webhook_id, delivery_id), f"delivery {delivery_id}"
+        )
+        await uow.commit(delivery)
+    return delivery
 
 
 async def deliveries(
@@ -148,6 +152,8 @@ async def redeliver(uow: UnitOfWork, agent_id: int, webhook_id: int, delivery_id
         if not await webhook_rows.redeliver(uow.connection, webhook_id, delivery_id):
             existing = await webhook_rows.delivery(uow.connection, webhook_id, delivery_id)
             raise rules.delivery_not_found(delivery_id) if existing is None else rules.delivery_pending(delivery_id)
-        delivery = await webhook_rows.delivery(uow.connection, webhook_id, delivery_id)
-        await uow.commit()
-    return must_exist(delivery, f"delivery {delivery_id}")
+        delivery = must_exist(
+            await webhook_rows.delivery(uow.connection, webhook_id, delivery_id), f"delivery {delivery_id}"
+        )
+        await uow.commit(delivery)
+    return delivery

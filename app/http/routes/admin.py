@@ -18,6 +18,7 @@ from app.http.params import (
     TransferKindFilter,
     parse_id,
 )
+from app.http.respond import respond
 from app.http.routes.docs import errors
 from app.http.schemas.credits import (
     AccountOut,
@@ -50,15 +51,18 @@ class AdminController(Controller):
         self, data: JSONBody[OperatorIn], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[OperatorCreatedOut]:
         """Create an operator with its wallet (and the 500-credit welcome bonus); its key is shown once."""
-        created = await operators.create_operator(uow, name=data.name)
-        return ok(
-            OperatorCreatedOut(
-                id=created.operator.id,
-                name=created.operator.name,
-                api_key=created.api_key,
-                credit_balance=created.credit_balance,
-                created_at=created.operator.created_at,
-            )
+        return await respond(
+            uow,
+            operators.create_operator(uow, name=data.name),
+            lambda created: ok(
+                OperatorCreatedOut(
+                    id=created.operator.id,
+                    name=created.operator.name,
+                    api_key=created.api_key,
+                    credit_balance=created.credit_balance,
+                    created_at=created.operator.created_at,
+                )
+            ),
         )
 
     @post(
@@ -72,14 +76,17 @@ class AdminController(Controller):
     ) -> Envelope[CreditAdjustOut]:
         """Grant (amount > 0) or debit (amount < 0) an operator's wallet; a debit never overdraws it."""
         wallet_owner = parse_id(operator_id, "Operator")
-        posted = await credits.adjust_operator(uow, operator_id=wallet_owner, amount=data.amount, reason=data.reason)
-        return ok(
-            CreditAdjustOut(
-                transfer_id=posted.transfer_id,
-                operator_id=wallet_owner,
-                amount=posted.amount,
-                balance_after=posted.balance_after,
-            )
+        return await respond(
+            uow,
+            credits.adjust_operator(uow, operator_id=wallet_owner, amount=data.amount, reason=data.reason),
+            lambda posted: ok(
+                CreditAdjustOut(
+                    transfer_id=posted.transfer_id,
+                    operator_id=wallet_owner,
+                    amount=posted.amount,
+                    balance_after=posted.balance_after,
+                )
+            ),
         )
 
     @post(
@@ -90,7 +97,9 @@ class AdminController(Controller):
     )
     async def suspend(self, agent_id: AgentId, uow: NamedDependency[UnitOfWork]) -> Envelope[ManagedAgentOut]:
         """Suspend an agent: its key is refused (403) until an admin reactivates it."""
-        return ok(ManagedAgentOut.of(await admin.suspend_agent(uow, parse_id(agent_id, "Agent"))))
+        return await respond(
+            uow, admin.suspend_agent(uow, parse_id(agent_id, "Agent")), lambda agent: ok(ManagedAgentOut.of(agent))
+        )
 
     @post(
         "/agents/{agent_id:str}/reactivate",
@@ -100,7 +109,9 @@ class AdminController(Controller):
     )
     async def reactivate(self, agent_id: AgentId, uow: NamedDependency[UnitOfWork]) -> Envelope[ManagedAgentOut]:
         """Lift a suspension."""
-        return ok(ManagedAgentOut.of(await admin.reactivate_agent(uow, parse_id(agent_id, "Agent"))))
+        return await respond(
+            uow, admin.reactivate_agent(uow, parse_id(agent_id, "Agent")), lambda agent: ok(ManagedAgentOut.of(agent))
+        )
 
     @get("/accounts", operation_id="listAccounts")
     async def accounts(

@@ -12,6 +12,7 @@ from litestar.params import JSONBody
 from app.http.envelope import Envelope, Paged, ok
 from app.http.pagination import DEFAULT_LIMIT, id_page
 from app.http.params import AgentId, Cursor, Limit, parse_id
+from app.http.respond import respond
 from app.http.routes.docs import errors
 from app.http.routes.statements import statement_page
 from app.http.schemas.agents import AgentMeOut, AgentPublicOut, AgentUpdateBody, RegisteredOut, RegisterIn
@@ -19,6 +20,7 @@ from app.http.schemas.credits import CreditsOut
 from app.http.schemas.tasks import MyClaimOut, MyTaskOut
 from app.http.security import agent_only, public
 from app.services import agents, bids, tasks
+from app.services.agents import Registered
 from app.services.auth import Principal
 from app.services.uow import UnitOfWork
 from domain.agents import REGISTER_NAME_PATTERN
@@ -53,7 +55,11 @@ class AgentsController(Controller):
                 "No valid fields to update",
                 "Send at least one of: name, description, capabilities, category_ids, hourly_rate_credits.",
             )
-        return ok(AgentMeOut.of(await agents.update_profile(uow, principal.require_agent_id(), changes)))
+        return await respond(
+            uow,
+            agents.update_profile(uow, principal.require_agent_id(), changes),
+            lambda agent: ok(AgentMeOut.of(agent)),
+        )
 
     @get(
         "/me/credits",
@@ -139,17 +145,20 @@ class AgentsController(Controller):
             raise VALIDATION_ERROR.error(
                 "Invalid field 'name': use 3-30 letters, digits, _ or -", "Pick a name like my-agent_1."
             )
-        registered = await agents.register(uow, name=data.name, description=data.description)
-        agent = registered.agent
         base = request.app.state.settings.public_base_url or str(request.base_url).rstrip("/")
-        return ok(
-            RegisteredOut(
-                id=agent.id,
-                name=agent.name,
-                api_key=registered.api_key,
-                verification_code=registered.verification_code,
-                profile_url=f"{base}/api/v1/agents/{agent.id}",
-                status=agent.status,
-                created_at=agent.created_at,
+
+        def answer(registered: Registered) -> Envelope[RegisteredOut]:
+            agent = registered.agent
+            return ok(
+                RegisteredOut(
+                    id=agent.id,
+                    name=agent.name,
+                    api_key=registered.api_key,
+                    verification_code=registered.verification_code,
+                    profile_url=f"{base}/api/v1/agents/{agent.id}",
+                    status=agent.status,
+                    created_at=agent.created_at,
+                )
             )
-        )
+
+        return await respond(uow, agents.register(uow, name=data.name, description=data.description), answer)

@@ -9,6 +9,7 @@ from litestar.params import JSONBody
 from app.http.envelope import Envelope, Paged, ok
 from app.http.pagination import DEFAULT_LIMIT, id_page
 from app.http.params import ClaimId, Cursor, Limit, TaskId, parse_id
+from app.http.respond import respond
 from app.http.routes.docs import errors
 from app.http.schemas.tasks import (
     BidAcceptedOut,
@@ -48,6 +49,13 @@ def _bulk_item(outcome: BulkResult) -> BulkItemOut:
     return BulkItemOut(task_id=outcome.task_id, ok=False, error=BulkErrorOut(code=error.code, message=error.message))
 
 
+def _bulk_answer(outcomes: list[BulkResult]) -> Envelope[BulkOut]:
+    items = [_bulk_item(o) for o in outcomes]
+    succeeded = sum(item.ok for item in items)
+    summary = BulkSummaryOut(succeeded=succeeded, failed=len(items) - succeeded, total=len(items))
+    return ok(BulkOut(results=items, summary=summary))
+
+
 class ClaimsController(Controller):
     path = "/api/v1/tasks"
     tags = ["claims"]
@@ -69,7 +77,7 @@ class ClaimsController(Controller):
     ) -> Envelope[ClaimOut]:
         """Bid on an open task (1..budget credits); the task stays open until the poster accepts a bid."""
         bid = BidRequest(parse_id(task_id, "Task"), data.proposed_credits, data.message)
-        return ok(ClaimOut.of(await bids.place_bid(uow, actor, bid)))
+        return await respond(uow, bids.place_bid(uow, actor, bid), lambda claim: ok(ClaimOut.of(claim)))
 
     @get("/{task_id:str}/claims", operation_id="listClaims", responses=errors(TASK_NOT_FOUND))
     async def list_bids(
@@ -99,8 +107,13 @@ class ClaimsController(Controller):
         uow: NamedDependency[UnitOfWork],
     ) -> Envelope[BidAcceptedOut]:
         """Accept a bid on a task you posted: the task is assigned at the bid's price, other bids are rejected."""
-        accepted = await bids.accept_bid(uow, actor, parse_id(task_id, "Task"), parse_id(claim_id, "Claim"))
-        return ok(BidAcceptedOut(task_id=accepted.task_id, claim_id=accepted.claim_id, agent_id=accepted.agent_id))
+        return await respond(
+            uow,
+            bids.accept_bid(uow, actor, parse_id(task_id, "Task"), parse_id(claim_id, "Claim")),
+            lambda accepted: ok(
+                BidAcceptedOut(task_id=accepted.task_id, claim_id=accepted.claim_id, agent_id=accepted.agent_id)
+            ),
+        )
 
     @post(
         "/{task_id:str}/claims/{claim_id:str}/withdraw",
@@ -117,8 +130,9 @@ class ClaimsController(Controller):
     ) -> Envelope[BidWithdrawnOut]:
         """Withdraw your pending bid; you may bid again later."""
         task, claim = parse_id(task_id, "Task"), parse_id(claim_id, "Claim")
-        await bids.withdraw_bid(uow, actor, task, claim)
-        return ok(BidWithdrawnOut(claim_id=claim, task_id=task))
+        return await respond(
+            uow, bids.withdraw_bid(uow, actor, task, claim), lambda _: ok(BidWithdrawnOut(claim_id=claim, task_id=task))
+        )
 
     @post("/bulk/claims", operation_id="bulkClaims", status_code=200)
     async def bulk(
@@ -126,12 +140,4 @@ class ClaimsController(Controller):
     ) -> Envelope[BulkOut]:
         """Up to 10 bids, each processed on its own; always 200 with a result per bid."""
         requests = [BidRequest(item.task_id, item.proposed_credits, item.message) for item in data.claims]
-        outcomes = await bids.place_bids(uow, actor, requests)
-        items = [_bulk_item(o) for o in outcomes]
-        succeeded = sum(item.ok for item in items)
-        return ok(
-            BulkOut(
-                results=items,
-                summary=BulkSummaryOut(succeeded=succeeded, failed=len(items) - succeeded, total=len(items)),
-            )
-        )
+        return await respond(uow, bids.place_bids(uow, actor, requests), _bulk_answer)

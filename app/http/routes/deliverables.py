@@ -9,6 +9,7 @@ from litestar.params import JSONBody
 from app.http.envelope import Envelope, Paged, ok
 from app.http.pagination import DEFAULT_LIMIT, id_page
 from app.http.params import Cursor, DeliverableId, Limit, TaskId, parse_id
+from app.http.respond import respond
 from app.http.routes.docs import errors
 from app.http.schemas.tasks import DeliverableIn, DeliverableOut, ReviewOut, RevisionIn, SubmittedOut
 from app.http.security import agent_only
@@ -48,8 +49,11 @@ class DeliverablesController(Controller):
         uow: NamedDependency[UnitOfWork],
     ) -> Envelope[SubmittedOut]:
         """Deliver work on a task assigned to you (at most max_revisions + 1 deliveries per assignment)."""
-        delivered = await deliverables.submit(uow, actor, parse_id(task_id, "Task"), data.content)
-        return ok(SubmittedOut.of_delivery(delivered.deliverable, is_late=delivered.is_late))
+        return await respond(
+            uow,
+            deliverables.submit(uow, actor, parse_id(task_id, "Task"), data.content),
+            lambda delivered: ok(SubmittedOut.of_delivery(delivered.deliverable, is_late=delivered.is_late)),
+        )
 
     @get("/", operation_id="listDeliverables", responses=errors(TASK_NOT_FOUND, FORBIDDEN))
     async def list_for_task(
@@ -78,10 +82,13 @@ class DeliverablesController(Controller):
         uow: NamedDependency[UnitOfWork],
     ) -> Envelope[ReviewOut]:
         """Accept the delivery: the escrow pays the worker (price minus 10%), the fee and your change."""
-        accepted = await deliverables.accept(
-            uow, actor, parse_id(task_id, "Task"), parse_id(deliverable_id, "Deliverable")
+        return await respond(
+            uow,
+            deliverables.accept(uow, actor, parse_id(task_id, "Task"), parse_id(deliverable_id, "Deliverable")),
+            lambda accepted: ok(
+                ReviewOut(task_id=accepted.task_id, deliverable_id=accepted.deliverable_id, status="completed")
+            ),
         )
-        return ok(ReviewOut(task_id=accepted.task_id, deliverable_id=accepted.deliverable_id, status="completed"))
 
     @post(
         "/{deliverable_id:str}/revision",
@@ -99,5 +106,8 @@ class DeliverablesController(Controller):
     ) -> Envelope[ReviewOut]:
         """Send the delivery back with notes, while revision rounds remain."""
         task, deliverable = parse_id(task_id, "Task"), parse_id(deliverable_id, "Deliverable")
-        await deliverables.request_revision(uow, actor, task, deliverable, data.revision_notes.strip())
-        return ok(ReviewOut(task_id=task, deliverable_id=deliverable, status="revision_requested"))
+        return await respond(
+            uow,
+            deliverables.request_revision(uow, actor, task, deliverable, data.revision_notes.strip()),
+            lambda _: ok(ReviewOut(task_id=task, deliverable_id=deliverable, status="revision_requested")),
+        )

@@ -9,6 +9,7 @@ from litestar.params import JSONBody
 from app.http.envelope import Envelope, Paged, ok
 from app.http.pagination import DEFAULT_LIMIT, id_page
 from app.http.params import AgentId, Cursor, Limit, parse_id
+from app.http.respond import respond
 from app.http.routes.docs import errors
 from app.http.routes.statements import statement_page
 from app.http.schemas.credits import CreditsOut
@@ -53,8 +54,11 @@ class OperatorController(Controller):
         self, data: JSONBody[AgentIn], principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[ManagedAgentWithKeyOut]:
         """Create an agent; its API key is in this response only."""
-        created = await operators.create_agent(uow, operator_id=principal.require_operator_id(), profile=data.profile())
-        return ok(ManagedAgentWithKeyOut.with_key(created.agent, created.api_key))
+        return await respond(
+            uow,
+            operators.create_agent(uow, operator_id=principal.require_operator_id(), profile=data.profile()),
+            lambda created: ok(ManagedAgentWithKeyOut.with_key(created.agent, created.api_key)),
+        )
 
     @get("/agents", operation_id="listOperatorAgents")
     async def list_agents(
@@ -79,10 +83,13 @@ class OperatorController(Controller):
         self, data: JSONBody[ClaimAgentIn], principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[ManagedAgentOut]:
         """Claim a self-registered agent by its verification code."""
-        agent = await operators.claim_agent(
-            uow, operator_id=principal.require_operator_id(), verification_code=data.verification_code
+        return await respond(
+            uow,
+            operators.claim_agent(
+                uow, operator_id=principal.require_operator_id(), verification_code=data.verification_code
+            ),
+            lambda agent: ok(ManagedAgentOut.of(agent)),
         )
-        return ok(ManagedAgentOut.of(agent))
 
     @post(
         "/agents/{agent_id:str}/rotate-key",
@@ -94,10 +101,13 @@ class OperatorController(Controller):
         self, agent_id: AgentId, principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[ManagedAgentWithKeyOut]:
         """Revoke the agent's key and issue a new one (shown once)."""
-        rotated = await operators.rotate_key(
-            uow, operator_id=principal.require_operator_id(), agent_id=parse_id(agent_id, "Agent")
+        return await respond(
+            uow,
+            operators.rotate_key(
+                uow, operator_id=principal.require_operator_id(), agent_id=parse_id(agent_id, "Agent")
+            ),
+            lambda rotated: ok(ManagedAgentWithKeyOut.with_key(rotated.agent, rotated.api_key)),
         )
-        return ok(ManagedAgentWithKeyOut.with_key(rotated.agent, rotated.api_key))
 
     @post(
         "/agents/{agent_id:str}/pause",
@@ -109,10 +119,13 @@ class OperatorController(Controller):
         self, agent_id: AgentId, principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[ManagedAgentOut]:
         """Pause an agent: its key is refused (403) until resumed."""
-        agent = await operators.pause_agent(
-            uow, operator_id=principal.require_operator_id(), agent_id=parse_id(agent_id, "Agent")
+        return await respond(
+            uow,
+            operators.pause_agent(
+                uow, operator_id=principal.require_operator_id(), agent_id=parse_id(agent_id, "Agent")
+            ),
+            lambda agent: ok(ManagedAgentOut.of(agent)),
         )
-        return ok(ManagedAgentOut.of(agent))
 
     @post(
         "/agents/{agent_id:str}/resume",
@@ -124,10 +137,13 @@ class OperatorController(Controller):
         self, agent_id: AgentId, principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[ManagedAgentOut]:
         """Resume a paused agent."""
-        agent = await operators.resume_agent(
-            uow, operator_id=principal.require_operator_id(), agent_id=parse_id(agent_id, "Agent")
+        return await respond(
+            uow,
+            operators.resume_agent(
+                uow, operator_id=principal.require_operator_id(), agent_id=parse_id(agent_id, "Agent")
+            ),
+            lambda agent: ok(ManagedAgentOut.of(agent)),
         )
-        return ok(ManagedAgentOut.of(agent))
 
     @get("/credits", operation_id="getOperatorCredits")
     async def statement(

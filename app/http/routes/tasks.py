@@ -21,6 +21,7 @@ from app.http.params import (
     TaskStatusFilter,
     parse_id,
 )
+from app.http.respond import respond
 from app.http.routes.docs import errors
 from app.http.schemas.tasks import SearchItemOut, TaskIn, TaskListItemOut, TaskOut, TaskStatusOut
 from app.http.security import agent_only
@@ -81,7 +82,7 @@ class TasksController(Controller):
         self, data: JSONBody[TaskIn], actor: NamedDependency[Actor], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[TaskOut]:
         """Post a task; its budget moves from your operator's wallet into the task's escrow."""
-        return ok(TaskOut.detail(await tasks.post_task(uow, actor, data.new_task())))
+        return await respond(uow, tasks.post_task(uow, actor, data.new_task()), lambda task: ok(TaskOut.detail(task)))
 
     @get("/", operation_id="browseTasks")
     async def browse(
@@ -158,11 +159,14 @@ class TasksController(Controller):
         self, task_id: TaskId, actor: NamedDependency[Actor], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[TaskStatusOut]:
         """Cancel an open or claimed task you posted: bids are rejected and the escrow is refunded in full."""
-        change = await tasks.cancel(uow, actor, parse_id(task_id, "Task"))
-        return ok(
-            TaskStatusOut(
-                task_id=change.task_id, status=change.status, message="Task cancelled; its escrow was refunded"
-            )
+        return await respond(
+            uow,
+            tasks.cancel(uow, actor, parse_id(task_id, "Task")),
+            lambda change: ok(
+                TaskStatusOut(
+                    task_id=change.task_id, status=change.status, message="Task cancelled; its escrow was refunded"
+                )
+            ),
         )
 
     @post(
@@ -175,5 +179,10 @@ class TasksController(Controller):
         self, task_id: TaskId, actor: NamedDependency[Actor], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[TaskStatusOut]:
         """Reopen a claimed or in-progress task you posted; the escrow stays held."""
-        change = await tasks.rollback(uow, actor, parse_id(task_id, "Task"))
-        return ok(TaskStatusOut(task_id=change.task_id, status=change.status, message="Task rolled back to open"))
+        return await respond(
+            uow,
+            tasks.rollback(uow, actor, parse_id(task_id, "Task")),
+            lambda change: ok(
+                TaskStatusOut(task_id=change.task_id, status=change.status, message="Task rolled back to open")
+            ),
+        )

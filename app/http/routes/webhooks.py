@@ -13,6 +13,7 @@ from app.http.envelope import Envelope, Paged, meta, ok
 from app.http.envelope import page as paged
 from app.http.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, id_page, split_page
 from app.http.params import Cursor, DeliveryId, DeliveryStatusFilter, Limit, WebhookId, parse_id
+from app.http.respond import respond
 from app.http.routes.docs import errors
 from app.http.schemas.webhooks import (
     DeliveryOut,
@@ -32,7 +33,7 @@ from app.services import webhooks
 from app.services.auth import Principal
 from app.services.uow import UnitOfWork
 from app.services.webhooks import UrlCheck, WebhookChanges
-from domain.deliveries import DeliveryStatus
+from domain.deliveries import DeliveryStatus, WebhookRecord
 from domain.error_codes import (
     DELIVERY_NOT_FOUND,
     DELIVERY_PENDING,
@@ -81,14 +82,21 @@ class WebhooksController(Controller):
         uow: NamedDependency[UnitOfWork],
     ) -> WebhookCreatedEnvelope:
         """Register an endpoint for some event types (at most 5 per agent). The signing secret is shown once."""
-        record = await webhooks.register(
-            uow, principal.require_agent_id(), url=data.url, events=data.events, check_url=_url_check(request)
-        )
-        base = meta()
-        note = "Store the secret now: it is not shown again. Verify each delivery's signature with it."
-        return WebhookCreatedEnvelope(
-            data=WebhookCreatedOut.of(record),
-            meta=NoteMeta(timestamp=base.timestamp, request_id=base.request_id, note=note),
+
+        def answer(record: WebhookRecord) -> WebhookCreatedEnvelope:
+            base = meta()
+            note = "Store the secret now: it is not shown again. Verify each delivery's signature with it."
+            return WebhookCreatedEnvelope(
+                data=WebhookCreatedOut.of(record),
+                meta=NoteMeta(timestamp=base.timestamp, request_id=base.request_id, note=note),
+            )
+
+        return await respond(
+            uow,
+            webhooks.register(
+                uow, principal.require_agent_id(), url=data.url, events=data.events, check_url=_url_check(request)
+            ),
+            answer,
         )
 
     @get("", operation_id="listWebhooks")
@@ -130,10 +138,13 @@ class WebhooksController(Controller):
         if not given:
             raise VALIDATION_ERROR.error("No valid fields to update", "Send at least one of: url, events, is_active.")
         changes = WebhookChanges(**given)
-        record = await webhooks.update(
-            uow, principal.require_agent_id(), _webhook_id(webhook_id), changes, check_url=_url_check(request)
+        return await respond(
+            uow,
+            webhooks.update(
+                uow, principal.require_agent_id(), _webhook_id(webhook_id), changes, check_url=_url_check(request)
+            ),
+            lambda record: ok(WebhookOut.of(record)),
         )
-        return ok(WebhookOut.of(record))
 
     @delete("/{webhook_id:str}", operation_id="deleteWebhook", status_code=200, responses=OWNED)
     async def delete_webhook(
@@ -141,8 +152,11 @@ class WebhooksController(Controller):
     ) -> Envelope[WebhookDeletedOut]:
         """Delete an endpoint; deliveries still queued for it are dropped."""
         webhook = _webhook_id(webhook_id)
-        await webhooks.delete(uow, principal.require_agent_id(), webhook)
-        return ok(WebhookDeletedOut(id=webhook))
+        return await respond(
+            uow,
+            webhooks.delete(uow, principal.require_agent_id(), webhook),
+            lambda _: ok(WebhookDeletedOut(id=webhook)),
+        )
 
     @post("/{webhook_id:str}/rotate-secret", operation_id="rotateWebhookSecret", status_code=200, responses=OWNED)
     async def rotate_secret(
@@ -155,13 +169,18 @@ class WebhooksController(Controller):
         """A new signing secret (shown once). The old one keeps signing beside it for `overlap_seconds` (default a
         day; the body may be omitted)."""
         options = data or RotateSecretIn()
-        record = await webhooks.rotate_secret(
-            uow, principal.require_agent_id(), _webhook_id(webhook_id), overlap_seconds=options.overlap_seconds
-        )
-        return ok(
-            SecretRotatedOut(
-                id=record.id, secret=record.secret or "", previous_secret_expires_at=record.previous_secret_expires_at
-            )
+        return await respond(
+            uow,
+            webhooks.rotate_secret(
+                uow, principal.require_agent_id(), _webhook_id(webhook_id), overlap_seconds=options.overlap_seconds
+            ),
+            lambda record: ok(
+                SecretRotatedOut(
+                    id=record.id,
+                    secret=record.secret or "",
+                    previous_secret_expires_at=record.previous_secret_expires_at,
+                )
+            ),
         )
 
     @post(
@@ -174,7 +193,11 @@ class WebhooksController(Controller):
         self, webhook_id: WebhookId, principal: NamedDependency[Principal], uow: NamedDependency[UnitOfWork]
     ) -> Envelope[DeliveryOut]:
         """Queue a `webhook.ping` to this endpoint; follow it in the delivery log."""
-        return ok(DeliveryOut.of(await webhooks.send_test(uow, principal.require_agent_id(), _webhook_id(webhook_id))))
+        return await respond(
+            uow,
+            webhooks.send_test(uow, principal.require_agent_id(), _webhook_id(webhook_id)),
+            lambda delivery: ok(DeliveryOut.of(delivery)),
+        )
 
     @get("/{webhook_id:str}/deliveries", operation_id="listWebhookDeliveries", responses=OWNED)
     async def list_deliveries(
@@ -220,7 +243,10 @@ class WebhooksController(Controller):
         uow: NamedDependency[UnitOfWork],
     ) -> Envelope[DeliveryOut]:
         """Send a succeeded or failed delivery again, now: the same event and webhook-id, a new retry schedule."""
-        delivery = await webhooks.redeliver(
-            uow, principal.require_agent_id(), _webhook_id(webhook_id), parse_id(delivery_id, "Delivery")
+        return await respond(
+            uow,
+            webhooks.redeliver(
+                uow, principal.require_agent_id(), _webhook_id(webhook_id), parse_id(delivery_id, "Delivery")
+            ),
+            lambda delivery: ok(DeliveryOut.of(delivery)),
         )
-        return ok(DeliveryOut.of(delivery))
