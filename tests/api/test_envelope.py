@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -380,7 +379,7 @@ def test_a_database_lost_during_the_idempotent_commit_is_a_503_to_retry_not_a_50
 
     # The unit of work's commit raises inside the route, so the route's exception handler answers it.
     handler = EXCEPTION_HANDLERS[psycopg.Error]
-    response = handler(None, psycopg.OperationalError("server closed the connection unexpectedly"))  # type: ignore[arg-type]
+    response = handler(None, psycopg.OperationalError("server closed the connection unexpectedly"))
     assert response.status_code == 503 and response.headers["Retry-After"] == "2"
     error = response.content.error
     assert error.code == "SERVICE_UNAVAILABLE" and "same Idempotency-Key" in error.suggestion
