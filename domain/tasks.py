@@ -1,5 +1,7 @@
-"""Tasks, bids (claims) and deliverables: the marketplace's state machines, checks in TaskHive's order, and the
-settlement arithmetic. Pure: the services load state under a lock, ask these rules, then write what they say.
+"""Tasks, bids (claims) and deliverables: their states, the errors their rules raise, and the settlement arithmetic.
+
+The use cases themselves (what a bid, a delivery or a cancel does) are decided in domain.transitions,
+domain.bids and domain.deliverables, from the state the services read under the task's row lock.
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ def task_not_found(task_id: int) -> NotFound:
     )
 
 
-def _not_poster(action: str) -> Forbidden:
+def not_poster(action: str) -> Forbidden:
     return Forbidden(f"Only the poster's agents can {action}", "Use an agent of the operator that posted the task.")
 
 
@@ -145,45 +147,9 @@ def invalid_status(message: str, suggestion: str) -> Conflict:
     return Conflict(message, suggestion, code="INVALID_STATUS")
 
 
-def check_bid(task: TaskState, actor: Actor, proposed_credits: int, *, has_pending_bid: bool) -> None:
-    """TaskHive's order: SELF_CLAIM, TASK_NOT_OPEN, INVALID_CREDITS, DUPLICATE_CLAIM."""
-    if task.poster_operator_id == actor.operator_id:
-        raise Conflict(
-            "You cannot bid on a task your own operator posted",
-            "Bid on tasks posted by other operators.",
-            code="SELF_CLAIM",
-        )
-    if task.status is not TaskStatus.OPEN:
-        raise not_open(task)
-    if not 1 <= proposed_credits <= task.budget_credits:
-        raise Unprocessable(
-            f"proposed_credits must be between 1 and the budget ({task.budget_credits})",
-            f"Propose at most {task.budget_credits} credits.",
-            code="INVALID_CREDITS",
-        )
-    if has_pending_bid:
-        raise Conflict(
-            f"You already have a pending bid on task {task.id}",
-            "Withdraw it first, or wait for the poster's decision.",
-            code="DUPLICATE_CLAIM",
-        )
-
-
-def check_accept_bid(
-    task: TaskState, actor: Actor, claim_task_id: int | None, claim_status: ClaimStatus | None, claim_id: int
-) -> None:
-    """TaskHive's order: FORBIDDEN, TASK_NOT_OPEN, CLAIM_NOT_FOUND, INVALID_STATUS."""
-    if task.poster_operator_id != actor.operator_id:
-        raise _not_poster("accept bids")
-    if task.status is not TaskStatus.OPEN:
-        raise not_open(task, for_poster=True)
-    if claim_status is None or claim_task_id != task.id:
-        raise claim_not_found(claim_id)
-    if claim_status is not ClaimStatus.PENDING:
-        raise invalid_status(
-            f"Claim is already {claim_status}",
-            f"Accept one of the pending bids listed by GET /api/v1/tasks/{task.id}/claims.",
-        )
+def finished_step(status: TaskStatus) -> str | None:
+    """What can be done about a finished task (nothing), or None while it is live."""
+    return _FINISHED.get(status)
 
 
 def claim_not_found(claim_id: int) -> NotFound:
@@ -194,116 +160,12 @@ def claim_not_found(claim_id: int) -> NotFound:
     )
 
 
-def check_withdraw(
-    task: TaskState,
-    actor: Actor,
-    claim_agent_id: int | None,
-    claim_task_id: int | None,
-    claim_status: ClaimStatus | None,
-    claim_id: int,
-) -> None:
-    if claim_status is None or claim_task_id != task.id:
-        raise claim_not_found(claim_id)
-    if claim_agent_id != actor.agent_id:
-        raise Forbidden("You can only withdraw your own bids", "Withdraw a bid your agent placed.")
-    if claim_status is ClaimStatus.ACCEPTED:
-        raise invalid_status(
-            "Claim is already accepted; only a pending bid can be withdrawn",
-            "The task is assigned to you: deliver the work, or ask the poster to roll the task back.",
-        )
-    if claim_status is not ClaimStatus.PENDING:
-        raise invalid_status(
-            f"Claim is already {claim_status}; only a pending bid can be withdrawn",
-            "Nothing to withdraw; bid again while the task is open.",
-        )
-
-
-def check_deliver(task: TaskState, actor: Actor, deliveries_this_assignment: int) -> int:
-    """Return the new deliverable's revision number. Order: NOT_CLAIMED_BY_YOU, INVALID_STATUS, MAX_REVISIONS."""
-    if task.claimed_by_agent_id != actor.agent_id:
-        raise Forbidden(
-            "This task is not claimed by you", "Deliver only tasks assigned to your agent.", code="NOT_CLAIMED_BY_YOU"
-        )
-    if task.status not in (TaskStatus.CLAIMED, TaskStatus.IN_PROGRESS):
-        raise invalid_status(
-            f"Task {task.id} is {task.status}; deliverables are accepted while claimed or in_progress",
-            _FINISHED.get(
-                task.status, "Wait for the poster to accept your delivery or ask for a revision; then deliver again."
-            ),
-        )
-    revision_number = deliveries_this_assignment + 1
-    if revision_number > task.max_revisions + 1:
-        raise Conflict(
-            f"Maximum revisions reached ({deliveries_this_assignment} of {task.max_revisions + 1} deliveries)",
-            "No more deliveries are allowed in this assignment; the poster can still accept the last one.",
-            code="MAX_REVISIONS",
-        )
-    return revision_number
-
-
-def check_review(
-    task: TaskState,
-    actor: Actor,
-    deliverable_task_id: int | None,
-    deliverable_status: DeliverableStatus | None,
-    deliverable_id: int,
-) -> None:
-    """Accept or revision: FORBIDDEN, INVALID_STATUS (task), DELIVERABLE_NOT_FOUND, INVALID_STATUS (deliverable)."""
-    if task.poster_operator_id != actor.operator_id:
-        raise _not_poster("review deliverables")
-    if task.status is not TaskStatus.DELIVERED:
-        raise invalid_status(
-            f"Task {task.id} is {task.status}, not delivered",
-            _FINISHED.get(task.status, "Wait for the worker to deliver; deliveries are reviewed while delivered."),
-        )
-    if deliverable_status is None or deliverable_task_id != task.id:
-        raise NotFound(
-            f"Deliverable {deliverable_id} not found on this task",
-            "List deliverables with GET /api/v1/tasks/{id}/deliverables.",
-            code="DELIVERABLE_NOT_FOUND",
-        )
-    if deliverable_status is not DeliverableStatus.SUBMITTED:
-        raise invalid_status(f"Deliverable is already {deliverable_status}", "Review the latest submitted delivery.")
-
-
-def check_revision_round(task: TaskState, revision_number: int) -> None:
-    if revision_number >= task.max_revisions + 1:
-        raise Conflict(
-            f"Maximum revisions reached ({revision_number} of {task.max_revisions + 1} deliveries)",
-            "Accept this deliverable: no revision rounds are left.",
-            code="MAX_REVISIONS",
-        )
-
-
-def check_cancel(task: TaskState, actor: Actor) -> None:
-    if task.poster_operator_id != actor.operator_id:
-        raise _not_poster("cancel this task")
-    if task.status not in (TaskStatus.OPEN, TaskStatus.CLAIMED):
-        raise invalid_status(
-            f"Task {task.id} is {task.status}; only open or claimed tasks can be cancelled",
-            _FINISHED.get(task.status)
-            or (
-                "Accept the delivery or request a revision; a task in progress can be rolled back to open, then "
-                f"cancelled (POST /api/v1/tasks/{task.id}/rollback)."
-                if task.status is TaskStatus.DELIVERED
-                else f"Roll it back to open first (POST /api/v1/tasks/{task.id}/rollback), then cancel it."
-            ),
-        )
-
-
-def check_rollback(task: TaskState, actor: Actor) -> None:
-    if task.poster_operator_id != actor.operator_id:
-        raise _not_poster("roll this task back")
-    if task.status not in (TaskStatus.CLAIMED, TaskStatus.IN_PROGRESS):
-        raise invalid_status(
-            f"Task {task.id} is {task.status}; only claimed or in_progress tasks can be rolled back",
-            _FINISHED.get(task.status)
-            or (
-                "It is already open: cancel it (POST /api/v1/tasks/{id}/cancel) to get the escrow back."
-                if task.status is TaskStatus.OPEN
-                else "Accept the delivery, or request a revision and then roll the task back."
-            ).replace("{id}", str(task.id)),
-        )
+def deliverable_not_found(deliverable_id: int) -> NotFound:
+    return NotFound(
+        f"Deliverable {deliverable_id} not found on this task",
+        "List deliverables with GET /api/v1/tasks/{id}/deliverables.",
+        code="DELIVERABLE_NOT_FOUND",
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from app.repo.connections import Connection, one_row
-from domain.events import REJECTED_FOR_ANOTHER_BID, REJECTED_FOR_CANCEL, REJECTED_FOR_ROLLBACK
+from domain.bids import ClaimFacts, NewClaim
 from domain.tasks import ClaimRecord, ClaimStatus, TaskStatus
+from domain.transitions import BidRejection
 
 _SELECT = """
 SELECT c.id, c.task_id, c.agent_id, a.name, c.proposed_credits, c.message, c.status, c.created_at, t.title, t.status
@@ -30,13 +31,15 @@ def _to_record(row: Sequence[Any]) -> ClaimRecord:
     )
 
 
-async def find(connection: Connection, claim_id: int) -> tuple[int, int, ClaimStatus, int] | None:
-    """(task_id, agent_id, status, proposed_credits) of a bid."""
+async def find(connection: Connection, claim_id: int) -> ClaimFacts | None:
+    """What the rules need of a bid (read with its task's lock held)."""
     cursor = await connection.execute(
         "SELECT task_id, agent_id, status, proposed_credits FROM claim WHERE id = %s", (claim_id,)
     )
     row = await cursor.fetchone()
-    return (row[0], row[1], ClaimStatus(row[2]), row[3]) if row else None
+    if row is None:
+        return None
+    return ClaimFacts(id=claim_id, task_id=row[0], agent_id=row[1], status=ClaimStatus(row[2]), proposed_credits=row[3])
 
 
 async def has_pending(connection: Connection, task_id: int, agent_id: int) -> bool:
@@ -48,9 +51,7 @@ async def has_pending(connection: Connection, task_id: int, agent_id: int) -> bo
     return bool(exists)
 
 
-async def insert(
-    connection: Connection, *, task_id: int, agent_id: int, operator_id: int, proposed_credits: int, message: str | None
-) -> ClaimRecord:
+async def insert(connection: Connection, claim: NewClaim) -> ClaimRecord:
     cursor = await connection.execute(
         """
         WITH created AS (
@@ -61,7 +62,7 @@ async def insert(
                t.title, t.status
           FROM created c JOIN agent a ON a.id = c.agent_id JOIN task t ON t.id = c.task_id
         """,
-        (task_id, agent_id, operator_id, proposed_credits, message),
+        (claim.task_id, claim.agent_id, claim.operator_id, claim.proposed_credits, claim.message),
     )
     return _to_record(await one_row(cursor))
 
@@ -77,7 +78,7 @@ rejection_events AS (
 )"""
 
 
-async def accept(connection: Connection, task_id: int, claim_id: int) -> list[int]:
+async def accept(connection: Connection, task_id: int, claim_id: int, *, others_rejected_because: str) -> list[int]:
     """Accept one bid and reject the task's other pending bids; returns the rejected bidders' agent ids."""
     cursor = await connection.execute(
         f"""
@@ -89,7 +90,7 @@ async def accept(connection: Connection, task_id: int, claim_id: int) -> list[in
         ), {_REJECTION_EVENTS}
         SELECT agent_id FROM changed WHERE status = 'rejected'
         """,
-        {"claim": claim_id, "task": task_id, "reason": REJECTED_FOR_ANOTHER_BID},
+        {"claim": claim_id, "task": task_id, "reason": others_rejected_because},
     )
     return [agent_id for (agent_id,) in await cursor.fetchall()]
 
@@ -100,17 +101,8 @@ async def set_status(connection: Connection, claim_id: int, status: ClaimStatus)
     )
 
 
-async def reject_open(connection: Connection, task_id: int) -> list[int]:
-    """Reject every pending or accepted bid of the task (cancel); returns the bidders' agent ids."""
-    return await _reject(connection, task_id, ("pending", "accepted"), REJECTED_FOR_CANCEL)
-
-
-async def reject_accepted(connection: Connection, task_id: int) -> list[int]:
-    """Reject the task's accepted bid (rollback); returns its agent's id."""
-    return await _reject(connection, task_id, ("accepted",), REJECTED_FOR_ROLLBACK)
-
-
-async def _reject(connection: Connection, task_id: int, statuses: tuple[str, ...], reason: str) -> list[int]:
+async def reject(connection: Connection, task_id: int, rejection: BidRejection) -> list[int]:
+    """Reject the task's bids in the rejection's statuses (cancel, rollback); returns the bidders' agent ids."""
     cursor = await connection.execute(
         f"""
         WITH changed AS (
@@ -120,7 +112,7 @@ async def _reject(connection: Connection, task_id: int, statuses: tuple[str, ...
         ), {_REJECTION_EVENTS}
         SELECT agent_id FROM changed
         """,
-        {"task": task_id, "statuses": list(statuses), "reason": reason},
+        {"task": task_id, "statuses": [status.value for status in rejection.statuses], "reason": rejection.reason},
     )
     return [agent_id for (agent_id,) in await cursor.fetchall()]
 

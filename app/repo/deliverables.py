@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from app.repo.connections import Connection, one_row
+from domain.deliverables import DeliverableUpdate, NewDeliverable
 from domain.tasks import DeliverableRecord, DeliverableStatus
 
 _COLUMNS = "id, task_id, agent_id, content, status, revision_notes, revision_number, submitted_at"
@@ -32,13 +33,11 @@ async def count_for_assignment(connection: Connection, task_id: int, assignment:
     return int(count)
 
 
-async def insert(
-    connection: Connection, *, task_id: int, agent_id: int, assignment: int, content: str, revision_number: int
-) -> DeliverableRecord:
+async def insert(connection: Connection, new: NewDeliverable) -> DeliverableRecord:
     cursor = await connection.execute(
         f"INSERT INTO deliverable (task_id, agent_id, assignment, content, revision_number)"
         f" VALUES (%s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
-        (task_id, agent_id, assignment, content, revision_number),
+        (new.task_id, new.agent_id, new.assignment, new.content, new.revision_number),
     )
     return _to_record(await one_row(cursor))
 
@@ -49,13 +48,12 @@ async def find(connection: Connection, deliverable_id: int) -> DeliverableRecord
     return _to_record(row) if row else None
 
 
-async def set_status(
-    connection: Connection, deliverable_id: int, status: DeliverableStatus, revision_notes: str | None = None
-) -> None:
+async def update(connection: Connection, change: DeliverableUpdate) -> None:
+    """The deliverable's new status, and its revision notes unless they are None."""
     await connection.execute(
         "UPDATE deliverable SET status = %s, revision_notes = coalesce(%s, revision_notes),"
         " updated_at = statement_timestamp() WHERE id = %s",
-        (status.value, revision_notes, deliverable_id),
+        (change.status.value, change.revision_notes, change.deliverable_id),
     )
 
 

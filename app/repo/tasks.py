@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from app.repo.connections import Connection, one_row
+from domain.bids import ClaimFacts, LockedBid
 from domain.tasks import (
     Category,
     ClaimStatus,
@@ -19,12 +20,18 @@ from domain.tasks import (
     TaskState,
     TaskStatus,
 )
+from domain.transitions import Assignment, DeliverableFacts, LockedTask, TaskAccounts, TaskUpdate
 
 
-async def insert(
-    connection: Connection, task: NewTask, *, poster_operator_id: int, poster_agent_id: int
-) -> tuple[int, int, datetime]:
-    """Insert the task and its escrow account; returns the task id, the escrow account id and now()."""
+@dataclass(frozen=True, slots=True)
+class Inserted:
+    task_id: int
+    escrow_account_id: int
+    created_at: datetime
+
+
+async def insert(connection: Connection, task: NewTask, *, poster_operator_id: int, poster_agent_id: int) -> Inserted:
+    """Insert the task and its escrow account."""
     cursor = await connection.execute(
         """
         WITH created AS (
@@ -49,7 +56,7 @@ async def insert(
         ),
     )
     task_id, escrow_id, now = await one_row(cursor)
-    return task_id, escrow_id, now
+    return Inserted(task_id, escrow_id, now)
 
 
 STATE_COLUMNS = 11  # the columns of _STATE, which come first in every locking read
@@ -73,21 +80,7 @@ def to_state(row: Sequence[Any]) -> TaskState:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class ReviewContext:
-    """A task under lock with one of its deliverables and the accounts a settlement or refund touches."""
-
-    task: TaskState
-    deliverable_task_id: int | None
-    deliverable_status: DeliverableStatus | None
-    deliverable_revision: int | None
-    escrow_account_id: int
-    worker_wallet_id: int | None
-    poster_wallet_id: int
-    revenue_account_id: int
-
-
-async def lock_for_review(connection: Connection, task_id: int, deliverable_id: int | None) -> ReviewContext | None:
+async def lock_for_review(connection: Connection, task_id: int, deliverable_id: int | None) -> LockedTask | None:
     """Lock the task and read, in the same statement, what accepting, revising or refunding it needs."""
     cursor = await connection.execute(
         f"""
@@ -107,22 +100,22 @@ async def lock_for_review(connection: Connection, task_id: int, deliverable_id: 
     if row is None:
         return None
     n = STATE_COLUMNS
-    return ReviewContext(
-        task=to_state(row),
-        deliverable_task_id=row[n],
-        deliverable_status=DeliverableStatus(row[n + 1]) if row[n + 1] else None,
-        deliverable_revision=row[n + 2],
-        escrow_account_id=row[n + 3],
-        worker_wallet_id=row[n + 4],
-        poster_wallet_id=row[n + 5],
-        revenue_account_id=row[n + 6],
+    deliverable = None
+    if deliverable_id is not None and row[n] is not None:
+        deliverable = DeliverableFacts(
+            id=deliverable_id, task_id=row[n], status=DeliverableStatus(row[n + 1]), revision_number=row[n + 2]
+        )
+    accounts = TaskAccounts(
+        escrow=row[n + 3],
+        worker_wallet=row[n + 4],
+        poster_wallet=row[n + 5],
+        revenue=row[n + 6],
     )
+    return LockedTask(task=to_state(row), accounts=accounts, deliverable=deliverable)
 
 
-async def lock_with_claim(
-    connection: Connection, task_id: int, claim_id: int
-) -> tuple[TaskState, tuple[int, int, ClaimStatus, int] | None] | None:
-    """Lock the task and read one of its bids (task_id, agent_id, status, proposed_credits) in one statement."""
+async def lock_with_claim(connection: Connection, task_id: int, claim_id: int) -> LockedBid | None:
+    """Lock the task and read one of its bids in one statement."""
     cursor = await connection.execute(
         f"""SELECT {_STATE}, c.task_id, c.agent_id, c.status, c.proposed_credits
               FROM task t LEFT JOIN claim c ON c.id = %s WHERE t.id = %s FOR UPDATE OF t""",
@@ -132,8 +125,16 @@ async def lock_with_claim(
     if row is None:
         return None
     n = STATE_COLUMNS
-    claim = (row[n], row[n + 1], ClaimStatus(row[n + 2]), row[n + 3]) if row[n] is not None else None
-    return to_state(row), claim
+    claim = None
+    if row[n] is not None:
+        claim = ClaimFacts(
+            id=claim_id,
+            task_id=row[n],
+            agent_id=row[n + 1],
+            status=ClaimStatus(row[n + 2]),
+            proposed_credits=row[n + 3],
+        )
+    return LockedBid(task=to_state(row), claim=claim)
 
 
 async def lock(connection: Connection, task_id: int) -> TaskState | None:
@@ -284,12 +285,35 @@ async def complete_work(connection: Connection, task_id: int, worker_agent_id: i
     await set_status(connection, task_id, TaskStatus.COMPLETED)
 
 
-async def set_status(connection: Connection, task_id: int, status: TaskStatus, **changes: Any) -> None:
-    """Write the task's new status (and worker/price/assignment changes) decided by the rules."""
-    allowed = {"claimed_by_agent_id", "accepted_claim_id", "price_credits", "assignment"}
-    columns = [name for name in changes if name in allowed]
-    assignments = "".join(f", {name} = %({name})s" for name in columns)
+async def update(connection: Connection, change: TaskUpdate) -> None:
+    """Write a task's change as the domain decided it (domain.transitions.TaskUpdate)."""
+    await set_status(connection, change.task_id, change.status, assign=change.assign, unassign=change.unassign)
+
+
+async def set_status(
+    connection: Connection,
+    task_id: int,
+    status: TaskStatus,
+    *,
+    assign: Assignment | None = None,
+    unassign: bool = False,
+) -> None:
+    """Write the task's new status; `assign` sets its worker, bid, price and assignment, `unassign` clears the first
+    three (the assignment number stays: it only grows)."""
+    if assign is not None and unassign:
+        raise ValueError("a task is assigned a worker or unassigned, not both")
+    params: dict[str, Any] = {"status": status.value, "id": task_id}
+    worker = ""
+    if assign is not None:
+        worker = (
+            ", claimed_by_agent_id = %(agent)s, accepted_claim_id = %(claim)s, price_credits = %(price)s,"
+            " assignment = %(assignment)s"
+        )
+        params.update(
+            agent=assign.agent_id, claim=assign.claim_id, price=assign.price_credits, assignment=assign.number
+        )
+    elif unassign:
+        worker = ", claimed_by_agent_id = NULL, accepted_claim_id = NULL, price_credits = NULL"
     await connection.execute(
-        f"UPDATE task SET status = %(status)s, updated_at = statement_timestamp(){assignments} WHERE id = %(id)s",
-        {"status": status.value, "id": task_id, **{name: changes[name] for name in columns}},
+        f"UPDATE task SET status = %(status)s, updated_at = statement_timestamp(){worker} WHERE id = %(id)s", params
     )

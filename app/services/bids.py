@@ -9,10 +9,10 @@ from psycopg import errors
 from app.repo import claims as claim_rows
 from app.repo import tasks as task_rows
 from app.services.uow import UnitOfWork
-from domain import events as announce
-from domain import tasks as rules
+from domain import bids as bidding
+from domain.bids import BidderState, LockedBid
 from domain.errors import Conflict, DomainError
-from domain.tasks import Actor, ClaimRecord, ClaimStatus, TaskStatus, task_not_found
+from domain.tasks import Actor, ClaimRecord, task_not_found
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,25 +42,21 @@ async def _place(uow: UnitOfWork, actor: Actor, bid: BidRequest) -> ClaimRecord:
     if task is None:
         raise task_not_found(bid.task_id)
     pending = await claim_rows.has_pending(uow.connection, bid.task_id, actor.agent_id)
-    rules.check_bid(task, actor, bid.proposed_credits, has_pending_bid=pending)
+    placement = bidding.place_bid(
+        BidderState(task=task, has_pending_bid=pending),
+        actor,
+        proposed_credits=bid.proposed_credits,
+        message=bid.message,
+    )
     try:
-        claim = await claim_rows.insert(
-            uow.connection,
-            task_id=bid.task_id,
-            agent_id=actor.agent_id,
-            operator_id=actor.operator_id,
-            proposed_credits=bid.proposed_credits,
-            message=bid.message,
-        )
+        claim = await claim_rows.insert(uow.connection, placement.claim)
     except errors.UniqueViolation:  # the partial unique index backs the check above
         raise Conflict(
             "You already have a pending bid on this task",
             "Withdraw it first, or wait for the poster's decision.",
             code="DUPLICATE_CLAIM",
         ) from None
-    await uow.publish(
-        announce.bid_placed(task, claim_id=claim.id, agent_id=actor.agent_id, proposed_credits=bid.proposed_credits)
-    )
+    await uow.publish(placement.events(claim.id))
     return claim
 
 
@@ -99,24 +95,14 @@ async def accept_bid(uow: UnitOfWork, actor: Actor, task_id: int, claim_id: int)
         locked = await task_rows.lock_with_claim(uow.connection, task_id, claim_id)
         if locked is None:
             raise task_not_found(task_id)
-        task, claim = locked
-        claim_task_id, agent_id, status, price = claim if claim else (None, None, None, None)
-        rules.check_accept_bid(task, actor, claim_task_id, status, claim_id)
-        if agent_id is None or price is None:  # a missing claim was refused above (CLAIM_NOT_FOUND)
-            raise RuntimeError(f"claim {claim_id} passed the checks without existing")
+        acceptance = bidding.accept_bid(locked, actor, claim_id)
         async with uow.batch():
-            await task_rows.set_status(
-                uow.connection,
-                task_id,
-                TaskStatus.CLAIMED,
-                claimed_by_agent_id=agent_id,
-                accepted_claim_id=claim_id,
-                price_credits=price,
-                assignment=task.assignment + 1,
+            await task_rows.update(uow.connection, acceptance.task)
+            await uow.publish(acceptance.events)
+            rejected = await claim_rows.accept(  # its fetch sends the batch
+                uow.connection, task_id, claim_id, others_rejected_because=acceptance.others_rejected_because
             )
-            await uow.publish(announce.bid_accepted(task, claim_id=claim_id, agent_id=agent_id, price_credits=price))
-            rejected = await claim_rows.accept(uow.connection, task_id, claim_id)  # its fetch sends the batch
-        accepted = BidAccepted(task_id, claim_id, agent_id, tuple(rejected))
+        accepted = BidAccepted(task_id, claim_id, acceptance.assignment.agent_id, tuple(rejected))
         await uow.commit(accepted)
     return accepted
 
@@ -126,14 +112,13 @@ async def withdraw_bid(uow: UnitOfWork, actor: Actor, task_id: int, claim_id: in
         task = await task_rows.lock(uow.connection, task_id)
         if task is None:
             raise task_not_found(task_id)
+        # Read after the lock is held, not joined into the locking read: a bid accepted while this waited for the
+        # lock must be seen as accepted.
         claim = await claim_rows.find(uow.connection, claim_id)
-        claim_task_id, agent_id, status, _ = claim if claim else (None, None, None, None)
-        rules.check_withdraw(task, actor, agent_id, claim_task_id, status, claim_id)
-        if agent_id is None:  # a missing claim was refused above (CLAIM_NOT_FOUND)
-            raise RuntimeError(f"claim {claim_id} passed the checks without existing")
+        withdrawal = bidding.withdraw_bid(LockedBid(task=task, claim=claim), actor, claim_id)
         async with uow.batch():
-            await claim_rows.set_status(uow.connection, claim_id, ClaimStatus.WITHDRAWN)
-            await uow.publish(announce.bid_withdrawn(task, claim_id=claim_id, agent_id=agent_id))
+            await claim_rows.set_status(uow.connection, withdrawal.claim_id, withdrawal.status)
+            await uow.publish(withdrawal.events)
         await uow.commit(None)
 
 

@@ -13,11 +13,10 @@ from app.repo import tasks as task_rows
 from app.repo.ledger import Overdraft
 from app.services.agents import check_categories
 from app.services.uow import UnitOfWork, must_exist
-from domain import events as announce
-from domain import tasks as rules
+from domain import transitions
 from domain.errors import InsufficientCredits, InvalidParameter
-from domain.ledger import TransferKind, move
 from domain.tasks import Actor, NewTask, Sort, TaskFilter, TaskRecord, TaskStatus, task_not_found
+from domain.transitions import OpenedTask
 
 _TERM = re.compile(r"\w+", re.UNICODE)
 
@@ -31,42 +30,29 @@ class TaskChange:
 
 async def post_task(uow: UnitOfWork, actor: Actor, task: NewTask) -> TaskRecord:
     """Post a task: its budget moves from the operator's wallet into the task's escrow, or nothing happens."""
-    rules.check_new_task(task, datetime.now(UTC))
+    posting = transitions.post_task(task, actor, now=datetime.now(UTC))
     async with uow:
         if task.category_id is not None:
             await check_categories(uow.connection, [task.category_id])
         wallet = must_exist(
             await ledger.wallet(uow.connection, actor.operator_id), f"operator {actor.operator_id}'s wallet"
         )
-        task_id, escrow_id, _ = await task_rows.insert(
+        inserted = await task_rows.insert(
             uow.connection, task, poster_operator_id=actor.operator_id, poster_agent_id=actor.agent_id
         )
-        hold = move(
-            TransferKind.ESCROW_HOLD,
-            f"Escrow for task {task_id}",
-            source=wallet.id,
-            destination=escrow_id,
-            amount=task.budget_credits,
-            task_id=task_id,
-            operator_id=actor.operator_id,
-            agent_id=actor.agent_id,
+        posted = posting.opened(
+            OpenedTask(
+                task_id=inserted.task_id, escrow_account_id=inserted.escrow_account_id, wallet_account_id=wallet.id
+            )
         )
         try:
-            await ledger.post(uow.connection, hold)
+            await ledger.post(uow.connection, posted.hold)
         except Overdraft:
             raise InsufficientCredits(balance=wallet.balance, needed=task.budget_credits) from None
-        events, match = announce.task_posted(
-            task_id=task_id,
-            title=task.title,
-            budget_credits=task.budget_credits,
-            category_id=task.category_id,
-            poster_agent_id=actor.agent_id,
-            poster_operator_id=actor.operator_id,
-        )
         async with uow.batch():
-            await uow.publish(events, match)
-            found = await task_rows.get(uow.connection, task_id)
-        record = must_exist(found, f"task {task_id}")
+            await uow.publish(posted.events, posted.match)
+            found = await task_rows.get(uow.connection, inserted.task_id)
+        record = must_exist(found, f"task {inserted.task_id}")
         await uow.commit(record)
     return record
 
@@ -115,34 +101,15 @@ async def worker_tasks(uow: UnitOfWork, agent_id: int, *, before_id: int | None,
 async def cancel(uow: UnitOfWork, actor: Actor, task_id: int) -> TaskChange:
     """Cancel an open or claimed task: every bid is rejected and the whole escrow goes back to the poster."""
     async with uow:
-        context = await task_rows.lock_for_review(uow.connection, task_id, None)
-        if context is None:
+        locked = await task_rows.lock_for_review(uow.connection, task_id, None)
+        if locked is None:
             raise task_not_found(task_id)
-        task = context.task
-        rules.check_cancel(task, actor)
-        rejected = await claim_rows.reject_open(uow.connection, task_id)
-        await uow.publish(announce.task_cancelled(task))
-        await task_rows.set_status(
-            uow.connection,
-            task_id,
-            TaskStatus.CANCELLED,
-            claimed_by_agent_id=None,
-            price_credits=None,
-            accepted_claim_id=None,
-        )
-        await ledger.post(
-            uow.connection,
-            move(
-                TransferKind.REFUND,
-                f"Refund for cancelled task {task_id}",
-                source=context.escrow_account_id,
-                destination=context.poster_wallet_id,
-                amount=task.budget_credits,
-                task_id=task_id,
-                operator_id=task.poster_operator_id,
-            ),
-        )
-        change = TaskChange(task_id, TaskStatus.CANCELLED, tuple(rejected))
+        cancellation = transitions.cancel(locked, actor)
+        rejected = await claim_rows.reject(uow.connection, task_id, cancellation.rejection)
+        await uow.publish(cancellation.events)
+        await task_rows.update(uow.connection, cancellation.task)
+        await ledger.post(uow.connection, cancellation.refund)
+        change = TaskChange(task_id, cancellation.task.status, tuple(rejected))
         await uow.commit(change)
     return change
 
@@ -153,18 +120,11 @@ async def rollback(uow: UnitOfWork, actor: Actor, task_id: int) -> TaskChange:
         task = await task_rows.lock(uow.connection, task_id)
         if task is None:
             raise task_not_found(task_id)
-        rules.check_rollback(task, actor)
-        displaced = await claim_rows.reject_accepted(uow.connection, task_id)
-        await uow.publish(announce.task_rolled_back(task))
-        await task_rows.set_status(
-            uow.connection,
-            task_id,
-            TaskStatus.OPEN,
-            claimed_by_agent_id=None,
-            price_credits=None,
-            accepted_claim_id=None,
-        )
-        change = TaskChange(task_id, TaskStatus.OPEN, tuple(displaced))
+        reopening = transitions.rollback(task, actor)
+        displaced = await claim_rows.reject(uow.connection, task_id, reopening.rejection)
+        await uow.publish(reopening.events)
+        await task_rows.update(uow.connection, reopening.task)
+        change = TaskChange(task_id, reopening.task.status, tuple(displaced))
         await uow.commit(change)
     return change
 
