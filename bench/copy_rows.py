@@ -28,7 +28,7 @@ class NotEmpty(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class Start:
     issuance_account: int
-    revenue_account: int
+    revenue_accounts: tuple[int, ...]  # indexed by shard (domain.ledger.revenue_shard)
     first_account: int
     first_api_key: int
 
@@ -53,7 +53,7 @@ def check_fresh(connection: psycopg.Connection) -> Start:
              + (SELECT count(*) FROM (SELECT 1 FROM task LIMIT 1) t)
              + (SELECT count(*) FROM (SELECT 1 FROM transfer LIMIT 1) r),
                (SELECT id FROM account WHERE kind = 'platform_issuance'),
-               (SELECT id FROM account WHERE kind = 'platform_revenue'),
+               (SELECT array_agg(id ORDER BY shard) FROM account WHERE kind = 'platform_revenue'),
                (SELECT coalesce(max(id), 0) + 1 FROM account),
                (SELECT coalesce(max(id), 0) + 1 FROM api_key)
         """
@@ -61,7 +61,7 @@ def check_fresh(connection: psycopg.Connection) -> Start:
     assert row is not None
     if row[0]:
         raise NotEmpty("the database already holds operators, agents, tasks or transfers; seed a fresh one")
-    return Start(issuance_account=row[1], revenue_account=row[2], first_account=row[3], first_api_key=row[4])
+    return Start(issuance_account=row[1], revenue_accounts=tuple(row[2]), first_account=row[3], first_api_key=row[4])
 
 
 def begin_bulk_load(connection: psycopg.Connection, *, maintenance_work_mem: str = "512MB") -> None:

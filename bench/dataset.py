@@ -27,6 +27,7 @@ from itertools import accumulate
 
 from app.repo.schema import metadata
 from domain.keys import DISPLAY_PREFIX_LENGTH, KEY_PREFIXES, KeyKind
+from domain.ledger import REVENUE_SHARDS, revenue_shard
 from domain.tasks import settle
 
 # Columns the generator leaves to their defaults (or to NULL): what a fresh marketplace has not used yet.
@@ -175,8 +176,9 @@ class Ids:
     accounts (and any admin keys) already exist."""
 
     issuance_account: int = 1
-    revenue_account: int = 2
-    first_account: int = 3
+    # The platform revenue sub-accounts, indexed by shard (migration 0008 creates them after issuance).
+    revenue_accounts: tuple[int, ...] = tuple(range(2, 2 + REVENUE_SHARDS))
+    first_account: int = 2 + REVENUE_SHARDS
     first_api_key: int = 1
 
 
@@ -192,8 +194,9 @@ class Dataset:
         # Account ids: wallets first, then one escrow per task in task order.
         self._first_escrow = self.ids.first_account + k
         # Balances and versions of every account but escrows (those live and die with their task).
-        self._balance: dict[int, int] = {self.ids.issuance_account: 0, self.ids.revenue_account: 0}
-        self._version: dict[int, int] = {self.ids.issuance_account: 0, self.ids.revenue_account: 0}
+        platform = (self.ids.issuance_account, *self.ids.revenue_accounts)
+        self._balance: dict[int, int] = dict.fromkeys(platform, 0)
+        self._version: dict[int, int] = dict.fromkeys(platform, 0)
         for operator in range(1, k + 1):
             self._balance[self.wallet_id(operator)] = 0
             self._version[self.wallet_id(operator)] = 0
@@ -339,7 +342,7 @@ class Dataset:
         config = self.config
         rng = random.Random(f"agora-bench:{config.seed}:tasks")
         money = self._money()
-        revenue = self.ids.revenue_account
+        revenue = self.ids.revenue_accounts
         n_other = config.agents - config.agents_per_operator
         max_bidders = min(4, n_other)
         chunk: dict[str, list[tuple]] = {table: [] for table in CHUNK_TABLES}
@@ -441,7 +444,7 @@ class Dataset:
                     [
                         (escrow_id, -budget),
                         (self.wallet_id(worker_op), split.worker),
-                        (revenue, split.fee),
+                        (revenue[revenue_shard(task_id)], split.fee),
                         (self.wallet_id(poster_op), split.refund),
                     ],
                     updated,
@@ -462,7 +465,7 @@ class Dataset:
                     task_id=task_id,
                     escrow=escrow,
                 )
-            accounts.append((escrow_id, "task_escrow", None, task_id, escrow[1], escrow[2], created))
+            accounts.append((escrow_id, "task_escrow", None, task_id, escrow[1], escrow[2], created, None))
             tasks.append(
                 (
                     task_id,
@@ -552,14 +555,15 @@ class Dataset:
                 self._balance[wallet],
                 self._version[wallet],
                 _timestamp(-86_400 * 30 + operator),
+                None,  # shard: only platform revenue's sub-accounts have one
             )
 
     def platform_accounts(self) -> list[tuple[int, int, int]]:
-        """(account id, final balance, final version) of the two platform accounts."""
+        """(account id, final balance, final version) of the platform accounts: issuance and the revenue shards."""
         self._require_tasks()
         return [
             (account, self._balance[account], self._version[account])
-            for account in (self.ids.issuance_account, self.ids.revenue_account)
+            for account in (self.ids.issuance_account, *self.ids.revenue_accounts)
         ]
 
     def expected_rows(self) -> dict[str, int]:

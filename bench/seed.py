@@ -48,7 +48,7 @@ def seed(url: str, config: Config, *, progress: bool = True, drop_indexes: bool 
             config,
             Ids(
                 issuance_account=start.issuance_account,
-                revenue_account=start.revenue_account,
+                revenue_accounts=start.revenue_accounts,
                 first_account=start.first_account,
                 first_api_key=start.first_api_key,
             ),

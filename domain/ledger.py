@@ -19,6 +19,22 @@ class AccountKind(StrEnum):
     PLATFORM_ISSUANCE = "platform_issuance"
 
 
+# Platform revenue is split over this many sub-accounts (shards 0 .. REVENUE_SHARDS - 1), so that settlements of
+# different tasks rarely lock the same cached balance row; platform revenue is their sum. The database holds
+# exactly this many (migration 0008 creates them; the audit checks the count), so changing it takes a migration.
+REVENUE_SHARDS = 16
+
+
+def revenue_shard(task_id: int) -> int:
+    """The revenue sub-account a task's platform fee is credited to.
+
+    Task ids are sequential, so consecutive tasks (the ones most likely to settle at the same time) land on
+    different shards, and each shard takes every REVENUE_SHARDS-th task. SQL that must agree (the minimal bench
+    transaction) computes `task_id % REVENUE_SHARDS` with the constant passed in.
+    """
+    return task_id % REVENUE_SHARDS
+
+
 class TransferKind(StrEnum):
     OPERATOR_BONUS = "operator_bonus"
     AGENT_BONUS = "agent_bonus"
@@ -67,6 +83,7 @@ class Account:
     kind: AccountKind
     operator_id: int | None
     task_id: int | None
+    shard: int | None  # a platform revenue sub-account's number (revenue_shard), None for every other account
     balance: int
     version: int
 

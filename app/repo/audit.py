@@ -1,8 +1,11 @@
-"""The ledger invariants of reliability.md §3.2, each a query counting its violations."""
+"""The ledger invariants of reliability.md §3.2 (L1-L10), and the platform accounts' count (L11: a settlement
+credits a sub-account its task id picks, so one missing would fail settlements), each a query counting its
+violations."""
 
 from __future__ import annotations
 
 from app.repo.connections import Connection, one_row
+from domain.ledger import REVENUE_SHARDS
 
 INVARIANTS: dict[str, tuple[str, str]] = {
     "L1": (
@@ -81,6 +84,14 @@ INVARIANTS: dict[str, tuple[str, str]] = {
           LEFT JOIN (SELECT account_id, count(*) AS n, max(account_version) AS top FROM entry GROUP BY account_id) e
                  ON e.account_id = a.id
          WHERE a.version <> coalesce(e.n, 0) OR a.version <> coalesce(e.top, 0)
+    """,
+    ),
+    "L11": (
+        f"platform revenue is {REVENUE_SHARDS} sub-accounts and issuance one account",
+        f"""
+        SELECT abs(count(*) FILTER (WHERE kind = 'platform_revenue') - {REVENUE_SHARDS})
+             + abs(count(*) FILTER (WHERE kind = 'platform_issuance') - 1)
+          FROM account WHERE kind IN ('platform_revenue', 'platform_issuance')
     """,
     ),
 }

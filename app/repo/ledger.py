@@ -89,12 +89,13 @@ def _to_account(row: Sequence[Any]) -> Account:
         kind=AccountKind(row[1]),
         operator_id=row[2],
         task_id=row[3],
-        balance=row[4],
-        version=row[5],
+        shard=row[4],
+        balance=row[5],
+        version=row[6],
     )
 
 
-_ACCOUNT = "SELECT id, kind, operator_id, task_id, balance, version FROM account"
+_ACCOUNT = "SELECT id, kind, operator_id, task_id, shard, balance, version FROM account"
 
 
 async def wallet(connection: Connection, operator_id: int, *, for_update: bool = False) -> Account | None:
@@ -113,8 +114,9 @@ async def lock_accounts(connection: Connection, account_ids: Sequence[int]) -> d
     return {row[0]: _to_account(row) for row in await cursor.fetchall()}
 
 
-async def platform_account(connection: Connection, kind: AccountKind) -> int:
-    cursor = await connection.execute("SELECT id FROM account WHERE kind = %s", (kind.value,))
+async def issuance_account(connection: Connection) -> int:
+    """The platform issuance account (a singleton; platform revenue is several sub-accounts, see revenue_shard)."""
+    cursor = await connection.execute("SELECT id FROM account WHERE kind = 'platform_issuance'")
     (account_id,) = await one_row(cursor)
     return int(account_id)
 

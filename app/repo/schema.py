@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     Table,
     Text,
     UniqueConstraint,
@@ -29,6 +30,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 from sqlalchemy.dialects.postgresql import base as postgresql_base
 from sqlalchemy.types import UserDefinedType
+
+from domain.ledger import REVENUE_SHARDS
 
 
 class XID8(UserDefinedType[int]):
@@ -149,17 +152,24 @@ account = Table(
     Column("balance", BigInteger, nullable=False, server_default=text("0")),
     Column("version", BigInteger, nullable=False, server_default=text("0")),
     _created_at(),
+    # Platform revenue is REVENUE_SHARDS sub-accounts, numbered by shard (see the 0008 migration).
+    Column("shard", SmallInteger, nullable=True),
     CheckConstraint(
         "kind IN ('operator_wallet','task_escrow','platform_revenue','platform_issuance')", name="kind_known"
     ),
     CheckConstraint("kind = 'platform_issuance' OR balance >= 0", name="no_overdraft"),
     CheckConstraint("(kind = 'operator_wallet') = (operator_id IS NOT NULL)", name="wallet_has_operator"),
     CheckConstraint("(kind = 'task_escrow') = (task_id IS NOT NULL)", name="escrow_has_task"),
-    # The two platform accounts are singletons.
+    CheckConstraint("(kind = 'platform_revenue') = (shard IS NOT NULL)", name="revenue_has_shard"),
+    CheckConstraint(f"shard BETWEEN 0 AND {REVENUE_SHARDS - 1}", name="shard_range"),
+    # Platform issuance is a singleton, and each revenue shard exists once (NULLS NOT DISTINCT: issuance's shard
+    # is NULL).
     Index(
-        "uq_account_platform_kind",
+        "uq_account_platform_kind_shard",
         "kind",
+        "shard",
         unique=True,
+        postgresql_nulls_not_distinct=True,
         postgresql_where=text("kind IN ('platform_revenue','platform_issuance')"),
     ),
 )

@@ -9,6 +9,7 @@ from typing import Any
 
 from app.repo.connections import Connection, one_row
 from domain.bids import ClaimFacts, LockedBid
+from domain.ledger import revenue_shard
 from domain.tasks import (
     Category,
     ClaimStatus,
@@ -89,12 +90,12 @@ async def lock_for_review(connection: Connection, task_id: int, deliverable_id: 
                (SELECT w.id FROM agent a JOIN account w ON w.operator_id = a.operator_id
                  WHERE a.id = t.claimed_by_agent_id),
                (SELECT p.id FROM account p WHERE p.operator_id = t.poster_operator_id),
-               (SELECT r.id FROM account r WHERE r.kind = 'platform_revenue')
+               (SELECT r.id FROM account r WHERE r.kind = 'platform_revenue' AND r.shard = %(shard)s)
           FROM task t LEFT JOIN deliverable d ON d.id = %(deliverable)s
          WHERE t.id = %(task)s
            FOR UPDATE OF t
         """,
-        {"task": task_id, "deliverable": deliverable_id},
+        {"task": task_id, "deliverable": deliverable_id, "shard": revenue_shard(task_id)},
     )
     row = await cursor.fetchone()
     if row is None:
@@ -109,7 +110,7 @@ async def lock_for_review(connection: Connection, task_id: int, deliverable_id: 
         escrow=row[n + 3],
         worker_wallet=row[n + 4],
         poster_wallet=row[n + 5],
-        revenue=row[n + 6],
+        revenue=row[n + 6],  # the task's revenue sub-account (domain.ledger.revenue_shard), not a shared row
     )
     return LockedTask(task=to_state(row), accounts=accounts, deliverable=deliverable)
 

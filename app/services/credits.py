@@ -8,7 +8,7 @@ from app.repo import ledger, tasks
 from app.repo.connections import Connection
 from app.services.uow import UnitOfWork
 from domain.errors import InsufficientCredits, NotFound, Unprocessable
-from domain.ledger import AccountKind, HistoryEntry, TransferKind, move
+from domain.ledger import HistoryEntry, TransferKind, move
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,7 @@ async def issue(
     **refs: int | None,
 ) -> Posted:
     """Move credits between platform issuance and a wallet: positive grants, negative debits."""
-    issuance = await ledger.platform_account(connection, AccountKind.PLATFORM_ISSUANCE)
+    issuance = await ledger.issuance_account(connection)
     source, destination = (issuance, wallet_id) if amount > 0 else (wallet_id, issuance)
     transfer_id, balances = await ledger.post(
         connection, move(kind, reason, source=source, destination=destination, amount=abs(amount), **refs)
@@ -63,7 +63,7 @@ async def adjust_operator(uow: UnitOfWork, *, operator_id: int, amount: int, rea
         found = await ledger.wallet(uow.connection, operator_id)
         if found is None:
             raise operator_not_found(operator_id)
-        issuance = await ledger.platform_account(uow.connection, AccountKind.PLATFORM_ISSUANCE)
+        issuance = await ledger.issuance_account(uow.connection)
         # Lock both sides in id order before reading the balance the check depends on.
         wallet = (await ledger.lock_accounts(uow.connection, [issuance, found.id]))[found.id]
         if amount < 0 and wallet.balance + amount < 0:

@@ -8,11 +8,12 @@ from datetime import datetime
 import httpx
 import pytest
 
+from domain.ledger import REVENUE_SHARDS
 from tests.conftest import bearer
 
 OPERATOR_CREATED_FIELDS = {"id", "name", "api_key", "credit_balance", "created_at"}
 ADJUSTED_FIELDS = {"transfer_id", "operator_id", "amount", "balance_after"}
-ACCOUNT_FIELDS = {"id", "kind", "operator_id", "task_id", "balance", "version"}
+ACCOUNT_FIELDS = {"id", "kind", "operator_id", "task_id", "shard", "balance", "version"}
 MANAGED_FIELDS = {
     "id",
     "name",
@@ -328,7 +329,9 @@ async def test_the_kind_filter_finds_the_wallet_and_the_platform_accounts(client
     wallets = await all_accounts(client, admin_key, "&kind=operator_wallet")
     assert operator["id"] in {a["operator_id"] for a in wallets}
     assert len(await all_accounts(client, admin_key, "&kind=platform_issuance")) == 1
-    assert len(await all_accounts(client, admin_key, "&kind=platform_revenue")) == 1
+    revenue = await all_accounts(client, admin_key, "&kind=platform_revenue")
+    assert sorted(a["shard"] for a in revenue) == list(range(REVENUE_SHARDS))
+    assert all(a["shard"] is None for a in wallets)
 
 
 async def test_filtered_accounts_are_the_matching_subset(client, admin_key, operator):

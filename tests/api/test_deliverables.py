@@ -100,7 +100,8 @@ async def wallet(client, agent: dict) -> tuple[int, int]:
 
 
 async def platform_revenue(conn: psycopg.AsyncConnection) -> int:
-    cursor = await conn.execute("SELECT balance FROM account WHERE kind = 'platform_revenue'")
+    # Platform revenue is the sum of its sub-accounts (domain.ledger.REVENUE_SHARDS).
+    cursor = await conn.execute("SELECT sum(balance) FROM account WHERE kind = 'platform_revenue'")
     return (await cursor.fetchone())[0]
 
 

@@ -133,7 +133,7 @@ async def test_audit_is_clean_after_the_whole_loop_and_lists_transfers(client, a
     await test_cancel_refunds_and_rollback_reopens(client, admin_key)
     report = (await client.get("/api/v1/admin/ledger/audit", headers=bearer(admin_key))).json()["data"]
     assert report["ok"] is True, report
-    assert set(report["violations"]) == {f"L{n}" for n in range(1, 11)}
+    assert set(report["violations"]) == {f"L{n}" for n in range(1, 12)}
     assert len(report["ledger_hash"]) == 64
     settlements = await client.get(
         "/api/v1/admin/ledger/transfers", params={"kind": "settlement"}, headers=bearer(admin_key)
@@ -146,7 +146,7 @@ async def test_audit_counts_a_corrupted_balance(client, admin_key, conn):
     await test_post_bid_accept_deliver_revise_accept_settles_the_escrow(client, admin_key)
     # Corrupt a cached balance behind the ledger's back, as a superuser could (LED-5).
     await conn.execute("ALTER TABLE account DISABLE TRIGGER account_balance_guard")
-    await conn.execute("UPDATE account SET balance = balance + 1 WHERE kind = 'platform_revenue'")
+    await conn.execute("UPDATE account SET balance = balance + 1 WHERE kind = 'platform_revenue' AND shard = 0")
     await conn.execute("ALTER TABLE account ENABLE TRIGGER account_balance_guard")
     report = (await client.get("/api/v1/admin/ledger/audit", headers=bearer(admin_key))).json()["data"]
     assert report["ok"] is False

@@ -31,6 +31,7 @@ from pathlib import Path
 import psycopg
 
 from domain.keys import hash_key
+from domain.ledger import REVENUE_SHARDS
 from tests.bench import replay, writes
 from tests.bench.load import ROOT
 
@@ -133,11 +134,12 @@ MINIMALS = [
     ),
     Minimal(
         "accept deliverable",
-        values="""
+        values=f"""
         SELECT r.key_hash, r.first_id AS task_id, r.second_id AS deliverable_id, t.claimed_by_agent_id AS worker_id,
                t.budget_credits AS budget, t.price_credits AS price, e.id AS escrow_id, w.id AS worker_wallet,
-               p.id AS poster_wallet, (SELECT id FROM account WHERE kind = 'platform_revenue') AS revenue_id
+               p.id AS poster_wallet, rv.id AS revenue_id
           FROM r JOIN task t ON t.id = r.first_id
+          JOIN account rv ON rv.kind = 'platform_revenue' AND rv.shard = t.id %% {REVENUE_SHARDS}  -- domain.ledger.revenue_shard
           JOIN account e ON e.task_id = t.id
           JOIN agent a ON a.id = t.claimed_by_agent_id
           JOIN account w ON w.operator_id = a.operator_id

@@ -14,6 +14,7 @@ from bench import seed as seeding
 from bench.copy_rows import NotEmpty
 from bench.dataset import Config, Dataset, agent_key, operator_key
 from domain.keys import KeyKind, is_well_formed
+from domain.ledger import REVENUE_SHARDS
 from tests.support import run_committed, sibling_database
 
 TASKS = 2000
@@ -63,7 +64,8 @@ def test_row_counts_and_statuses(seeded):
     assert summary.rows["account"] == TASKS + CONFIG.operators
     for table in ("task", "operator", "agent", "claim", "deliverable", "transfer", "entry"):
         assert _one(url, f"SELECT count(*) FROM {table}") == summary.rows[table], table
-    assert _one(url, "SELECT count(*) FROM account") == TASKS + CONFIG.operators + 2  # and the platform's two
+    # and the platform's: issuance and the revenue sub-accounts
+    assert _one(url, "SELECT count(*) FROM account") == TASKS + CONFIG.operators + 1 + REVENUE_SHARDS
     with psycopg.connect(url) as connection:
         statuses = dict(connection.execute("SELECT status, count(*) FROM task GROUP BY status").fetchall())
     assert 0.08 * TASKS <= statuses["open"] <= 0.12 * TASKS

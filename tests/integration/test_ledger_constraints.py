@@ -13,7 +13,7 @@ import pytest
 from psycopg import errors
 
 from app.repo import ledger
-from domain.ledger import Posting, TransferKind, TransferRequest
+from domain.ledger import REVENUE_SHARDS, Posting, TransferKind, TransferRequest
 
 TASKHIVE_CATEGORIES = [
     (1, "Coding", "coding"),
@@ -34,7 +34,8 @@ async def scalar(conn: psycopg.AsyncConnection, query: str, params: tuple = ()) 
 
 
 async def platform(conn: psycopg.AsyncConnection, kind: str) -> int:
-    return await scalar(conn, "SELECT id FROM account WHERE kind = %s", (kind,))
+    """The platform account of that kind (platform revenue: its first sub-account)."""
+    return await scalar(conn, "SELECT id FROM account WHERE kind = %s ORDER BY shard NULLS FIRST LIMIT 1", (kind,))
 
 
 async def new_wallet(conn: psycopg.AsyncConnection, name: str = "Ledger test") -> int:
@@ -418,15 +419,27 @@ async def test_platform_accounts_exist_once_each(conn):
         "SELECT kind, count(*) FROM account WHERE kind IN ('platform_issuance', 'platform_revenue')"
         " GROUP BY kind ORDER BY kind"
     )
-    assert await cursor.fetchall() == [("platform_issuance", 1), ("platform_revenue", 1)]
+    assert await cursor.fetchall() == [("platform_issuance", 1), ("platform_revenue", REVENUE_SHARDS)]
+    cursor = await conn.execute("SELECT array_agg(shard ORDER BY shard) FROM account WHERE kind = 'platform_revenue'")
+    assert await cursor.fetchone() == (list(range(REVENUE_SHARDS)),)
 
 
-@pytest.mark.parametrize("kind", ["platform_issuance", "platform_revenue"])
-async def test_platform_accounts_are_singletons(savepoint, kind):
+@pytest.mark.parametrize(
+    ("kind", "shard", "error", "constraint"),
+    [
+        ("platform_issuance", None, errors.UniqueViolation, "uq_account_platform_kind_shard"),
+        ("platform_revenue", 0, errors.UniqueViolation, "uq_account_platform_kind_shard"),
+        ("platform_revenue", REVENUE_SHARDS - 1, errors.UniqueViolation, "uq_account_platform_kind_shard"),
+        ("platform_revenue", None, errors.CheckViolation, "ck_account_revenue_has_shard"),
+        ("platform_revenue", REVENUE_SHARDS, errors.CheckViolation, "ck_account_shard_range"),
+        ("platform_issuance", 3, errors.CheckViolation, "ck_account_revenue_has_shard"),
+    ],
+)
+async def test_a_second_platform_account_or_a_misplaced_shard_is_refused(savepoint, kind, shard, error, constraint):
     conn = savepoint
-    with pytest.raises(errors.UniqueViolation) as info:
-        await conn.execute("INSERT INTO account (kind) VALUES (%s)", (kind,))
-    assert info.value.diag.constraint_name == "uq_account_platform_kind"
+    with pytest.raises(error) as info:
+        await conn.execute("INSERT INTO account (kind, shard) VALUES (%s, %s)", (kind, shard))
+    assert info.value.diag.constraint_name == constraint
 
 
 async def test_an_operator_has_one_wallet(savepoint):

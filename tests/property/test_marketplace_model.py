@@ -168,7 +168,7 @@ class MarketplaceMachine(RuleBasedStateMachine):
         self.claims: list[Claim] = []
         self.deliverables: list[Deliverable] = []
         self.fees = 0
-        self.revenue_at_start = self.scalar("SELECT balance FROM account WHERE kind = 'platform_revenue'")
+        self.revenue_at_start = self.scalar("SELECT sum(balance) FROM account WHERE kind = 'platform_revenue'")
         self.counter = 0
 
     def teardown(self) -> None:
@@ -484,7 +484,7 @@ class MarketplaceMachine(RuleBasedStateMachine):
         found = self.h.run(balances())
         expected = {**self.wallets, **{-t.id: t.escrow for t in self.tasks}}
         assert found == expected, f"ledger {found} != model {expected}"
-        revenue = self.scalar("SELECT balance FROM account WHERE kind = 'platform_revenue'")
+        revenue = self.scalar("SELECT sum(balance) FROM account WHERE kind = 'platform_revenue'")
         assert revenue == self.revenue_at_start + self.fees
 
 

@@ -76,6 +76,9 @@ class AccountOut(msgspec.Struct, kw_only=True):
     kind: AccountKind
     operator_id: int | None
     task_id: int | None
+    # Platform revenue is REVENUE_SHARDS sub-accounts (a task's fee goes to the one numbered task id mod
+    # REVENUE_SHARDS); platform revenue is their sum. None for every other account.
+    shard: int | None
     balance: int
     version: int
 
@@ -86,6 +89,7 @@ class AccountOut(msgspec.Struct, kw_only=True):
             kind=account.kind,
             operator_id=account.operator_id,
             task_id=account.task_id,
+            shard=account.shard,
             balance=account.balance,
             version=account.version,
         )

@@ -232,7 +232,7 @@ EXAMPLES |= {
     credits.CreditsOut: credits.CreditsOut(credit_balance=500, escrow_held=100, recent_transactions=[_TRANSACTION]),
     credits.CreditAdjustOut: credits.CreditAdjustOut(transfer_id=88, operator_id=3, amount=250, balance_after=750),
     credits.AccountOut: credits.AccountOut(
-        id=21, kind=AccountKind.OPERATOR_WALLET, operator_id=3, task_id=None, balance=500, version=4
+        id=21, kind=AccountKind.OPERATOR_WALLET, operator_id=3, task_id=None, shard=None, balance=500, version=4
     ),
     credits.TransferOut: credits.TransferOut(
         id=31,
