@@ -3,6 +3,8 @@
 Every event is addressed: `agent_id` is the agent it is for, and an event without one is the task's public status
 (GET /tasks/{id}/events). Recipients are the parties of a change, never every agent (TaskHive broadcast
 `task.new_match` and `deliverable.submitted` to everyone with a webhook; see research/taskhive.md §9, items 11-12).
+The one exception to one-row-per-recipient is `task.new_match`: a `MatchRequest`, written once and resolved to the
+agents it reaches by whoever reads it.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ class Event:
 @dataclass(frozen=True, slots=True)
 class MatchRequest:
     """`task.new_match` goes to active agents of other operators whose categories include the task's category or
-    whose capabilities name a word of its title or tags (case-insensitive). The database finds them."""
+    whose capabilities name a word of its title or tags (case-insensitive). It is stored once with these criteria;
+    the readers find the agents (as they are when they read it: streams as they read, webhooks at the fan-out)."""
 
     task_id: int
     poster_operator_id: int

@@ -8,6 +8,11 @@ endpoint cannot fill every worker slot.
 The claim also writes each attempt, `in_progress`, in the same statement (no extra round trip), and the attempt's
 end fills in its outcome: an attempt whose worker died or lost the database stays listed, and reads as
 `interrupted` once the lease is over (`domain.deliveries.reported_outcome`).
+
+Shared matches (`task.new_match`, one event for every agent a task matches) get their deliveries here rather than
+from the trigger, after the posting transaction has committed: `fan_out_matches` takes the matches after the
+fan-out's cursor in commit-safe position order and queues one delivery per subscribed webhook of each matching
+agent, moving the cursor in the same statement. Posting pays for two rows, however many agents match.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from app.repo.connections import Connection, one_row
-from app.repo.events import compact_json
+from app.repo.events import HORIZON, compact_json, match_rule
 from domain.deliveries import AttemptVerdict, DeliveryStatus, EndpointHealth
 
 
@@ -114,6 +119,42 @@ async def claim_due(
         )
         for row in await cursor.fetchall()
     ]
+
+
+_FAN_OUT = f"""
+WITH cursor AS (
+    -- One worker at a time moves the cursor; the others skip the fan-out and only claim.
+    SELECT tx, event_id FROM match_fan_out FOR UPDATE SKIP LOCKED
+), picked AS (
+    -- The next matches in position order, among those whose writers have all finished (see app.repo.events):
+    -- a match that commits later sorts after the cursor, so none is passed over and none is taken twice.
+    SELECT m.* FROM cursor c JOIN event_match m ON (m.tx, m.event_id) > (c.tx, c.event_id)
+     WHERE m.tx < {HORIZON}
+     ORDER BY m.tx, m.event_id LIMIT %(limit)s
+), queued AS (
+    -- The same deliveries the trigger makes for an agent's own event, for each agent the match reaches now.
+    INSERT INTO webhook_delivery (webhook_id, event_id, next_attempt_at)
+    SELECT w.id, m.event_id, now()
+      FROM picked m
+      JOIN agent a ON {match_rule()}
+      JOIN webhook w ON w.agent_id = a.id AND w.is_active AND 'task.new_match' = ANY (w.events)
+    ON CONFLICT (webhook_id, event_id) DO NOTHING
+    RETURNING 1
+), moved AS (
+    UPDATE match_fan_out f SET tx = last.tx, event_id = last.event_id
+      FROM (SELECT tx, event_id FROM picked ORDER BY tx DESC, event_id DESC LIMIT 1) last
+)
+SELECT (SELECT count(*) FROM picked), (SELECT count(*) FROM queued)
+"""
+
+
+async def fan_out_matches(connection: Connection, *, limit: int) -> tuple[int, int]:
+    """Queue the deliveries of up to `limit` matches past the fan-out's cursor, and move it past them, in one
+    statement: run inside the transaction that commits them. Returns (matches fanned out, deliveries queued);
+    (0, 0) also when another worker holds the cursor."""
+    cursor = await connection.execute(_FAN_OUT, {"limit": limit})
+    matches, queued = await one_row(cursor)
+    return int(matches), int(queued)
 
 
 async def next_due_in(connection: Connection) -> float | None:

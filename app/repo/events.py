@@ -1,10 +1,14 @@
 """The outbox: writing events inside the use case's transaction, and reading them back in commit-safe order.
 
 Order and visibility: an event's position is (tx, id), its writing transaction's id then its own. Readers take only
-events whose transaction is older than the oldest one still running (`_HORIZON`), so every event that can still
+events whose transaction is older than the oldest one still running (`HORIZON`), so every event that can still
 commit will sort after everything already read: a reader that remembers its last position never misses one and
 never reads one twice, across any number of writers and server processes. Deliveries to webhooks are created by a
 trigger in the same statement as the events (see the 0003 migration).
+
+A posted task's `task.new_match` is one event with no recipient and an `event_match` row holding the task's side
+of the match (see the 0009 migration): readers work out which agents it reaches when they read it (`match_rule`),
+the delivery worker fans it out into webhook deliveries after the commit (app.repo.deliveries.fan_out_matches).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from app.repo.connections import Connection, one_row
 from domain.events import Event, MatchRequest
 
 NOTIFY_CHANNEL = "agora_events"
-_HORIZON = "pg_snapshot_xmin(pg_current_snapshot())"
+HORIZON = "pg_snapshot_xmin(pg_current_snapshot())"
 
 #: A position before every event.
 ORIGIN: tuple[int, int] = (0, 0)
@@ -35,6 +39,8 @@ class StoredEvent:
     task_id: int | None
     data: bytes  # the JSON object as stored, sent on as is
     created_at: datetime
+    # A shared match (agent_id None): the agents it reaches among those the reader asked about; None otherwise.
+    recipients: tuple[int, ...] | None = None
 
     @property
     def position(self) -> tuple[int, int]:
@@ -67,20 +73,34 @@ async def insert(connection: Connection, events: Sequence[Event]) -> None:
     )
 
 
-_INSERT_MATCHES = """
-INSERT INTO event (type, agent_id, task_id, data)
-SELECT 'task.new_match', a.id, %(task_id)s, %(data)s::jsonb
-  FROM agent a
- WHERE a.status = 'active'
-   AND a.operator_id <> %(poster_operator_id)s
-   AND (a.category_ids && ARRAY[%(category_id)s::int]
-        OR capability_terms(a.capabilities) && %(terms)s::text[])
+def match_rule(agent: str = "a", terms: str | None = None) -> str:
+    """The SQL condition under which agent row `agent` gets the match `m` (an event_match row): it is active, of
+    another operator than the poster's, and its categories include the task's or its capabilities, lower-cased
+    (`terms`, by default computed as the GIN index on agents has them), name a word of the task's title."""
+    terms = terms or f"capability_terms({agent}.capabilities)"
+    return (
+        f"{agent}.status = 'active' AND {agent}.operator_id <> m.poster_operator_id"
+        f" AND ({agent}.category_ids && ARRAY[m.category_id] OR {terms} && m.terms)"
+    )
+
+
+#: A shared match, as opposed to an event for one agent or a task's public status.
+SHARED_MATCH = "type = 'task.new_match' AND agent_id IS NULL"
+
+_INSERT_MATCH = """
+WITH e AS (
+    INSERT INTO event (type, task_id, data) VALUES ('task.new_match', %(task_id)s, %(data)s::jsonb) RETURNING id
+)
+INSERT INTO event_match (event_id, poster_operator_id, category_id, terms)
+SELECT e.id, %(poster_operator_id)s, %(category_id)s, %(terms)s::text[] FROM e
 """
 
 
 async def insert_matches(connection: Connection, match: MatchRequest) -> None:
+    """One event for every agent the task matches, whoever they are: two rows, whether it matches two agents or two
+    thousand. Readers resolve the recipients (`match_rule`); the webhook trigger skips it (it has no agent)."""
     await connection.execute(
-        _INSERT_MATCHES,
+        _INSERT_MATCH,
         {
             "task_id": match.task_id,
             "data": _encode(match.data).decode(),
@@ -106,6 +126,8 @@ async def insert_ping(connection: Connection, webhook_id: int, data: dict[str, A
 
 
 _COLUMNS = "id, tx::text::bigint, type, agent_id, task_id, data::text, created_at"
+_E_COLUMNS = "e.id, e.tx::text::bigint, e.type, e.agent_id, e.task_id, e.data::text, e.created_at"
+_AFTER = "(%(tx)s::text::xid8, %(id)s)"
 
 
 def compact_json(text: str) -> bytes:
@@ -114,7 +136,48 @@ def compact_json(text: str) -> bytes:
 
 
 def _to_event(row: Sequence[Any]) -> StoredEvent:
-    return StoredEvent(row[0], row[1], row[2], row[3], row[4], compact_json(row[5]), row[6])
+    recipients = tuple(row[7]) if len(row) > 7 and row[7] is not None else None
+    return StoredEvent(row[0], row[1], row[2], row[3], row[4], compact_json(row[5]), row[6], recipients)
+
+
+# An agent's events: its own, and the shared matches it gets as it is now (merged in position order; each branch
+# stops at `limit`). The matches are scanned in position order from `position` and tested against the agent's row.
+_AGENT_EVENTS = f"""
+SELECT * FROM (
+    (SELECT {_COLUMNS} FROM event
+      WHERE agent_id = %(agent)s AND (tx, id) > {_AFTER} AND tx < {HORIZON}
+      ORDER BY tx, id LIMIT %(limit)s)
+    UNION ALL
+    (SELECT {_E_COLUMNS}
+       FROM agent a JOIN event_match m ON {match_rule()} JOIN event e ON e.id = m.event_id
+      WHERE a.id = %(agent)s AND (m.tx, m.event_id) > {_AFTER} AND m.tx < {HORIZON}
+      ORDER BY m.tx, m.event_id LIMIT %(limit)s)
+) AS mine (id, tx, type, agent_id, task_id, data, created_at)
+ORDER BY tx, id LIMIT %(limit)s
+"""
+
+# A task's public status: its rows without a recipient, but for the shared match (which is for the matched only).
+_TASK_EVENTS = f"""
+SELECT {_COLUMNS} FROM event
+ WHERE task_id = %(task)s AND agent_id IS NULL AND type <> 'task.new_match'
+   AND (tx, id) > {_AFTER} AND tx < {HORIZON}
+ ORDER BY tx, id LIMIT %(limit)s
+"""
+
+# Every event (the event hub's read), each shared match with the agents it reaches among `among`: those agents'
+# rows are read once, and each match is tested against them in memory.
+_ALL_EVENTS = f"""
+WITH listening AS MATERIALIZED (
+    SELECT a.id, a.status, a.operator_id, a.category_ids, capability_terms(a.capabilities) AS terms
+      FROM agent a WHERE a.id = ANY (%(among)s::bigint[])
+)
+SELECT {_E_COLUMNS},
+       CASE WHEN m.event_id IS NOT NULL
+            THEN ARRAY(SELECT l.id FROM listening l WHERE {match_rule("l", "l.terms")} ORDER BY l.id) END
+  FROM event e LEFT JOIN event_match m ON m.event_id = e.id AND e.type = 'task.new_match' AND e.agent_id IS NULL
+ WHERE (e.tx, e.id) > {_AFTER} AND e.tx < {HORIZON}
+ ORDER BY e.tx, e.id LIMIT %(limit)s
+"""
 
 
 async def readable_after(
@@ -124,28 +187,26 @@ async def readable_after(
     limit: int,
     agent_id: int | None = None,
     task_id: int | None = None,
+    among: Sequence[int] = (),
 ) -> list[StoredEvent]:
-    """Events after `position` whose writers have all finished, in position order: all of them, one agent's, or
-    one task's public ones."""
+    """Events after `position` whose writers have all finished, in position order: one agent's (the shared
+    matches it gets included), one task's public ones, or all of them (each shared match with the agents it
+    reaches among `among`, in `StoredEvent.recipients`)."""
+    params: dict[str, Any] = {"tx": str(position[0]), "id": position[1], "limit": limit}
     if agent_id is not None:
-        scope, params = "agent_id = %(agent)s", {"agent": agent_id}
+        sql, params["agent"] = _AGENT_EVENTS, agent_id
     elif task_id is not None:
-        scope, params = "task_id = %(task)s AND agent_id IS NULL", {"task": task_id}
+        sql, params["task"] = _TASK_EVENTS, task_id
     else:
-        scope, params = "true", {}
-    cursor = await connection.execute(
-        f"""SELECT {_COLUMNS} FROM event
-             WHERE {scope} AND (tx, id) > (%(tx)s::text::xid8, %(id)s) AND tx < {_HORIZON}
-             ORDER BY tx, id LIMIT %(limit)s""",
-        {**params, "tx": str(position[0]), "id": position[1], "limit": limit},
-    )
+        sql, params["among"] = _ALL_EVENTS, list(among)
+    cursor = await connection.execute(sql, params)
     return [_to_event(row) for row in await cursor.fetchall()]
 
 
 async def unreadable_exist(connection: Connection, position: tuple[int, int]) -> bool:
     """Whether committed events wait behind a transaction still running (readers should look again soon)."""
     cursor = await connection.execute(
-        f"SELECT EXISTS (SELECT 1 FROM event WHERE tx >= {_HORIZON} AND (tx, id) > (%s::text::xid8, %s))",
+        f"SELECT EXISTS (SELECT 1 FROM event WHERE tx >= {HORIZON} AND (tx, id) > (%s::text::xid8, %s))",
         (str(position[0]), position[1]),
     )
     (found,) = await one_row(cursor)
@@ -155,7 +216,7 @@ async def unreadable_exist(connection: Connection, position: tuple[int, int]) ->
 async def head(connection: Connection) -> tuple[int, int]:
     """The position of the last readable event: a new reader starts here to see only what comes next."""
     cursor = await connection.execute(
-        f"SELECT tx::text::bigint, id FROM event WHERE tx < {_HORIZON} ORDER BY tx DESC, id DESC LIMIT 1"
+        f"SELECT tx::text::bigint, id FROM event WHERE tx < {HORIZON} ORDER BY tx DESC, id DESC LIMIT 1"
     )
     row = await cursor.fetchone()
     return (row[0], row[1]) if row else ORIGIN
@@ -169,7 +230,8 @@ async def position_of(connection: Connection, event_id: int) -> tuple[int, int] 
 
 async def latest_public(connection: Connection, task_id: int) -> StoredEvent | None:
     cursor = await connection.execute(
-        f"""SELECT {_COLUMNS} FROM event WHERE task_id = %s AND agent_id IS NULL AND tx < {_HORIZON}
+        f"""SELECT {_COLUMNS} FROM event
+             WHERE task_id = %s AND agent_id IS NULL AND type <> 'task.new_match' AND tx < {HORIZON}
              ORDER BY tx DESC, id DESC LIMIT 1""",
         (task_id,),
     )
@@ -178,14 +240,17 @@ async def latest_public(connection: Connection, task_id: int) -> StoredEvent | N
 
 
 async def delete_expired(connection: Connection, *, keep_days: int, batch: int = 5000) -> int:
-    """Forget the oldest events older than `keep_days`, with their finished deliveries (attempts go with them).
-    An event that still has a pending delivery stays until it is delivered or fails. Returns events deleted."""
+    """Forget the oldest events older than `keep_days`, with their finished deliveries (attempts go with them) and
+    a match's criteria. An event that still has a pending delivery stays until it is delivered or fails, and a
+    match until the webhook fan-out has passed it. Returns events deleted."""
     cursor = await connection.execute(
         """
         WITH old AS (
             SELECT e.id FROM event e
              WHERE e.created_at < now() - make_interval(days => %(days)s)
                AND NOT EXISTS (SELECT 1 FROM webhook_delivery d WHERE d.event_id = e.id AND d.status = 'pending')
+               AND NOT EXISTS (SELECT 1 FROM event_match m, match_fan_out f
+                                WHERE m.event_id = e.id AND (m.tx, m.event_id) > (f.tx, f.event_id))
              ORDER BY e.id LIMIT %(batch)s
         ), deliveries AS (
             DELETE FROM webhook_delivery d USING old WHERE d.event_id = old.id

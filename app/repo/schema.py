@@ -308,6 +308,29 @@ event = Table(
     _created_at(),
 )
 
+# A task.new_match event's criteria (the event itself has no recipient): readers resolve who it reaches, see the
+# 0009 migration. tx is the event's, so that position-ordered reads of matches scan this table alone.
+event_match = Table(
+    "event_match",
+    metadata,
+    Column("event_id", BigInteger, ForeignKey("event.id", ondelete="CASCADE"), primary_key=True),
+    Column("tx", XID8, nullable=False, server_default=text("pg_current_xact_id()")),
+    Column("poster_operator_id", BigInteger, ForeignKey("operator.id"), nullable=False),
+    Column("category_id", Integer, nullable=True),
+    Column("terms", ARRAY(Text), nullable=False),
+    Index(None, "tx", "event_id"),
+)
+
+# One row: the position up to which the delivery worker has fanned matches out into webhook deliveries.
+match_fan_out = Table(
+    "match_fan_out",
+    metadata,
+    Column("id", Boolean, primary_key=True, server_default=text("true")),
+    Column("tx", XID8, nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    CheckConstraint("id", name="one_row"),
+)
+
 webhook = Table(
     "webhook",
     metadata,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from app.repo import deliveries as delivery_rows
 from app.repo.connections import ConnectionLease, ConnectionSource
@@ -12,10 +13,27 @@ from app.services.uow import UnitOfWork
 from domain.deliveries import AttemptVerdict, DisablePolicy, judge_attempt
 from domain.events import Event, EventType
 
+#: Shared matches fanned out into deliveries per claim (each may reach hundreds of agents).
+FAN_OUT_BATCH = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    deliveries: list[DueDelivery]
+    more_matches: bool  # the fan-out took a full batch: more matches may wait, claim again soon
+
 
 async def claim_due(
-    source: ConnectionSource, *, limit: int, per_endpoint: int, running: Mapping[int, int], lease_seconds: float
-) -> list[DueDelivery]:
+    source: ConnectionSource,
+    *,
+    limit: int,
+    per_endpoint: int,
+    running: Mapping[int, int],
+    lease_seconds: float,
+    fan_out: int = FAN_OUT_BATCH,
+) -> Claimed:
+    """Fan the next shared matches out into deliveries, then claim what is due (those included), in one
+    transaction: a crash before its commit leaves the matches for the next claim, and none is fanned out twice."""
     # A unit of work, so the claim commits durably: the worker sends what it claimed, and a claim an immediate
     # crash forgot (the pool's statements commit asynchronously) was claimed again and sent twice under one
     # attempt number, so the log listed fewer attempts than the receiver saw (the chaos soak's finding).
@@ -23,6 +41,7 @@ async def claim_due(
     uow = UnitOfWork(lease)
     try:
         async with uow:
+            matches, _ = await delivery_rows.fan_out_matches(uow.connection, limit=fan_out)
             claimed = await delivery_rows.claim_due(
                 uow.connection,
                 limit=limit,
@@ -31,7 +50,7 @@ async def claim_due(
                 lease_seconds=lease_seconds,
             )
             await uow.commit()
-        return claimed
+        return Claimed(claimed, more_matches=matches >= fan_out)
     finally:
         await lease.release()
 

@@ -6,6 +6,10 @@ then takes events from its queue, skipping any it already sent: positions are to
 `app.repo.events`), so the hand-over has no gap and no duplicate. A stream whose client reads too slowly has a
 bounded queue; when it overflows the queue is dropped and the stream catches up from the outbox again, so a slow
 or dead client costs bounded memory and loses nothing.
+
+A shared match (`task.new_match`, one event for all the agents a task matches) comes from the hub's read with the
+agents it reaches among those that had a stream open when the read began; a stream opened during that read is not
+among them, so it catches up from the outbox again, where its own read resolves the match for it.
 """
 
 from __future__ import annotations
@@ -61,6 +65,12 @@ class Subscription:
             self._overflowed = True
         else:
             self._queue.append(event)
+        self._arrived.set()
+
+    def resync(self) -> None:
+        """Catch up from the outbox again: the hub read events without knowing whether some concern this stream."""
+        self._queue.clear()
+        self._overflowed = True
         self._arrived.set()
 
     def close(self) -> None:
@@ -195,10 +205,17 @@ class EventHub:
     def open_streams(self) -> int:
         return sum(len(s) for s in self._by_agent.values()) + sum(len(s) for s in self._by_task.values())
 
-    async def read(self, position: tuple[int, int], *, agent_id: int | None, task_id: int | None) -> list[StoredEvent]:
+    async def read(
+        self,
+        position: tuple[int, int],
+        *,
+        agent_id: int | None,
+        task_id: int | None,
+        among: tuple[int, ...] = (),
+    ) -> list[StoredEvent]:
         async def query(connection: Connection) -> list[StoredEvent]:
             return await event_rows.readable_after(
-                connection, position, limit=READ_BATCH, agent_id=agent_id, task_id=task_id
+                connection, position, limit=READ_BATCH, agent_id=agent_id, task_id=task_id, among=among
             )
 
         return await self._with_connection(query)
@@ -232,9 +249,16 @@ class EventHub:
     async def _dispatch_new(self) -> bool:
         """Hand out every readable event; True when committed events still wait behind a running transaction."""
         while self._position is not None:
-            batch = await self.read(self._position, agent_id=None, task_id=None)
+            listening = tuple(self._by_agent)  # the agents whose matches this read resolves
+            batch = await self.read(self._position, agent_id=None, task_id=None, among=listening)
             for event in batch:
                 self._dispatch(event)
+            if any(event.recipients is not None for event in batch):
+                asked = set(listening)
+                for agent_id, subscribers in list(self._by_agent.items()):
+                    if agent_id not in asked:
+                        for subscription in list(subscribers):
+                            subscription.resync()
             if batch and self._position is not None:
                 self._position = batch[-1].position
             if len(batch) < READ_BATCH:
@@ -245,6 +269,11 @@ class EventHub:
         return await self._with_connection(lambda c: event_rows.unreadable_exist(c, position))
 
     def _dispatch(self, event: StoredEvent) -> None:
+        if event.recipients is not None:  # a shared match: to the agents it reaches, never a task's public stream
+            for agent_id in event.recipients:
+                for subscription in list(self._by_agent.get(agent_id, ())):
+                    subscription.offer(event)
+            return
         if event.agent_id is not None:
             subscribers = self._by_agent.get(event.agent_id)
         elif event.task_id is not None:

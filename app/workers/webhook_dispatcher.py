@@ -3,7 +3,9 @@
 Several workers (threads of `agora serve` processes and `agora worker` processes) share the queue safely: claims
 skip rows another holds and carry a lease. Each delivery runs as its own task with a slot of `concurrency`, and at
 most `per_endpoint` of one endpoint's deliveries run at once in this worker, so a slow endpoint delays only itself.
-The worker wakes on the outbox's NOTIFY, when the next retry falls due, or on its poll interval.
+The worker wakes on the outbox's NOTIFY, when the next retry falls due, or on its poll interval. Each claim first
+fans the shared `task.new_match` events committed since the last one out into their deliveries (see
+app.repo.deliveries), in the claim's transaction.
 """
 
 from __future__ import annotations
@@ -149,13 +151,16 @@ class DeliveryWorker:
         free = self.settings.webhook_concurrency - len(self._in_flight)
         if free <= 0:
             return 0
-        due = await deliveries.claim_due(
+        claimed = await deliveries.claim_due(
             self.source,
             limit=free,
             per_endpoint=self.settings.webhook_per_endpoint_concurrency,
             running=dict(self._per_endpoint),
             lease_seconds=self.lease_seconds,
         )
+        if claimed.more_matches:
+            self._wake.set()  # a backlog of matches to fan out: claim again right away
+        due = claimed.deliveries
         for delivery in due:
             self._per_endpoint[delivery.webhook_id] += 1
             task = asyncio.create_task(self._deliver(delivery))

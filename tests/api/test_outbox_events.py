@@ -2,11 +2,15 @@
 that fans events out into webhook deliveries.
 
 Events are read straight from the `event` table on the test's connection. A recipient is `agent_id`; NULL is the
-task's public stream. Every check looks only at rows written after a mark taken just before the action.
+task's public stream. A shared `task.new_match` (one row for every agent it reaches) is read as each agent's stream
+reads it, and counts once per agent it reaches. Every check looks only at rows written after a mark taken just
+before the action.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +18,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from app.repo import deliveries as delivery_rows
+from app.repo import events as event_rows
 from tests.conftest import add_agent, bearer, new_agent
 
 TASKS = "/api/v1/tasks"
@@ -111,13 +117,32 @@ async def mark(conn: psycopg.AsyncConnection) -> int:
     return await scalar(conn, "SELECT coalesce(max(id), 0) FROM event")
 
 
+async def all_readable(conn: psycopg.AsyncConnection) -> None:
+    """Wait until streams can read every committed event: a transaction still running anywhere on the server (the
+    test databases' cloner creating the next one) holds readers back while it runs."""
+    for _ in range(500):
+        if not await event_rows.unreadable_exist(conn, event_rows.ORIGIN):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("committed events stayed unreadable for 5 s")
+
+
 async def since(conn: psycopg.AsyncConnection, after: int, *, task_id: int | None = None) -> list[Row]:
+    """The events written after `after`, a shared match once per agent whose own events include it (read as that
+    agent's stream reads them)."""
     cursor = await conn.execute(
-        """SELECT id, type, agent_id, task_id, data FROM event
-            WHERE id > %s AND (%s::bigint IS NULL OR task_id = %s) ORDER BY id""",
+        f"""SELECT id, type, agent_id, task_id, data FROM event
+             WHERE id > %s AND (%s::bigint IS NULL OR task_id = %s) AND NOT ({event_rows.SHARED_MATCH}) ORDER BY id""",
         (after, task_id, task_id),
     )
-    return [Row(*row) for row in await cursor.fetchall()]
+    found = [Row(*row) for row in await cursor.fetchall()]
+    await all_readable(conn)
+    cursor = await conn.execute("SELECT id FROM agent ORDER BY id")
+    for (agent_id,) in await cursor.fetchall():
+        for event in await event_rows.readable_after(conn, event_rows.ORIGIN, limit=100_000, agent_id=agent_id):
+            if event.agent_id is None and event.id > after and task_id in (None, event.task_id):
+                found.append(Row(event.id, event.type, agent_id, event.task_id, json.loads(event.data)))
+    return sorted(found, key=lambda r: (r.id, r.agent_id or 0))
 
 
 def recipients(rows: list[Row], event_type: str) -> Counter:
@@ -213,13 +238,13 @@ async def test_new_match_goes_to_matching_active_agents_of_other_operators(clien
     # Whoever else in the database got it (agents committed by other suites) matches the rule too.
     wrong = await scalar(
         conn,
-        """SELECT count(*) FROM event e JOIN agent a ON a.id = e.agent_id
-            WHERE e.id > %s AND e.type = 'task.new_match'
+        """SELECT count(*) FROM agent a
+            WHERE a.id = ANY (%s)
               AND NOT (a.status = 'active' AND a.operator_id <> %s
                        AND (1 = ANY (a.category_ids)
                             OR EXISTS (SELECT 1 FROM unnest(a.capabilities) c
                                         WHERE lower(c) IN ('parse', 'invoices'))))""",
-        before,
+        list(matched),
         poster["operator"]["id"],
     )
     assert wrong == 0
@@ -620,22 +645,32 @@ async def test_every_subscribed_event_has_exactly_one_delivery_per_active_webhoo
     await bid(client, rival, other["id"])
     await call(client, poster, f"{TASKS}/{other['id']}/cancel")
 
+    # The worker's step that gives the shared task.new_match its deliveries, once it can read them.
+    await all_readable(conn)
+    await delivery_rows.fan_out_matches(conn, limit=100)
     written = await since(conn, before)
     assert {r.type for r in written} >= set(everything)
+    # Each event's recipients: its agent, or for a shared match each agent it reaches (as `since` expands it).
+    to = (
+        [r.id for r in written if r.agent_id is not None],
+        [r.agent_id for r in written if r.agent_id is not None],
+    )
     missing = await scalar(
         conn,
-        """SELECT count(*) FROM event e
-             JOIN webhook w ON w.agent_id = e.agent_id AND w.is_active AND e.type = ANY (w.events)
-            WHERE e.id > %s
-              AND NOT EXISTS (SELECT 1 FROM webhook_delivery d WHERE d.webhook_id = w.id AND d.event_id = e.id)""",
-        before,
+        """SELECT count(*) FROM unnest(%s::bigint[], %s::bigint[]) AS r (event_id, agent_id)
+             JOIN event e ON e.id = r.event_id
+             JOIN webhook w ON w.agent_id = r.agent_id AND w.is_active AND e.type = ANY (w.events)
+            WHERE NOT EXISTS (SELECT 1 FROM webhook_delivery d WHERE d.webhook_id = w.id AND d.event_id = e.id)""",
+        *to,
     )
     assert missing == 0
     stray = await scalar(
         conn,
         """SELECT count(*) FROM webhook_delivery d JOIN event e ON e.id = d.event_id JOIN webhook w ON w.id = d.webhook_id
-            WHERE e.id > %s AND NOT (w.is_active AND w.agent_id = e.agent_id AND e.type = ANY (w.events))""",
+            WHERE e.id > %s AND NOT (w.is_active AND e.type = ANY (w.events)
+                                     AND (e.id, w.agent_id) IN (SELECT * FROM unnest(%s::bigint[], %s::bigint[])))""",
         before,
+        *to,
     )
     assert stray == 0
     doubled = await scalar(
@@ -645,19 +680,27 @@ async def test_every_subscribed_event_has_exactly_one_delivery_per_active_webhoo
         before,
     )
     assert doubled == 0
-    # And the totals agree: one delivery per (event, subscribed active webhook).
+    # And the totals agree: one delivery per (event, recipient's subscribed active webhook).
     expected = await scalar(
         conn,
-        """SELECT count(*) FROM event e
-             JOIN webhook w ON w.agent_id = e.agent_id AND w.is_active AND e.type = ANY (w.events)
-            WHERE e.id > %s""",
-        before,
+        """SELECT count(*) FROM unnest(%s::bigint[], %s::bigint[]) AS r (event_id, agent_id)
+             JOIN event e ON e.id = r.event_id
+             JOIN webhook w ON w.agent_id = r.agent_id AND w.is_active AND e.type = ANY (w.events)""",
+        *to,
     )
     actual = await scalar(
         conn, "SELECT count(*) FROM webhook_delivery d JOIN event e ON e.id = d.event_id WHERE e.id > %s", before
     )
     assert actual == expected > 0
     assert await deliveries_of(conn, idle["id"]) == []
+    # The matches among them: the rival by its capability, the worker by its category, one delivery per webhook.
+    matched = await scalar(
+        conn,
+        """SELECT count(*) FROM webhook_delivery d JOIN event e ON e.id = d.event_id
+            WHERE e.id > %s AND e.type = 'task.new_match'""",
+        before,
+    )
+    assert matched == 2  # the first task matches both, "Another one" neither; each has one webhook subscribed
 
 
 # Immutability ------------------------------------------------------------------------------------------------------

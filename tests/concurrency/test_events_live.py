@@ -5,6 +5,7 @@ task's current state; the outbox holds exactly the committed changes' events."""
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import time
 
@@ -13,8 +14,8 @@ import psycopg
 import pytest
 
 from app.repo.connections import PoolSource, open_pool
-from app.services.event_stream import EventHub
-from tests.live_marketplace import Flow, adjust, new_party
+from app.services.event_stream import EventHub, Subscription
+from tests.live_marketplace import DESCRIPTION, Flow, adjust, new_party, unique
 from tests.sse_client import open_stream
 from tests.support import start_servers
 
@@ -239,3 +240,128 @@ async def test_head_on_an_event_stream_answers_the_headers_and_ends(database_url
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.content == b""
         assert time.monotonic() - started < 5
+
+
+# --- task.new_match: one shared event, resolved for each stream ------------------------------------------------------
+
+
+async def capable(http: httpx.AsyncClient, url: str, key: str, *capabilities: str) -> None:
+    response = await http.patch(
+        f"{url}/api/v1/agents/me", json={"capabilities": list(capabilities)}, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert response.status_code == 200, response.text
+
+
+async def post_titled(http: httpx.AsyncClient, url: str, poster, title: str) -> int:
+    return (await Flow(http, url).call("/tasks", poster.key, {"title": title, "description": DESCRIPTION,
+                                                              "budget_credits": 100}, 201))["id"]  # fmt: skip
+
+
+async def test_a_match_reaches_the_streams_of_the_agents_it_matches_and_no_other(database_url, servers):
+    """Live on the other process (the event hub resolves it), and on resume with Last-Event-ID (the agent's own
+    read resolves it); the poster's own operator, a paused agent and one without overlap see nothing of it."""
+    a, b = servers.urls
+    word = unique("skill")
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        poster = await new_party(database_url, http, a, "poster", agents=2)
+        matching = await new_party(database_url, http, a, "matching")
+        paused = await new_party(database_url, http, a, "paused")
+        unrelated = await new_party(database_url, http, a, "unrelated")
+        await adjust(database_url, poster.operator_id, 1000)
+        await capable(http, a, poster.agent_keys[1], word)  # the poster's sibling
+        await capable(http, a, matching.key, word.upper())
+        await capable(http, a, paused.key, word)
+        await capable(http, a, unrelated.key, "cooking")
+        sibling_key = poster.agent_keys[1]
+        async with (
+            open_stream(http, f"{b}/api/v1/events", matching.key) as matched,
+            open_stream(http, f"{b}/api/v1/events", sibling_key) as sibling,
+            open_stream(http, f"{b}/api/v1/events", paused.key) as resting,
+            open_stream(http, f"{b}/api/v1/events", unrelated.key) as other,
+        ):
+            for stream in (matched, sibling, resting, other):
+                assert (await stream.next()).event == "connected"
+            # Paused once its stream is open (a paused agent cannot open one): the match is resolved as read.
+            pause = await http.post(
+                f"{a}/api/v1/operator/agents/{paused.agent_ids[0]}/pause",
+                headers={"Authorization": f"Bearer {paused.operator_key}"},
+            )
+            assert pause.status_code == 200, pause.text
+            title = f"Needs {word} today"
+            task_id = await post_titled(http, a, poster, title)
+            frame = await matched.next()
+            assert frame.event == "task.new_match"
+            assert frame.data["type"] == "task.new_match" and frame.data["event_id"] == frame.event_id
+            assert frame.data["data"] == {
+                "task_id": task_id,
+                "title": title,
+                "budget_credits": 100,
+                "category_id": None,
+            }
+            # A marker after the post for each of the others: a credit to every agent of their operator. The
+            # match, had it reached them, would have come before it.
+            for party in (paused, unrelated):
+                await adjust(database_url, party.operator_id, 1)
+            assert (await resting.next()).event == "credit.posted"
+            assert (await other.next()).event == "credit.posted"
+            assert [f.event for f in await sibling.events(1)] == ["credit.posted"]  # the escrow hold, no match
+            await adjust(database_url, poster.operator_id, 1)
+            assert (await sibling.next()).event == "credit.posted"
+            last_seen = frame.id
+        # Disconnected: another match, then a resume on the first process.
+        again = await post_titled(http, a, poster, f"More {word}")
+        async with open_stream(http, f"{a}/api/v1/events", matching.key, last_event_id=last_seen) as resumed:
+            assert (await resumed.next()).event == "connected"
+            frame = await resumed.next()
+            assert (frame.event, frame.data["data"]["task_id"]) == ("task.new_match", again)
+            with pytest.raises(TimeoutError):
+                await resumed.next(1.0)  # nothing more, nothing twice
+
+
+async def test_a_stream_opened_while_the_hub_reads_a_match_still_gets_it(database_url, servers):
+    """The hub resolves a match only for the agents listening when its read began: a stream opened during that
+    read is told to catch up from the outbox again, where its own read resolves the match, and gets it once."""
+    a, _ = servers.urls
+    word = unique("skill")
+    pool = open_pool(database_url, min_size=1, max_size=4, statement_timeout_ms=5000, name="test-hub")
+    await pool.open(wait=True)
+    late: list[Subscription] = []
+    opened = asyncio.Event()
+
+    class Hub(EventHub):
+        async def read(self, position, *, agent_id, task_id, among=()):
+            batch = await super().read(position, agent_id=agent_id, task_id=task_id, among=among)
+            if agent_id is None and task_id is None and not late and any(e.recipients is not None for e in batch):
+                # The stream opens after the read's answer but before the hub hands the batch out, and has caught
+                # up already (as if its own read had run just before the match became readable: a race too narrow
+                # to stage for real). Without being told, it would wait for the hub, which never offers it this.
+                subscription = await self.subscribe(newcomer.agent_ids[0], agent_id=newcomer.agent_ids[0])
+                subscription._overflowed = False
+                late.append(subscription)
+                opened.set()
+            return batch
+
+    hub = Hub(PoolSource(pool), listen_url=database_url, poll_seconds=0.05)
+    await hub.start()
+    try:
+        async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+            poster = await new_party(database_url, http, a, "poster")
+            listener = await new_party(database_url, http, a, "listener")
+            newcomer = await new_party(database_url, http, a, "newcomer")
+            await adjust(database_url, poster.operator_id, 1000)
+            await capable(http, a, newcomer.key, word)
+            # Some stream must be open for the hub to read at all.
+            listening = await hub.subscribe(listener.agent_ids[0], agent_id=listener.agent_ids[0])
+            task_id = await post_titled(http, a, poster, f"Needs {word}")
+            await asyncio.wait_for(opened.wait(), 10)
+            stream = late[0].events(heartbeat_seconds=5)
+            # Subscribed at the hub's position before that batch, so the match comes after it.
+            event = await asyncio.wait_for(anext(stream), 10)
+            assert event is not None
+            assert (event.type, json.loads(event.data)["task_id"]) == ("task.new_match", task_id)
+            assert await asyncio.wait_for(anext(stream), 10) is None  # a heartbeat: nothing twice
+            await stream.aclose()
+            hub.unsubscribe(listening)
+    finally:
+        await hub.stop()
+        await pool.close()

@@ -1082,3 +1082,77 @@ async def test_agora_worker_logs_every_attempt(agora, database_url):
     assert not [line for line in worker.raw if "Task exception was never retrieved" in line]
     (logged,) = [line for line in worker.logged("webhook_attempt") if line.get("delivery_id") == ping["id"]]
     assert logged["outcome"] == "succeeded" and logged["status"] == 200
+
+
+# --- task.new_match: one shared event, fanned out by the workers ---------------------------------------------------
+
+
+async def test_a_match_reaches_each_matching_agents_webhook_exactly_once_across_worker_restarts(agora, database_url):
+    """A post writes one shared match; the workers fan it out after the commit. Posts made while no worker runs
+    are fanned out when one starts; a worker stopped and another started, or two at once, queue each delivery once;
+    the body is what a per-agent event's was, and every matching agent's webhook gets the same webhook-id."""
+    receiver = Receiver()
+    word = unique("skill")
+    async with receiver:
+        poster = await agora.party("match-poster", credits=100_000)
+        matching = [await agora.party("match-a"), await agora.party("match-b")]
+        unrelated = await agora.party("match-none")
+        for party, capabilities in ((matching[0], [word]), (matching[1], [word.upper()]), (unrelated, ["cooking"])):
+            await agora.call("PATCH", "/agents/me", party.key, {"capabilities": capabilities})
+        hooks = [await agora.webhook(party, receiver.url(f"/m{n}"), ["task.new_match"]) for n, party in
+                 enumerate(matching)]  # fmt: skip
+        silent = [
+            await agora.webhook(unrelated, receiver.url("/none"), ["task.new_match"]),
+            await agora.webhook(poster, receiver.url("/own"), ["task.new_match"]),  # the poster's own operator
+        ]
+        title = f"Needs {word} soon"
+
+        async def post(count: int) -> list[int]:
+            body = {"title": title, "description": DESCRIPTION, "budget_credits": 100}
+            return [(await agora.call("POST", "/tasks", poster.key, body, 201))["data"]["id"] for _ in range(count)]
+
+        async def shared_events(task_ids: list[int]) -> dict[int, int]:
+            found = await rows(
+                database_url,
+                "SELECT task_id, id FROM event WHERE type = 'task.new_match' AND task_id = ANY (%s)",
+                task_ids,
+            )
+            return dict(found)
+
+        # No worker running: acknowledged posts wait, nothing queued yet.
+        tasks = await post(3)
+        assert await rows(
+            database_url, "SELECT count(*) FROM webhook_delivery WHERE webhook_id = ANY (%s)", [h.id for h in hooks]
+        ) == [(0,)]
+        async with worker_process(database_url, webhook_retry_scale="0.001"):
+            await receiver.wait_for(2 * 3, within=20)
+            tasks += await post(2)
+            await receiver.wait_for(2 * 5, within=20)
+        # Stopped (SIGTERM); posts while no worker runs; then two workers at once.
+        tasks += await post(3)
+        async with running_worker(database_url), running_worker(database_url):
+            tasks += await post(4)
+            await receiver.wait_for(2 * 12, within=30)
+            await asyncio.sleep(1.0)  # anything extra would arrive now
+
+    events = await shared_events(tasks)
+    assert len(events) == len(tasks) == 12  # one shared event per post
+    expected_ids = {f"evt_{events[t]}" for t in tasks}
+    for hook in hooks:
+        got = [r for r in receiver.requests if r.target == f"/m{hooks.index(hook)}"]
+        assert sorted(r.webhook_id for r in got) == sorted(expected_ids), "each match exactly once"
+        for request in got:
+            payload = verify(request, hook.secret)
+            assert payload["event"] == "task.new_match"
+            task_id = payload["data"]["task_id"]
+            assert payload["data"] == {"task_id": task_id, "title": title, "budget_credits": 100, "category_id": None}
+            assert payload["event_id"] == events[task_id]
+    assert not [r for r in receiver.requests if r.target in ("/none", "/own")]
+    counts = await rows(
+        database_url,
+        """SELECT webhook_id, count(*), count(DISTINCT event_id), bool_and(status = 'succeeded' AND attempt_count = 1)
+             FROM webhook_delivery WHERE webhook_id = ANY (%s) GROUP BY 1 ORDER BY 1""",
+        [h.id for h in [*hooks, *silent]],
+    )
+    assert counts == [(hook.id, 12, 12, True) for hook in hooks]
+    print(f"\nmatches: {len(tasks)} posts, {len(tasks)} shared events, {2 * len(tasks)} deliveries, none twice")
