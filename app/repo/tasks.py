@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from app.repo import claims
 from app.repo.connections import Connection, one_row
-from domain.bids import ClaimFacts, LockedBid
+from domain.bids import LockedBid
 from domain.ledger import revenue_shard
 from domain.tasks import (
     Category,
-    ClaimStatus,
     DeliverableStatus,
     NewTask,
     Sort,
@@ -116,26 +116,16 @@ async def lock_for_review(connection: Connection, task_id: int, deliverable_id: 
 
 
 async def lock_with_claim(connection: Connection, task_id: int, claim_id: int) -> LockedBid | None:
-    """Lock the task and read one of its bids in one statement."""
-    cursor = await connection.execute(
-        f"""SELECT {_STATE}, c.task_id, c.agent_id, c.status, c.proposed_credits
-              FROM task t LEFT JOIN claim c ON c.id = %s WHERE t.id = %s FOR UPDATE OF t""",
-        (claim_id, task_id),
-    )
-    row = await cursor.fetchone()
-    if row is None:
-        return None
-    n = STATE_COLUMNS
-    claim = None
-    if row[n] is not None:
-        claim = ClaimFacts(
-            id=claim_id,
-            task_id=row[n],
-            agent_id=row[n + 1],
-            status=ClaimStatus(row[n + 2]),
-            proposed_credits=row[n + 3],
-        )
-    return LockedBid(task=to_state(row), claim=claim)
+    """Lock the task, then read one of its bids, in one round trip (a pipeline).
+
+    Two statements, not a join: a statement that waits for the task's lock sees the other rows it joins as they
+    were before the wait (only the locked row is read again), so a bid withdrawn or accepted by the transaction it
+    waited for would still read pending. The second statement takes its snapshot once the lock is held."""
+    async with connection.pipeline():
+        locked = await connection.execute(f"SELECT {_STATE} FROM task t WHERE t.id = %s FOR UPDATE", (task_id,))
+        claim = await claims.find(connection, claim_id)  # its fetch sends both
+        task_row = await locked.fetchone()
+    return LockedBid(task=to_state(task_row), claim=claim) if task_row else None
 
 
 async def lock(connection: Connection, task_id: int) -> TaskState | None:

@@ -10,7 +10,7 @@ from app.repo import claims as claim_rows
 from app.repo import tasks as task_rows
 from app.services.uow import UnitOfWork
 from domain import bids as bidding
-from domain.bids import BidderState, LockedBid
+from domain.bids import BidderState
 from domain.errors import Conflict, DomainError
 from domain.tasks import Actor, ClaimRecord, task_not_found
 
@@ -109,13 +109,10 @@ async def accept_bid(uow: UnitOfWork, actor: Actor, task_id: int, claim_id: int)
 
 async def withdraw_bid(uow: UnitOfWork, actor: Actor, task_id: int, claim_id: int) -> None:
     async with uow:
-        task = await task_rows.lock(uow.connection, task_id)
-        if task is None:
+        locked = await task_rows.lock_with_claim(uow.connection, task_id, claim_id)
+        if locked is None:
             raise task_not_found(task_id)
-        # Read after the lock is held, not joined into the locking read: a bid accepted while this waited for the
-        # lock must be seen as accepted.
-        claim = await claim_rows.find(uow.connection, claim_id)
-        withdrawal = bidding.withdraw_bid(LockedBid(task=task, claim=claim), actor, claim_id)
+        withdrawal = bidding.withdraw_bid(locked, actor, claim_id)
         async with uow.batch():
             await claim_rows.set_status(uow.connection, withdrawal.claim_id, withdrawal.status)
             await uow.publish(withdrawal.events)

@@ -293,6 +293,46 @@ async def test_pg4_accept_bid_vs_cancel_on_an_open_task(database_url, servers):
     await assert_ledger_ok(database_url)
 
 
+async def test_pg4_a_bid_withdrawn_while_its_accept_waits_for_the_lock_is_not_accepted(database_url, servers):
+    """The accept reads the bid after it holds the task's lock: a bid withdrawn by the transaction it waited for is
+    seen withdrawn (409 INVALID_STATUS), never accepted as the pending bid it was before the wait (the task would
+    be assigned to a withdrawn bid). The withdrawal holds the lock here on purpose, so the order is certain."""
+    async with httpx.AsyncClient(timeout=TIMEOUT, limits=LIMITS) as http:
+        flow = Flow(http, servers.urls[0])
+        poster = await new_party(database_url, http, servers.urls[0], "pg4w-poster")
+        worker = await new_party(database_url, http, servers.urls[1], "pg4w-worker")
+        await adjust(database_url, poster.operator_id, 60)
+        task_id = await flow.post_task(poster, 60)
+        claim_id = await flow.bid(task_id, worker.key, 40)
+        async with await psycopg.AsyncConnection.connect(database_url) as withdrawal:
+            await withdrawal.execute("SELECT id FROM task WHERE id = %s FOR UPDATE", (task_id,))
+            await withdrawal.execute("UPDATE claim SET status = 'withdrawn' WHERE id = %s", (claim_id,))
+            accept = asyncio.create_task(
+                http.post(
+                    f"{servers.urls[0]}/api/v1/tasks/{task_id}/claims/{claim_id}/accept", headers=bearer(poster.key)
+                )
+            )
+            for _ in range(200):  # until the accept waits on the task's lock
+                (waiting,) = await fetch_one(
+                    database_url,
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()",
+                )
+                if waiting or accept.done():
+                    break
+                await asyncio.sleep(0.02)
+            assert waiting, "the accept never waited for the task's lock"
+            await withdrawal.commit()
+        response = await accept
+    assert (response.status_code, response.json()["error"]["code"]) == (409, "INVALID_STATUS"), response.text
+    row = await fetch_one(
+        database_url,
+        "SELECT t.status, t.claimed_by_agent_id, c.status FROM task t JOIN claim c ON c.task_id = t.id WHERE c.id = %s",
+        claim_id,
+    )
+    assert row == ("open", None, "withdrawn"), row
+
+
 async def test_pg4_cancel_vs_delivery_on_a_claimed_task(database_url, servers):
     """Exactly one wins: delivered first (the cancel is refused, 409) or cancelled first (the worker no longer holds
     the task, 403 NOT_CLAIMED_BY_YOU). Never both, and never paid and refunded."""
