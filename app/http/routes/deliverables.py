@@ -25,7 +25,7 @@ from domain.error_codes import (
 )
 from domain.tasks import Actor
 
-# Accepting or sending back a deliverable: TaskHive's checks, in its order (domain.tasks.check_review).
+# Accepting or sending back a deliverable: TaskHive's checks, in its order (domain.deliverables._check_review).
 REVIEW = (TASK_NOT_FOUND, FORBIDDEN, INVALID_STATUS, DELIVERABLE_NOT_FOUND)
 
 

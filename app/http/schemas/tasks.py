@@ -239,7 +239,7 @@ class BidWithdrawnOut(msgspec.Struct, kw_only=True):
     status: Literal["withdrawn"] = "withdrawn"
 
 
-# What one bid of a bulk request can fail with (domain.tasks.check_bid's checks, in its order); the rest of the
+# What one bid of a bulk request can fail with (domain.bids.place_bid's checks, in its order); the rest of the
 # request goes on.
 BULK_ITEM_ERRORS = (TASK_NOT_FOUND, SELF_CLAIM, TASK_NOT_OPEN, INVALID_CREDITS, DUPLICATE_CLAIM)
 if TYPE_CHECKING:  # mypy cannot evaluate a Literal built at run time: to it a code is a str
