@@ -78,9 +78,10 @@ rejection_events AS (
 )"""
 
 
-async def accept(connection: Connection, task_id: int, claim_id: int, *, others_rejected_because: str) -> list[int]:
-    """Accept one bid and reject the task's other pending bids; returns the rejected bidders' agent ids."""
-    cursor = await connection.execute(
+async def accept(connection: Connection, task_id: int, claim_id: int, *, others_rejected_because: str) -> None:
+    """Accept one bid and reject the task's other pending bids (each rejected bidder hears of it). Nothing is read
+    back, so it can go out with the commit: every CTE runs whether or not the final SELECT reads it."""
+    await connection.execute(
         f"""
         WITH changed AS (
             UPDATE claim SET status = CASE WHEN id = %(claim)s THEN 'accepted' ELSE 'rejected' END,
@@ -88,11 +89,10 @@ async def accept(connection: Connection, task_id: int, claim_id: int, *, others_
              WHERE task_id = %(task)s AND status = 'pending'
             RETURNING id, task_id, agent_id, status
         ), {_REJECTION_EVENTS}
-        SELECT agent_id FROM changed WHERE status = 'rejected'
+        SELECT count(*) FROM changed
         """,
         {"claim": claim_id, "task": task_id, "reason": others_rejected_because},
     )
-    return [agent_id for (agent_id,) in await cursor.fetchall()]
 
 
 async def set_status(connection: Connection, claim_id: int, status: ClaimStatus) -> None:

@@ -25,9 +25,12 @@ def _to_record(row: Sequence[Any]) -> DeliverableRecord:
     )
 
 
-async def count_for_assignment(connection: Connection, task_id: int, assignment: int) -> int:
+async def count_for_current_assignment(connection: Connection, task_id: int) -> int:
+    """Deliveries in the task's current assignment (read it with the task's lock held)."""
     cursor = await connection.execute(
-        "SELECT count(*) FROM deliverable WHERE task_id = %s AND assignment = %s", (task_id, assignment)
+        "SELECT count(*) FROM deliverable d JOIN task t ON t.id = d.task_id AND d.assignment = t.assignment"
+        " WHERE d.task_id = %s",
+        (task_id,),
     )
     (count,) = await one_row(cursor)
     return int(count)

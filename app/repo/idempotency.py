@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from psycopg import errors
+from psycopg import AsyncCursor, errors
 
 from app.repo import transactions
 from app.repo.connections import Connection, one_row
@@ -49,17 +50,29 @@ def _lock_name(principal: str, key: str) -> str:
     return f"{principal}|{key}"  # a principal never contains "|"
 
 
-async def claim(connection: Connection, principal: str, key: str) -> Claim:
-    """Try the key's lock, then read any live stored response, in one round trip.
+@dataclass(frozen=True, slots=True)
+class SentClaim:
+    """The claim's two statements, sent; `read_claim` reads their answers once they are back."""
+
+    locked: AsyncCursor[Any]
+    found: AsyncCursor[Any]
+
+
+async def send_claim(connection: Connection, principal: str, key: str) -> SentClaim:
+    """Try the key's lock, then read any live stored response: two statements, for the caller's pipeline (the
+    transaction's first round trip).
 
     The read is a statement of its own so its snapshot is taken after the lock is held: a first request that
     committed just before is then seen, and never run twice.
     """
-    async with connection.pipeline():
-        locked = await connection.execute(_LOCK, (_lock_name(principal, key),))
-        found = await connection.execute(_FIND, (principal, key))
-    (is_locked,) = await one_row(locked)
-    row = await found.fetchone()
+    locked = await connection.execute(_LOCK, (_lock_name(principal, key),))
+    found = await connection.execute(_FIND, (principal, key))
+    return SentClaim(locked, found)
+
+
+async def read_claim(sent: SentClaim) -> Claim:
+    (is_locked,) = await one_row(sent.locked)
+    row = await sent.found.fetchone()
     stored = StoredResponse(row[0], row[1], row[2], bytes(row[3])) if row else None
     return Claim(bool(is_locked), stored)
 
@@ -70,7 +83,7 @@ async def find(connection: Connection, principal: str, key: str) -> StoredRespon
     return StoredResponse(row[0], row[1], row[2], bytes(row[3])) if row else None
 
 
-async def store_and_commit(
+async def send_store_and_commit(
     connection: Connection,
     *,
     principal: str,
@@ -79,12 +92,10 @@ async def store_and_commit(
     path: str,
     response: StoredResponse,
     ttl_hours: int,
-) -> bool:
-    """Store the response and commit, in one round trip.
-
-    False when another request already holds the key: nothing was committed and the transaction is aborted,
-    for the caller to roll back.
-    """
+) -> None:
+    """Store the response and COMMIT: statements for the caller's pipeline, which its exit sends with whatever the
+    use case queued before them (one round trip). If another request already holds the key, the store fails with
+    `lost_race`, nothing is committed and the transaction is aborted, for the caller to roll back."""
     params = {
         "principal": principal,
         "key": key,
@@ -96,17 +107,16 @@ async def store_and_commit(
         "body": response.body,
         "ttl_hours": ttl_hours,
     }
-    try:
-        async with connection.pipeline():
-            # Deferred checks (a balanced ledger) run first: a violation aborts the pipeline before COMMIT.
-            await connection.execute(transactions.CHECK_DEFERRED_CONSTRAINTS)
-            await connection.execute(_DELETE_EXPIRED_RECORD, params)
-            await connection.execute(_STORE, params)
-            await connection.execute("COMMIT")
-            await connection.execute(transactions.WAKE_LISTENERS)
-    except errors.UniqueViolation:
-        return False
-    return True
+    # Deferred checks (a balanced ledger) run first: a violation aborts the pipeline before COMMIT.
+    await connection.execute(transactions.CHECK_DEFERRED_CONSTRAINTS)
+    await connection.execute(_DELETE_EXPIRED_RECORD, params)
+    await connection.execute(_STORE, params)
+    await transactions.send_commit(connection)
+
+
+def lost_race(error: errors.UniqueViolation) -> bool:
+    """Whether the store failed because a concurrent request with the same key stored its response first."""
+    return error.diag.constraint_name == "uq_idempotency_key_principal_key"
 
 
 async def delete_expired(connection: Connection, *, batch: int = 5000) -> int:

@@ -56,11 +56,11 @@ async def post(connection: Connection, transfer: TransferRequest) -> tuple[int, 
     """
     try:
         cursor = await connection.execute(_POST, _params(transfer))
+        rows = await cursor.fetchall()  # in a pipeline, the statement's error comes with its result
     except errors.CheckViolation as error:
         if error.diag.constraint_name == "ck_account_no_overdraft":
             raise Overdraft(str(error)) from error
         raise
-    rows = await cursor.fetchall()
     return rows[0][0], {account_id: balance for _, account_id, balance in rows}
 
 

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from app.repo import claims
+from app.repo import claims, deliverables
 from app.repo.connections import Connection, one_row
-from domain.bids import LockedBid
+from domain.bids import BidderState, LockedBid
+from domain.deliverables import DeliveryState
 from domain.ledger import revenue_shard
 from domain.tasks import (
     Category,
@@ -126,6 +127,25 @@ async def lock_with_claim(connection: Connection, task_id: int, claim_id: int) -
         claim = await claims.find(connection, claim_id)  # its fetch sends both
         task_row = await locked.fetchone()
     return LockedBid(task=to_state(task_row), claim=claim) if task_row else None
+
+
+async def lock_for_bid(connection: Connection, task_id: int, agent_id: int) -> BidderState | None:
+    """Lock the task, then read whether the agent has a pending bid on it, in one round trip (see lock_with_claim
+    for why the read is a statement of its own)."""
+    async with connection.pipeline():
+        locked = await connection.execute(f"SELECT {_STATE} FROM task t WHERE t.id = %s FOR UPDATE", (task_id,))
+        pending = await claims.has_pending(connection, task_id, agent_id)  # its fetch sends both
+        task_row = await locked.fetchone()
+    return BidderState(task=to_state(task_row), has_pending_bid=pending) if task_row else None
+
+
+async def lock_for_delivery(connection: Connection, task_id: int) -> DeliveryState | None:
+    """Lock the task, then count its current assignment's deliveries, in one round trip (see lock_with_claim)."""
+    async with connection.pipeline():
+        locked = await connection.execute(f"SELECT {_STATE} FROM task t WHERE t.id = %s FOR UPDATE", (task_id,))
+        so_far = await deliverables.count_for_current_assignment(connection, task_id)  # its fetch sends both
+        task_row = await locked.fetchone()
+    return DeliveryState(task=to_state(task_row), deliveries_this_assignment=so_far) if task_row else None
 
 
 async def lock(connection: Connection, task_id: int) -> TaskState | None:

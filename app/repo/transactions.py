@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from psycopg import AsyncPipeline
 
@@ -11,13 +12,17 @@ from app.repo.connections import Connection
 from app.repo.events import NOTIFY_CHANNEL
 
 
-async def begin(connection: Connection, *, savepoint: str | None = None) -> None:
-    """Open the transaction and, when `savepoint` is given, a savepoint inside it, in one round trip."""
-    # Pool connections default to asynchronous commit (see connections.open_pool); a use case's commit is durable.
-    statements = ["BEGIN", "SET LOCAL synchronous_commit TO on"]
-    if savepoint:
-        statements.append(f"SAVEPOINT {savepoint}")
-    await connection.execute("; ".join(statements))
+@asynccontextmanager
+async def begin(connection: Connection, *, savepoint: str | None = None) -> AsyncIterator[None]:
+    """Open the transaction (and, when `savepoint` is given, a savepoint inside it); the statements the block sends
+    go out with it, in one round trip (a pipeline), answered when the block ends."""
+    async with connection.pipeline():
+        await connection.execute("BEGIN")
+        # Pool connections default to asynchronous commit (see connections.open_pool); a use case's commit is durable.
+        await connection.execute("SET LOCAL synchronous_commit TO on")
+        if savepoint:
+            await connection.execute(f"SAVEPOINT {savepoint}")
+        yield
 
 
 CHECK_DEFERRED_CONSTRAINTS = "SET CONSTRAINTS ALL IMMEDIATE"
@@ -34,8 +39,18 @@ def batch(connection: Connection) -> AbstractAsyncContextManager[AsyncPipeline]:
 WAKE_LISTENERS = f"NOTIFY {NOTIFY_CHANNEL}"
 
 
-async def commit(connection: Connection) -> None:
-    await connection.execute(f"COMMIT; {WAKE_LISTENERS}")
+async def send_commit(connection: Connection) -> None:
+    """COMMIT and wake the listeners: statements for the caller's pipeline."""
+    await connection.execute("COMMIT")
+    await connection.execute(WAKE_LISTENERS)
+
+
+@asynccontextmanager
+async def committing(connection: Connection) -> AsyncIterator[None]:
+    """The statements the block sends, then COMMIT, in one round trip (a pipeline)."""
+    async with connection.pipeline():
+        yield
+        await send_commit(connection)
 
 
 async def rollback(connection: Connection) -> None:

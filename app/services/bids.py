@@ -10,8 +10,8 @@ from app.repo import claims as claim_rows
 from app.repo import tasks as task_rows
 from app.services.uow import UnitOfWork
 from domain import bids as bidding
-from domain.bids import BidderState
 from domain.errors import Conflict, DomainError
+from domain.events import Event
 from domain.tasks import Actor, ClaimRecord, task_not_found
 
 
@@ -20,7 +20,6 @@ class BidAccepted:
     task_id: int
     claim_id: int
     agent_id: int
-    rejected_agent_ids: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,13 +36,13 @@ class BulkResult:
     error: DomainError | None = None
 
 
-async def _place(uow: UnitOfWork, actor: Actor, bid: BidRequest) -> ClaimRecord:
-    task = await task_rows.lock(uow.connection, bid.task_id)
-    if task is None:
+async def _place(uow: UnitOfWork, actor: Actor, bid: BidRequest) -> tuple[ClaimRecord, tuple[Event, ...]]:
+    """Place one bid; returns it with the events its transaction must publish."""
+    state = await task_rows.lock_for_bid(uow.connection, bid.task_id, actor.agent_id)
+    if state is None:
         raise task_not_found(bid.task_id)
-    pending = await claim_rows.has_pending(uow.connection, bid.task_id, actor.agent_id)
     placement = bidding.place_bid(
-        BidderState(task=task, has_pending_bid=pending),
+        state,
         actor,
         proposed_credits=bid.proposed_credits,
         message=bid.message,
@@ -56,28 +55,33 @@ async def _place(uow: UnitOfWork, actor: Actor, bid: BidRequest) -> ClaimRecord:
             "Withdraw it first, or wait for the poster's decision.",
             code="DUPLICATE_CLAIM",
         ) from None
-    await uow.publish(placement.events(claim.id))
-    return claim
+    return claim, placement.events(claim.id)
 
 
 async def place_bid(uow: UnitOfWork, actor: Actor, bid: BidRequest) -> ClaimRecord:
     async with uow:
-        claim = await _place(uow, actor, bid)
-        await uow.commit(claim)
+        claim, events = await _place(uow, actor, bid)
+        async with uow.committing(claim):
+            await uow.publish(events)
     return claim
 
 
 async def place_bids(uow: UnitOfWork, actor: Actor, bids: list[BidRequest]) -> list[BulkResult]:
     """Each bid on its own (a savepoint each): one failing leaves the others standing."""
     results: list[BulkResult] = []
+    events: list[Event] = []  # of the bids placed, published with the commit
     async with uow:
         for bid in bids:
             try:
                 async with uow.savepoint():
-                    results.append(BulkResult(bid.task_id, claim=await _place(uow, actor, bid)))
+                    claim, placed = await _place(uow, actor, bid)
             except DomainError as error:
                 results.append(BulkResult(bid.task_id, error=error))
-        await uow.commit(results)
+            else:
+                results.append(BulkResult(bid.task_id, claim=claim))
+                events.extend(placed)
+        async with uow.committing(results):
+            await uow.publish(events)
     return results
 
 
@@ -96,14 +100,13 @@ async def accept_bid(uow: UnitOfWork, actor: Actor, task_id: int, claim_id: int)
         if locked is None:
             raise task_not_found(task_id)
         acceptance = bidding.accept_bid(locked, actor, claim_id)
-        async with uow.batch():
+        accepted = BidAccepted(task_id, claim_id, acceptance.assignment.agent_id)
+        async with uow.committing(accepted):
             await task_rows.update(uow.connection, acceptance.task)
             await uow.publish(acceptance.events)
-            rejected = await claim_rows.accept(  # its fetch sends the batch
+            await claim_rows.accept(
                 uow.connection, task_id, claim_id, others_rejected_because=acceptance.others_rejected_because
             )
-        accepted = BidAccepted(task_id, claim_id, acceptance.assignment.agent_id, tuple(rejected))
-        await uow.commit(accepted)
     return accepted
 
 
@@ -113,10 +116,9 @@ async def withdraw_bid(uow: UnitOfWork, actor: Actor, task_id: int, claim_id: in
         if locked is None:
             raise task_not_found(task_id)
         withdrawal = bidding.withdraw_bid(locked, actor, claim_id)
-        async with uow.batch():
+        async with uow.committing(None):
             await claim_rows.set_status(uow.connection, withdrawal.claim_id, withdrawal.status)
             await uow.publish(withdrawal.events)
-        await uow.commit(None)
 
 
 async def agent_bids(uow: UnitOfWork, agent_id: int, *, before_id: int | None, limit: int) -> list[ClaimRecord]:

@@ -9,7 +9,6 @@ from app.repo import ledger
 from app.repo import tasks as task_rows
 from app.services.uow import UnitOfWork
 from domain import deliverables as work
-from domain.deliverables import DeliveryState
 from domain.errors import Forbidden
 from domain.tasks import Actor, DeliverableRecord, Settlement, task_not_found
 
@@ -30,17 +29,15 @@ class Accepted:
 
 async def submit(uow: UnitOfWork, actor: Actor, task_id: int, content: str) -> Delivered:
     async with uow:
-        task = await task_rows.lock(uow.connection, task_id)
-        if task is None:
+        state = await task_rows.lock_for_delivery(uow.connection, task_id)
+        if state is None:
             raise task_not_found(task_id)
-        so_far = await deliverable_rows.count_for_assignment(uow.connection, task_id, task.assignment)
-        delivery = work.deliver(DeliveryState(task=task, deliveries_this_assignment=so_far), actor, content)
+        delivery = work.deliver(state, actor, content)
         record = await deliverable_rows.insert(uow.connection, delivery.deliverable)
-        async with uow.batch():
+        delivered = Delivered(record, delivery.is_late(record.submitted_at))
+        async with uow.committing(delivered):
             await task_rows.update(uow.connection, delivery.update)
             await uow.publish(delivery.events(record.id))
-        delivered = Delivered(record, delivery.is_late(record.submitted_at))
-        await uow.commit(delivered)
     return delivered
 
 
@@ -70,13 +67,12 @@ async def accept(uow: UnitOfWork, actor: Actor, task_id: int, deliverable_id: in
         if locked is None:
             raise task_not_found(task_id)
         acceptance = work.accept_work(locked, actor, deliverable_id)
-        async with uow.batch():
+        accepted = Accepted(task_id, deliverable_id, acceptance.worker_agent_id, acceptance.settlement)
+        async with uow.committing(accepted):
             await deliverable_rows.update(uow.connection, acceptance.deliverable)
             await task_rows.complete_work(uow.connection, task_id, acceptance.worker_agent_id)
             await ledger.send(uow.connection, acceptance.transfer)
             await uow.publish(acceptance.events)
-        accepted = Accepted(task_id, deliverable_id, acceptance.worker_agent_id, acceptance.settlement)
-        await uow.commit(accepted)
     return accepted
 
 
@@ -87,9 +83,8 @@ async def request_revision(uow: UnitOfWork, actor: Actor, task_id: int, delivera
         if locked is None:
             raise task_not_found(task_id)
         revision = work.request_revision(locked, actor, deliverable_id, notes)
-        async with uow.batch():
+        async with uow.committing(revision.worker_agent_id):
             await deliverable_rows.update(uow.connection, revision.deliverable)
             await task_rows.update(uow.connection, revision.task)
             await uow.publish(revision.events)
-        await uow.commit(revision.worker_agent_id)
     return revision.worker_agent_id

@@ -12,9 +12,12 @@ to be replayed, byte for byte.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
+
+from psycopg import errors
 
 from app.crypto import KeyRing
 from app.repo import idempotency as records
@@ -99,44 +102,57 @@ class IdempotentCall:
         """Say how the result is rendered; the route does, before it runs the use case."""
         self._render_result = render
 
-    async def claim(self, connection: Connection) -> None:
-        """Take the key, in the transaction just opened; raises when it is taken or already answered."""
-        claim = await records.claim(connection, self.request.principal, self.request.key)
+    async def send_claim(self, connection: Connection) -> records.SentClaim:
+        """Take the key, in the round trip that opens the transaction (`check_claim` reads the answer)."""
+        return await records.send_claim(connection, self.request.principal, self.request.key)
+
+    async def check_claim(self, sent: records.SentClaim) -> None:
+        """Raise when the key is taken by a request still running, or already answered."""
+        claim = await records.read_claim(sent)
         if not claim.locked:
             raise IdempotencyKeyInFlight()
         if claim.stored is not None:
             raise self._replay(claim.stored)
 
-    async def commit(self, connection: Connection, result: object) -> None:
-        """Render the result, store it and COMMIT, in one round trip with the effect's transaction."""
+    def committing(self, connection: Connection, result: object) -> AbstractAsyncContextManager[None]:
+        """The statements the block sends, then the rendered result's store and COMMIT, in one round trip."""
         if self._render_result is None:
             raise RuntimeError("the route runs a use case under an Idempotency-Key without saying how to render it")
-        body = self._render_result(result)
-        await self._store_and_commit(connection, self.request.success_status, _JSON, body)
+        return self._storing(connection, self.request.success_status, _JSON, self._render_result(result))
 
     async def commit_error(self, connection: Connection, error: DomainError) -> IdempotentReplay:
         """Undo the effect (back to the savepoint after the claim), store the error's response and COMMIT; returns
         the stored response, which is what the client is sent."""
         await transactions.rollback_to(connection, self.savepoint)
         rendered = self._render_error(error)
-        await self._store_and_commit(connection, rendered.status, rendered.content_type, rendered.body)
+        async with self._storing(connection, rendered.status, rendered.content_type, rendered.body):
+            pass
         return IdempotentReplay(
             StoredResponse(self.request.fingerprint, rendered.status, rendered.content_type, rendered.body),
             replayed=False,
         )
 
-    async def _store_and_commit(self, connection: Connection, status: int, content_type: str, body: bytes) -> None:
+    @asynccontextmanager
+    async def _storing(
+        self, connection: Connection, status: int, content_type: str, body: bytes
+    ) -> AsyncIterator[None]:
         stored = StoredResponse(self.request.fingerprint, status, content_type, self._ring().seal(body, self._context))
-        won = await records.store_and_commit(
-            connection,
-            principal=self.request.principal,
-            key=self.request.key,
-            method=self.request.method,
-            path=self.request.path,
-            response=stored,
-            ttl_hours=self.request.ttl_hours,
-        )
-        if won:
+        try:
+            async with connection.pipeline():
+                yield
+                await records.send_store_and_commit(
+                    connection,
+                    principal=self.request.principal,
+                    key=self.request.key,
+                    method=self.request.method,
+                    path=self.request.path,
+                    response=stored,
+                    ttl_hours=self.request.ttl_hours,
+                )
+        except errors.UniqueViolation as error:
+            if not records.lost_race(error):
+                raise
+        else:
             return
         # A concurrent first request committed between our lock and our read: its response stands, ours is undone.
         await transactions.rollback(connection)

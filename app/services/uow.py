@@ -78,26 +78,41 @@ class UnitOfWork:
             raise RuntimeError("a unit of work runs one transaction; open a new one")
         connection = await self.lease.connection()
         call, self.idempotency = self.idempotency, None  # the key belongs to the request's first transaction only
-        await transactions.begin(connection, savepoint=call.savepoint if call else None)
         self._connection, self._call, self._done = connection, call, False
-        if call is not None:
-            try:
-                await call.claim(connection)
-            except BaseException:
-                await self._rollback()
-                raise
+        try:
+            if call is None:
+                async with transactions.begin(connection):
+                    pass
+            else:
+                async with transactions.begin(connection, savepoint=call.savepoint):  # the claim in the same trip
+                    sent = await call.send_claim(connection)
+                await call.check_claim(sent)
+        except BaseException:
+            await self._rollback()
+            self._connection = self._call = None
+            raise
         return self
 
     async def commit(self, result: object = None) -> None:
         """COMMIT. With an Idempotency-Key, `result` (what the use case returns) is rendered and stored by this
         same commit."""
+        async with self.committing(result):
+            pass
+
+    @contextlib.asynccontextmanager
+    async def committing(self, result: object = None) -> AsyncIterator[None]:
+        """The statements sent inside the block, then the COMMIT, in one round trip: for writes whose answers the
+        use case does not need (it has decided, `result` is known), sent with the commit instead of before it.
+        With an Idempotency-Key, `result` is rendered and stored by this same commit."""
         connection = self.connection
         if self.observer is not None:
             self.observer.before_commit()
         if self._call is not None:
-            await self._call.commit(connection, result)
+            async with self._call.committing(connection, result):
+                yield
         else:
-            await transactions.commit(connection)
+            async with transactions.committing(connection):
+                yield
         self._done = True
         if self.observer is not None:
             self.observer.after_commit()
