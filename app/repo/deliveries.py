@@ -215,7 +215,13 @@ async def record_attempt(
         WITH attempt AS (
             -- The row the claim wrote; an outcome once recorded is never overwritten. One marked interrupted was
             -- taken over by the next claim, which this no longer reschedules: it keeps the claim's end as its next.
+            -- started_at becomes the send's start as the worker timed it (now less the duration): the claim
+            -- wrote its own transaction's time, earlier by the claim's durable commit, and a retry is scheduled
+            -- from the attempt's end, so the log reads end + delay = next_attempt_at.
             UPDATE webhook_attempt SET duration_ms = %(duration)s, outcome = %(outcome)s,
+                   started_at = CASE WHEN outcome = 'in_progress'
+                                     THEN greatest(started_at, now() - make_interval(secs => %(duration)s / 1000.0))
+                                     ELSE started_at END,
                    response_status = %(response_status)s, response_snippet = %(snippet)s, error = %(error)s,
                    next_attempt_at = CASE WHEN outcome = 'in_progress' THEN now() + make_interval(secs => %(delay)s)
                                           ELSE next_attempt_at END
