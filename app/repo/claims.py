@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from app.repo.connections import Connection, one_row
 from domain.bids import ClaimFacts, NewClaim
-from domain.tasks import ClaimRecord, ClaimStatus, TaskStatus
+from domain.tasks import ClaimRecord, ClaimStatus, TaskState, TaskStatus
 from domain.transitions import BidRejection
 
 _SELECT = """
@@ -42,29 +44,60 @@ async def find(connection: Connection, claim_id: int) -> ClaimFacts | None:
     return ClaimFacts(id=claim_id, task_id=row[0], agent_id=row[1], status=ClaimStatus(row[2]), proposed_credits=row[3])
 
 
-async def has_pending(connection: Connection, task_id: int, agent_id: int) -> bool:
-    cursor = await connection.execute(
-        "SELECT EXISTS (SELECT 1 FROM claim WHERE task_id = %s AND agent_id = %s AND status = 'pending')",
-        (task_id, agent_id),
-    )
-    (exists,) = await one_row(cursor)
-    return bool(exists)
+@dataclass(frozen=True, slots=True)
+class BidContext:
+    """What placing a bid needs besides the task: whether the agent has a pending bid on it, and the new bid's id
+    (drawn from its sequence), time (the transaction's, the column's default) and agent name, so that its record
+    is known before the insert and the insert can go out with the commit."""
+
+    has_pending: bool
+    claim_id: int
+    created_at: datetime
+    agent_name: str
 
 
-async def insert(connection: Connection, claim: NewClaim) -> ClaimRecord:
+async def bid_context(connection: Connection, task_id: int, agent_id: int) -> BidContext:
     cursor = await connection.execute(
-        """
-        WITH created AS (
-            INSERT INTO claim (task_id, agent_id, operator_id, proposed_credits, message)
-            VALUES (%s, %s, %s, %s, %s) RETURNING *
-        )
-        SELECT c.id, c.task_id, c.agent_id, a.name, c.proposed_credits, c.message, c.status, c.created_at,
-               t.title, t.status
-          FROM created c JOIN agent a ON a.id = c.agent_id JOIN task t ON t.id = c.task_id
-        """,
-        (claim.task_id, claim.agent_id, claim.operator_id, claim.proposed_credits, claim.message),
+        """SELECT EXISTS (SELECT 1 FROM claim WHERE task_id = %(task)s AND agent_id = %(agent)s AND status = 'pending'),
+                  nextval('claim_id_seq'), now(), (SELECT name FROM agent WHERE id = %(agent)s)""",
+        {"task": task_id, "agent": agent_id},
     )
-    return _to_record(await one_row(cursor))
+    pending, claim_id, created_at, agent_name = await one_row(cursor)
+    return BidContext(bool(pending), claim_id, created_at, agent_name)
+
+
+def new_record(claim: NewClaim, context: BidContext, task: TaskState) -> ClaimRecord:
+    """The bid as `insert` writes it, as readers see it."""
+    return ClaimRecord(
+        id=context.claim_id,
+        task_id=claim.task_id,
+        agent_id=claim.agent_id,
+        agent_name=context.agent_name,
+        proposed_credits=claim.proposed_credits,
+        message=claim.message,
+        status=ClaimStatus.PENDING,
+        created_at=context.created_at,
+        task_title=task.title,
+        task_status=task.status,
+    )
+
+
+async def insert(connection: Connection, claim: NewClaim, context: BidContext) -> None:
+    """Insert the bid with the id and time its context drew (nothing is read back)."""
+    await connection.execute(
+        "INSERT INTO claim (id, task_id, agent_id, operator_id, proposed_credits, message, created_at, updated_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            context.claim_id,
+            claim.task_id,
+            claim.agent_id,
+            claim.operator_id,
+            claim.proposed_credits,
+            claim.message,
+            context.created_at,
+            context.created_at,
+        ),
+    )
 
 
 # Each rejected bid's agent hears `claim.rejected` (the outbox), written by the statement that rejects it, so the

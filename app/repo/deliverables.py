@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from app.repo.connections import Connection, one_row
@@ -25,24 +27,57 @@ def _to_record(row: Sequence[Any]) -> DeliverableRecord:
     )
 
 
-async def count_for_current_assignment(connection: Connection, task_id: int) -> int:
-    """Deliveries in the task's current assignment (read it with the task's lock held)."""
+@dataclass(frozen=True, slots=True)
+class DeliveryContext:
+    """What delivering needs besides the task (read with the task's lock held): how many deliveries its current
+    assignment has had, and the new deliverable's id (drawn from its sequence) and time (the transaction's, the
+    column's default), so that its record is known before the insert and the insert can go out with the commit."""
+
+    deliveries_this_assignment: int
+    deliverable_id: int
+    submitted_at: datetime
+
+
+async def delivery_context(connection: Connection, task_id: int) -> DeliveryContext:
     cursor = await connection.execute(
-        "SELECT count(*) FROM deliverable d JOIN task t ON t.id = d.task_id AND d.assignment = t.assignment"
-        " WHERE d.task_id = %s",
+        """SELECT (SELECT count(*) FROM deliverable d JOIN task t ON t.id = d.task_id AND d.assignment = t.assignment
+                    WHERE d.task_id = %s),
+                  nextval('deliverable_id_seq'), now()""",
         (task_id,),
     )
-    (count,) = await one_row(cursor)
-    return int(count)
+    so_far, deliverable_id, submitted_at = await one_row(cursor)
+    return DeliveryContext(int(so_far), deliverable_id, submitted_at)
 
 
-async def insert(connection: Connection, new: NewDeliverable) -> DeliverableRecord:
-    cursor = await connection.execute(
-        f"INSERT INTO deliverable (task_id, agent_id, assignment, content, revision_number)"
-        f" VALUES (%s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
-        (new.task_id, new.agent_id, new.assignment, new.content, new.revision_number),
+def new_record(new: NewDeliverable, context: DeliveryContext) -> DeliverableRecord:
+    """The deliverable as `insert` writes it."""
+    return DeliverableRecord(
+        id=context.deliverable_id,
+        task_id=new.task_id,
+        agent_id=new.agent_id,
+        content=new.content,
+        status=DeliverableStatus.SUBMITTED,
+        revision_notes=None,
+        revision_number=new.revision_number,
+        submitted_at=context.submitted_at,
     )
-    return _to_record(await one_row(cursor))
+
+
+async def insert(connection: Connection, new: NewDeliverable, context: DeliveryContext) -> None:
+    """Insert the deliverable with the id and time its context drew (nothing is read back)."""
+    await connection.execute(
+        "INSERT INTO deliverable (id, task_id, agent_id, assignment, content, revision_number, submitted_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (
+            context.deliverable_id,
+            new.task_id,
+            new.agent_id,
+            new.assignment,
+            new.content,
+            new.revision_number,
+            context.submitted_at,
+        ),
+    )
 
 
 async def find(connection: Connection, deliverable_id: int) -> DeliverableRecord | None:

@@ -58,15 +58,20 @@ async def post(connection: Connection, transfer: TransferRequest) -> tuple[int, 
         cursor = await connection.execute(_POST, _params(transfer))
         rows = await cursor.fetchall()  # in a pipeline, the statement's error comes with its result
     except errors.CheckViolation as error:
-        if error.diag.constraint_name == "ck_account_no_overdraft":
+        if is_overdraft(error):
             raise Overdraft(str(error)) from error
         raise
     return rows[0][0], {account_id: balance for _, account_id, balance in rows}
 
 
+def is_overdraft(error: errors.CheckViolation) -> bool:
+    """Whether an entry would have taken a wallet or escrow below zero (the statement was refused)."""
+    return error.diag.constraint_name == "ck_account_no_overdraft"
+
+
 async def send(connection: Connection, transfer: TransferRequest) -> None:
-    """Write the transfer without reading what it returns, so that it can go out in a batch with other writes (a
-    transfer that cannot overdraw: an overdraft there fails the batch like any other error)."""
+    """Write the transfer without reading what it returns, so that it can go out in a batch with other writes (an
+    overdraft fails the batch with a CheckViolation that `is_overdraft`)."""
     await connection.execute(_POST, _params(transfer))
 
 

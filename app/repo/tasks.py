@@ -26,39 +26,92 @@ from domain.transitions import Assignment, DeliverableFacts, LockedTask, TaskAcc
 
 
 @dataclass(frozen=True, slots=True)
-class Inserted:
+class PostContext:
+    """What posting a task needs, read before anything is written: the poster's wallet (its balance as of now, not
+    locked: the hold's no-overdraft CHECK decides), its operator's name, the category asked for (None when none was
+    or it does not exist), and the new task's and escrow account's ids (drawn from their sequences) and time (the
+    transaction's, the columns' default), so that the task's record is known before its insert, and the insert
+    can go out with the commit."""
+
+    wallet_account_id: int
+    wallet_balance: int
+    poster_name: str
+    category: Category | None
     task_id: int
     escrow_account_id: int
     created_at: datetime
 
 
-async def insert(connection: Connection, task: NewTask, *, poster_operator_id: int, poster_agent_id: int) -> Inserted:
-    """Insert the task and its escrow account."""
+async def post_context(connection: Connection, operator_id: int, category_id: int | None) -> PostContext | None:
+    """None when the operator has no wallet (every operator has one)."""
     cursor = await connection.execute(
         """
-        WITH created AS (
-            INSERT INTO task (poster_operator_id, poster_agent_id, title, description, requirements, budget_credits,
-                              category_id, deadline, max_revisions)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id
-        ), escrow AS (
-            INSERT INTO account (kind, task_id) SELECT 'task_escrow', id FROM created RETURNING id
-        )
-        SELECT created.id AS task_id, escrow.id AS escrow_id, now() AS created_at FROM created, escrow
+        SELECT w.id, w.balance, o.name, c.id, c.name, c.slug, nextval('task_id_seq'), nextval('account_id_seq'), now()
+          FROM account w JOIN operator o ON o.id = w.operator_id
+          LEFT JOIN category c ON c.id = %(category)s
+         WHERE w.operator_id = %(operator)s AND w.kind = 'operator_wallet'
         """,
-        (
-            poster_operator_id,
-            poster_agent_id,
-            task.title,
-            task.description,
-            task.requirements,
-            task.budget_credits,
-            task.category_id,
-            task.deadline,
-            task.max_revisions,
-        ),
+        {"operator": operator_id, "category": category_id},
     )
-    task_id, escrow_id, now = await one_row(cursor)
-    return Inserted(task_id, escrow_id, now)
+    row = await cursor.fetchone()
+    if row is None:
+        return None
+    category = Category(id=row[3], name=row[4], slug=row[5]) if row[3] is not None else None
+    return PostContext(row[0], row[1], row[2], category, row[6], row[7], row[8])
+
+
+def new_record(task: NewTask, context: PostContext, *, poster_operator_id: int) -> TaskRecord:
+    """The task as `insert` writes it, as readers see it (an open task with no bids, deliveries or worker)."""
+    return TaskRecord(
+        id=context.task_id,
+        title=task.title,
+        description=task.description,
+        requirements=task.requirements,
+        budget_credits=task.budget_credits,
+        category=context.category,
+        status=TaskStatus.OPEN,
+        poster_operator_id=poster_operator_id,
+        poster_name=context.poster_name,
+        claimed_by_agent_id=None,
+        price_credits=None,
+        claims_count=0,
+        deliverables_count=0,
+        deadline=task.deadline.astimezone(context.created_at.tzinfo) if task.deadline else None,
+        max_revisions=task.max_revisions,
+        auto_review_enabled=False,  # the column's default: nothing sets it yet
+        created_at=context.created_at,
+    )
+
+
+async def insert(
+    connection: Connection, task: NewTask, context: PostContext, *, poster_operator_id: int, poster_agent_id: int
+) -> None:
+    """Insert the task and its escrow account, with the ids its context drew (nothing is read back)."""
+    await connection.execute(
+        """
+        WITH created AS (
+            INSERT INTO task (id, poster_operator_id, poster_agent_id, title, description, requirements,
+                              budget_credits, category_id, deadline, max_revisions)
+            VALUES (%(task)s, %(operator)s, %(agent)s, %(title)s, %(description)s, %(requirements)s, %(budget)s,
+                    %(category)s, %(deadline)s, %(max_revisions)s)
+            RETURNING id
+        )
+        INSERT INTO account (id, kind, task_id) SELECT %(escrow)s, 'task_escrow', id FROM created
+        """,
+        {
+            "task": context.task_id,
+            "escrow": context.escrow_account_id,
+            "operator": poster_operator_id,
+            "agent": poster_agent_id,
+            "title": task.title,
+            "description": task.description,
+            "requirements": task.requirements,
+            "budget": task.budget_credits,
+            "category": task.category_id,
+            "deadline": task.deadline,
+            "max_revisions": task.max_revisions,
+        },
+    )
 
 
 STATE_COLUMNS = 11  # the columns of _STATE, which come first in every locking read
@@ -129,23 +182,41 @@ async def lock_with_claim(connection: Connection, task_id: int, claim_id: int) -
     return LockedBid(task=to_state(task_row), claim=claim) if task_row else None
 
 
-async def lock_for_bid(connection: Connection, task_id: int, agent_id: int) -> BidderState | None:
-    """Lock the task, then read whether the agent has a pending bid on it, in one round trip (see lock_with_claim
-    for why the read is a statement of its own)."""
-    async with connection.pipeline():
-        locked = await connection.execute(f"SELECT {_STATE} FROM task t WHERE t.id = %s FOR UPDATE", (task_id,))
-        pending = await claims.has_pending(connection, task_id, agent_id)  # its fetch sends both
-        task_row = await locked.fetchone()
-    return BidderState(task=to_state(task_row), has_pending_bid=pending) if task_row else None
+@dataclass(frozen=True, slots=True)
+class BidLock:
+    state: BidderState
+    context: claims.BidContext
 
 
-async def lock_for_delivery(connection: Connection, task_id: int) -> DeliveryState | None:
-    """Lock the task, then count its current assignment's deliveries, in one round trip (see lock_with_claim)."""
+async def lock_for_bid(connection: Connection, task_id: int, agent_id: int) -> BidLock | None:
+    """Lock the task, then read what placing the agent's bid needs (claims.bid_context), in one round trip (see
+    lock_with_claim for why the read is a statement of its own)."""
     async with connection.pipeline():
         locked = await connection.execute(f"SELECT {_STATE} FROM task t WHERE t.id = %s FOR UPDATE", (task_id,))
-        so_far = await deliverables.count_for_current_assignment(connection, task_id)  # its fetch sends both
+        context = await claims.bid_context(connection, task_id, agent_id)  # its fetch sends both
         task_row = await locked.fetchone()
-    return DeliveryState(task=to_state(task_row), deliveries_this_assignment=so_far) if task_row else None
+    if task_row is None:
+        return None
+    return BidLock(BidderState(task=to_state(task_row), has_pending_bid=context.has_pending), context)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryLock:
+    state: DeliveryState
+    context: deliverables.DeliveryContext
+
+
+async def lock_for_delivery(connection: Connection, task_id: int) -> DeliveryLock | None:
+    """Lock the task, then read what delivering needs (deliverables.delivery_context), in one round trip (see
+    lock_with_claim)."""
+    async with connection.pipeline():
+        locked = await connection.execute(f"SELECT {_STATE} FROM task t WHERE t.id = %s FOR UPDATE", (task_id,))
+        context = await deliverables.delivery_context(connection, task_id)  # its fetch sends both
+        task_row = await locked.fetchone()
+    if task_row is None:
+        return None
+    state = DeliveryState(task=to_state(task_row), deliveries_this_assignment=context.deliveries_this_assignment)
+    return DeliveryLock(state, context)
 
 
 async def lock(connection: Connection, task_id: int) -> TaskState | None:

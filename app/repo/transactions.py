@@ -40,9 +40,14 @@ WAKE_LISTENERS = f"NOTIFY {NOTIFY_CHANNEL}"
 
 
 async def send_commit(connection: Connection) -> None:
-    """COMMIT and wake the listeners: statements for the caller's pipeline."""
-    await connection.execute("COMMIT")
-    await connection.execute(WAKE_LISTENERS)
+    """COMMIT and wake the listeners: statements for the caller's pipeline.
+
+    Never prepared: when a statement before them fails, the pipeline skips them, and psycopg (3.3) can then record
+    a statement it was preparing there as prepared although the server never saw it; that connection's next COMMIT
+    would fail with "prepared statement does not exist". These two run after every write, so they would be the
+    ones to reach the preparing threshold there, and preparing them gains nothing."""
+    await connection.execute("COMMIT", prepare=False)
+    await connection.execute(WAKE_LISTENERS, prepare=False)
 
 
 @asynccontextmanager

@@ -50,12 +50,15 @@ async def check_categories(connection: Connection, category_ids: Sequence[int]) 
         return
     unknown = sorted(set(category_ids) - await agent_rows.known_category_ids(connection, category_ids))
     if unknown:
-        raise NotFound(
-            f"Category {unknown[0]} not found",
-            "Use one of the category ids 1-7 (Coding, Writing, Research, Data Processing, Design, Translation, "
-            "General).",
-            code="CATEGORY_NOT_FOUND",
-        )
+        raise category_not_found(unknown[0])
+
+
+def category_not_found(category_id: int) -> NotFound:
+    return NotFound(
+        f"Category {category_id} not found",
+        "Use one of the category ids 1-7 (Coding, Writing, Research, Data Processing, Design, Translation, General).",
+        code="CATEGORY_NOT_FOUND",
+    )
 
 
 async def get_agent(uow: UnitOfWork, agent_id: int) -> Agent:

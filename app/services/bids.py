@@ -10,6 +10,7 @@ from app.repo import claims as claim_rows
 from app.repo import tasks as task_rows
 from app.services.uow import UnitOfWork
 from domain import bids as bidding
+from domain.bids import BidPlacement
 from domain.errors import Conflict, DomainError
 from domain.events import Event
 from domain.tasks import Actor, ClaimRecord, task_not_found
@@ -36,50 +37,62 @@ class BulkResult:
     error: DomainError | None = None
 
 
-async def _place(uow: UnitOfWork, actor: Actor, bid: BidRequest) -> tuple[ClaimRecord, tuple[Event, ...]]:
-    """Place one bid; returns it with the events its transaction must publish."""
-    state = await task_rows.lock_for_bid(uow.connection, bid.task_id, actor.agent_id)
-    if state is None:
+@dataclass(frozen=True, slots=True)
+class _Decided:
+    placement: BidPlacement
+    context: claim_rows.BidContext
+    record: ClaimRecord  # the bid as it will be inserted
+
+
+async def _decide(uow: UnitOfWork, actor: Actor, bid: BidRequest) -> _Decided:
+    locked = await task_rows.lock_for_bid(uow.connection, bid.task_id, actor.agent_id)
+    if locked is None:
         raise task_not_found(bid.task_id)
     placement = bidding.place_bid(
-        state,
+        locked.state,
         actor,
         proposed_credits=bid.proposed_credits,
         message=bid.message,
     )
-    try:
-        claim = await claim_rows.insert(uow.connection, placement.claim)
-    except errors.UniqueViolation:  # the partial unique index backs the check above
-        raise Conflict(
-            "You already have a pending bid on this task",
-            "Withdraw it first, or wait for the poster's decision.",
-            code="DUPLICATE_CLAIM",
-        ) from None
-    return claim, placement.events(claim.id)
+    return _Decided(
+        placement, locked.context, claim_rows.new_record(placement.claim, locked.context, locked.state.task)
+    )
 
 
 async def place_bid(uow: UnitOfWork, actor: Actor, bid: BidRequest) -> ClaimRecord:
     async with uow:
-        claim, events = await _place(uow, actor, bid)
-        async with uow.committing(claim):
-            await uow.publish(events)
-    return claim
+        decided = await _decide(uow, actor, bid)
+        # The bid goes out with the commit: the task's lock, held since the pending-bid check, keeps a second
+        # pending bid of the agent out (the partial unique index backs it; a violation here would be a bug).
+        async with uow.committing(decided.record):
+            await claim_rows.insert(uow.connection, decided.placement.claim, decided.context)
+            await uow.publish(decided.placement.events(decided.record.id))
+    return decided.record
 
 
 async def place_bids(uow: UnitOfWork, actor: Actor, bids: list[BidRequest]) -> list[BulkResult]:
-    """Each bid on its own (a savepoint each): one failing leaves the others standing."""
+    """Each bid on its own (a savepoint each): one failing leaves the others standing. Each is inserted at once,
+    so that a second bid on the same task in the same request sees the first."""
     results: list[BulkResult] = []
     events: list[Event] = []  # of the bids placed, published with the commit
     async with uow:
         for bid in bids:
             try:
                 async with uow.savepoint():
-                    claim, placed = await _place(uow, actor, bid)
+                    decided = await _decide(uow, actor, bid)
+                    try:
+                        await claim_rows.insert(uow.connection, decided.placement.claim, decided.context)
+                    except errors.UniqueViolation:  # the partial unique index backs the check
+                        raise Conflict(
+                            "You already have a pending bid on this task",
+                            "Withdraw it first, or wait for the poster's decision.",
+                            code="DUPLICATE_CLAIM",
+                        ) from None
             except DomainError as error:
                 results.append(BulkResult(bid.task_id, error=error))
             else:
-                results.append(BulkResult(bid.task_id, claim=claim))
-                events.extend(placed)
+                results.append(BulkResult(bid.task_id, claim=decided.record))
+                events.extend(decided.placement.events(decided.record.id))
         async with uow.committing(results):
             await uow.publish(events)
     return results

@@ -29,13 +29,14 @@ class Accepted:
 
 async def submit(uow: UnitOfWork, actor: Actor, task_id: int, content: str) -> Delivered:
     async with uow:
-        state = await task_rows.lock_for_delivery(uow.connection, task_id)
-        if state is None:
+        locked = await task_rows.lock_for_delivery(uow.connection, task_id)
+        if locked is None:
             raise task_not_found(task_id)
-        delivery = work.deliver(state, actor, content)
-        record = await deliverable_rows.insert(uow.connection, delivery.deliverable)
+        delivery = work.deliver(locked.state, actor, content)
+        record = deliverable_rows.new_record(delivery.deliverable, locked.context)
         delivered = Delivered(record, delivery.is_late(record.submitted_at))
         async with uow.committing(delivered):
+            await deliverable_rows.insert(uow.connection, delivery.deliverable, locked.context)
             await task_rows.update(uow.connection, delivery.update)
             await uow.publish(delivery.events(record.id))
     return delivered

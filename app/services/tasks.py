@@ -10,8 +10,7 @@ from typing import Any
 from app.repo import claims as claim_rows
 from app.repo import ledger
 from app.repo import tasks as task_rows
-from app.repo.ledger import Overdraft
-from app.services.agents import check_categories
+from app.services.agents import category_not_found
 from app.services.uow import UnitOfWork, must_exist
 from domain import transitions
 from domain.errors import InsufficientCredits, InvalidParameter
@@ -32,28 +31,33 @@ async def post_task(uow: UnitOfWork, actor: Actor, task: NewTask) -> TaskRecord:
     """Post a task: its budget moves from the operator's wallet into the task's escrow, or nothing happens."""
     posting = transitions.post_task(task, actor, now=datetime.now(UTC))
     async with uow:
-        if task.category_id is not None:
-            await check_categories(uow.connection, [task.category_id])
-        wallet = must_exist(
-            await ledger.wallet(uow.connection, actor.operator_id), f"operator {actor.operator_id}'s wallet"
+        context = must_exist(
+            await task_rows.post_context(uow.connection, actor.operator_id, task.category_id),
+            f"operator {actor.operator_id}'s wallet",
         )
-        # Not batched with the wallet's read: the bench's pgbench replay reads the new ids back (\gset), which
-        # pgbench cannot do inside a pipeline.
-        inserted = await task_rows.insert(
-            uow.connection, task, poster_operator_id=actor.operator_id, poster_agent_id=actor.agent_id
-        )
+        if task.category_id is not None and context.category is None:
+            raise category_not_found(task.category_id)
+        if context.wallet_balance < task.budget_credits:
+            raise InsufficientCredits(balance=context.wallet_balance, needed=task.budget_credits)
         posted = posting.opened(
             OpenedTask(
-                task_id=inserted.task_id, escrow_account_id=inserted.escrow_account_id, wallet_account_id=wallet.id
+                task_id=context.task_id,
+                escrow_account_id=context.escrow_account_id,
+                wallet_account_id=context.wallet_account_id,
             )
         )
-        async with uow.batch():  # the hold, and the task as readers see it (which the hold does not change)
+        record = task_rows.new_record(task, context, poster_operator_id=actor.operator_id)
+        async with uow.batch():
+            await task_rows.insert(
+                uow.connection, task, context, poster_operator_id=actor.operator_id, poster_agent_id=actor.agent_id
+            )
+            # The balance read above was not locked: a concurrent post may have spent it since, and then the hold's
+            # no-overdraft CHECK refuses it. The hold is the batch's last statement, so that when it fails no
+            # statement is left skipped behind it (see transactions.send_commit), and is read before the commit.
             try:
                 await ledger.post(uow.connection, posted.hold)
-            except Overdraft:
-                raise InsufficientCredits(balance=wallet.balance, needed=task.budget_credits) from None
-            found = await task_rows.get(uow.connection, inserted.task_id)
-        record = must_exist(found, f"task {inserted.task_id}")
+            except ledger.Overdraft:
+                raise InsufficientCredits(balance=context.wallet_balance, needed=task.budget_credits) from None
         async with uow.committing(record):
             await uow.publish(posted.events, posted.match)
     return record
