@@ -176,7 +176,6 @@ def _initial_state(
             # Empty when the settings carry no key: the lifespan then loads the data folder's (or refuses).
             "keyring": KeyRing.parse(settings.secret_key),
             "expected_revision": migrate.head_revision(),
-            "recent_keys": auth.RecentKeys(),  # which readers' authentication may ride with their query
         }
     )
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from app.crypto import KeyRing
 from app.repo.connections import ConnectionLease
-from app.services.auth import Principal, RateLimitState, StagedAuth
+from app.services.auth import Principal, RateLimitState
 from app.services.idempotency import IdempotentCall
 
 
@@ -16,20 +16,12 @@ class RequestContext:
     request_id: str
     lease: ConnectionLease
     principal: Principal | None = None
-    staged_auth: StagedAuth | None = None  # a read's authentication, left to go out with its query
     rate: RateLimitState | None = None
     idempotent_call: IdempotentCall | None = None
     # Set by app.http.pagination.bind_list: which list this request reads, and the ring its cursors' key comes from.
     list_digest: str = ""
     keyring: KeyRing | None = None
     extra_log: dict[str, object] = field(default_factory=dict)
-
-    def caller_name(self) -> str | None:
-        """Whom the request's key belongs to: known before a staged authentication is settled, since a key never
-        changes owner. None for a request without one."""
-        if self.principal is not None:
-            return self.principal.name
-        return self.staged_auth.principal if self.staged_auth is not None else None
 
 
 _current: ContextVar[RequestContext] = ContextVar("agora_request")

@@ -47,7 +47,7 @@ def list_digest(
 def bind_list(request: Request[Any, Any, Any]) -> None:
     """before_request: record which list this request reads, for the cursors it mints and accepts."""
     ctx = context.current()
-    principal = ctx.caller_name() or "anonymous"
+    principal = ctx.principal.name if ctx.principal else "anonymous"
     template = request.scope.get("path_template") or ""
     ctx.list_digest = list_digest(principal, template, request.path_params, request.query_params.multi_items())
     ctx.keyring = request.app.state.keyring

@@ -21,10 +21,10 @@ from app.http import context, json_input
 from app.http.errors import render_error
 from app.network import client_address, limit_key
 from app.services import auth as auth_service
-from app.services.auth import Principal, RateLimitExceeded, RateLimitState
+from app.services.auth import Principal, RateLimitExceeded
 from app.services.idempotency import MAX_KEY_LENGTH, IdempotencyRequest, IdempotentCall
 from app.services.uow import UnitOfWork
-from domain.errors import DomainError, InvalidParameter
+from domain.errors import InvalidParameter
 from domain.keys import KeyKind
 from domain.tasks import Actor
 
@@ -113,27 +113,20 @@ def _caller(connection: ASGIConnection[Any, Any, Any, Any], address: str) -> aut
     )
 
 
-#: A handler's `opt` flag: its authentication may be sent with its query (`StagedAuth`). For reads whose handler
-#: needs nothing of the caller before its query, and whose service reads through `uow.reading()`.
-AUTH_WITH_QUERY = "auth_with_query"
-
-
 def requires(kind: KeyKind) -> Guard:
     """A guard admitting only callers holding a live key of `kind` (and, for agents, an active agent)."""
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
         ctx = context.current()
-        caller = _caller(connection, client_of(connection))
-        recent = connection.app.state.recent_keys
-        if handler.opt.get(AUTH_WITH_QUERY) and (staged := auth_service.stage(caller, kind, recent)):
-            ctx.staged_auth = staged  # settled with the query, or by the lifecycle before the response starts
-            return
         try:
-            principal, rate = await auth_service.authenticate(ctx.lease, caller, kind, recent)
+            principal, rate = await auth_service.authenticate(
+                ctx.lease, _caller(connection, client_of(connection)), kind
+            )
         except RateLimitExceeded as exceeded:
             ctx.rate = exceeded.state
             raise
-        _admitted(ctx, principal, rate)
+        ctx.principal, ctx.rate = principal, rate
+        structlog.contextvars.bind_contextvars(principal=principal.name, agent_id=principal.agent_id)
         await _claim_idempotency(connection, handler, ctx, principal.name)
 
     guard.__name__ = f"requires_{kind.value}"
@@ -153,28 +146,6 @@ async def public(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRo
     await _claim_idempotency(connection, handler, ctx, f"anonymous:{address}")
 
 
-def _admitted(ctx: context.RequestContext, principal: Principal, rate: RateLimitState) -> None:
-    ctx.principal, ctx.rate = principal, rate
-    structlog.contextvars.bind_contextvars(principal=principal.name, agent_id=principal.agent_id)
-
-
-async def settle_staged_auth(ctx: context.RequestContext) -> DomainError | None:
-    """Put a staged authentication's outcome on the request (authenticating now if its read has not sent it):
-    None when admitted, else the refusal that is the request's answer."""
-    staged = ctx.staged_auth
-    if staged is None or ctx.principal is not None:
-        return None
-    try:
-        principal, rate = await staged.resolve(ctx.lease)
-    except RateLimitExceeded as exceeded:
-        ctx.rate = exceeded.state
-        return exceeded
-    except DomainError as refused:
-        return refused
-    _admitted(ctx, principal, rate)
-    return None
-
-
 agent_only = requires(KeyKind.AGENT)
 operator_only = requires(KeyKind.OPERATOR)
 admin_only = requires(KeyKind.ADMIN)
@@ -182,29 +153,24 @@ admin_only = requires(KeyKind.ADMIN)
 
 def provide_uow(request: Request[Any, Any, Any]) -> UnitOfWork:
     ctx = context.current()
-    return UnitOfWork(
-        ctx.lease, ctx.idempotent_call, observer=request.app.state.commit_observer, staged_auth=ctx.staged_auth
-    )
+    return UnitOfWork(ctx.lease, ctx.idempotent_call, observer=request.app.state.commit_observer)
 
 
-async def provide_principal() -> Principal:
-    ctx = context.current()
-    refused = await settle_staged_auth(ctx)  # a handler that needs the caller first: authenticated on its own
-    if refused is not None:
-        raise refused
-    if ctx.principal is None:
+def provide_principal() -> Principal:
+    principal = context.current().principal
+    if principal is None:
         raise RuntimeError("route has no authentication guard")
-    return ctx.principal
+    return principal
 
 
-async def provide_actor() -> Actor:
+def provide_actor() -> Actor:
     """The calling agent as the marketplace rules see it (its operator counts as itself)."""
-    principal = await provide_principal()
+    principal = provide_principal()
     return Actor(agent_id=principal.require_agent_id(), operator_id=principal.require_operator_id())
 
 
 DEPENDENCIES = {
     "uow": Provide(provide_uow, sync_to_thread=False),
-    "principal": Provide(provide_principal),
-    "actor": Provide(provide_actor),
+    "principal": Provide(provide_principal, sync_to_thread=False),
+    "actor": Provide(provide_actor, sync_to_thread=False),
 }

@@ -5,10 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from psycopg import AsyncCursor
-from psycopg.rows import TupleRow
-
-from app.repo.connections import Connection, Sent
+from app.repo.connections import Connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,25 +74,6 @@ async def authenticate(
     cursor = await connection.execute(
         _AUTHENTICATE, {"key_hash": key_hash, "kind": kind, "emission": emission, "window": window}
     )
-    return await _read_owner(cursor)
-
-
-async def send_authenticate(
-    connection: Connection, *, key_hash: str, kind: str, emission: timedelta, window: timedelta
-) -> Sent[tuple[KeyOwner, RateDecision] | None]:
-    """The same, for the caller's pipeline, in a transaction of its own: the statements after it in the pipeline
-    would otherwise share its implicit transaction until the pipeline's sync, and so hold the rate-limit row's
-    lock, which every request of this caller waits for, while they run. BEGIN and COMMIT are not prepared, for the
-    reason in transactions.send_commit."""
-    await connection.execute("BEGIN", prepare=False)
-    cursor = await connection.execute(
-        _AUTHENTICATE, {"key_hash": key_hash, "kind": kind, "emission": emission, "window": window}
-    )
-    await connection.execute("COMMIT", prepare=False)
-    return Sent(cursor, _read_owner)
-
-
-async def _read_owner(cursor: AsyncCursor[TupleRow]) -> tuple[KeyOwner, RateDecision] | None:
     row = await cursor.fetchone()
     if row is None:
         return None

@@ -8,28 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol
 
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolClosed
 
 Connection = AsyncConnection[TupleRow]
-T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Sent(Generic[T]):
-    """A statement sent inside a pipeline and not yet read: `result()` maps its rows once the pipeline's round trip
-    is back (reading it inside the pipeline would cost a round trip of its own)."""
-
-    cursor: AsyncCursor[TupleRow]
-    read: Callable[[AsyncCursor[TupleRow]], Awaitable[T]]
-
-    async def result(self) -> T:
-        return await self.read(self.cursor)
 
 
 async def one_row(cursor: AsyncCursor[TupleRow]) -> TupleRow:

@@ -7,11 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncCursor
-from psycopg.rows import TupleRow
-
 from app.repo import claims, deliverables
-from app.repo.connections import Connection, Sent, one_row
+from app.repo.connections import Connection, one_row
 from domain.bids import BidderState, LockedBid
 from domain.deliverables import DeliveryState
 from domain.ledger import revenue_shard
@@ -265,21 +262,10 @@ def to_record(row: Sequence[Any], relevance: float | None = None) -> TaskRecord:
     )
 
 
-async def send_get(connection: Connection, task_id: int) -> Sent[TaskRecord | None]:
-    return Sent(await connection.execute(f"{_RECORD}{_FROM} WHERE t.id = %s", (task_id,)), _read_one)
-
-
 async def get(connection: Connection, task_id: int) -> TaskRecord | None:
-    return await (await send_get(connection, task_id)).result()
-
-
-async def _read_one(cursor: AsyncCursor[TupleRow]) -> TaskRecord | None:
+    cursor = await connection.execute(f"{_RECORD}{_FROM} WHERE t.id = %s", (task_id,))
     row = await cursor.fetchone()
     return to_record(row) if row else None
-
-
-async def _read_all(cursor: AsyncCursor[TupleRow]) -> list[TaskRecord]:
-    return [to_record(row) for row in await cursor.fetchall()]
 
 
 def _filters(task_filter: TaskFilter) -> tuple[str, dict[str, Any]]:
@@ -308,9 +294,9 @@ _ORDER = {
 }
 
 
-async def send_browse(
+async def browse(
     connection: Connection, task_filter: TaskFilter, sort: Sort, after: dict[str, int] | None, limit: int
-) -> Sent[list[TaskRecord]]:
+) -> list[TaskRecord]:
     where, named = _filters(task_filter)
     order, seek = _ORDER[sort]
     if after is not None:
@@ -318,13 +304,13 @@ async def send_browse(
         named.update(after)
     named["limit"] = limit
     cursor = await connection.execute(f"{_RECORD}{_FROM} WHERE {where} ORDER BY {order} LIMIT %(limit)s", named)
-    return Sent(cursor, _read_all)
+    return [to_record(row) for row in await cursor.fetchall()]
 
 
-async def send_search(
+async def search(
     connection: Connection, query: str, task_filter: TaskFilter, after: dict[str, Any] | None, limit: int
-) -> Sent[tuple[bool, list[TaskRecord]]]:
-    """Ranked full-text search; reads as (the query had a usable term, the page). Keyset on (rank, id)."""
+) -> tuple[bool, list[TaskRecord]]:
+    """Ranked full-text search; returns (the query had a usable term, the page). Keyset on (rank, id)."""
     where, named = _filters(task_filter)
     seek = ""
     if after is not None:
@@ -344,10 +330,6 @@ async def send_search(
         """,
         named,
     )
-    return Sent(cursor, _read_search_page)
-
-
-async def _read_search_page(cursor: AsyncCursor[TupleRow]) -> tuple[bool, list[TaskRecord]]:
     rows = await cursor.fetchall()
     usable = bool(rows and rows[0][0])
     return usable, [to_record(row[1:-1], relevance=row[-1]) for row in rows if row[1] is not None]

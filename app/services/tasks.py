@@ -64,9 +64,7 @@ async def post_task(uow: UnitOfWork, actor: Actor, task: NewTask) -> TaskRecord:
 
 
 async def get_task(uow: UnitOfWork, task_id: int) -> TaskRecord:
-    async with uow.reading() as connection:
-        sent = await task_rows.send_get(connection, task_id)
-    record = await sent.result()
+    record = await task_rows.get(await uow.reader(), task_id)
     if record is None:
         raise task_not_found(task_id)
     return record
@@ -75,9 +73,7 @@ async def get_task(uow: UnitOfWork, task_id: int) -> TaskRecord:
 async def browse(
     uow: UnitOfWork, task_filter: TaskFilter, sort: Sort, after: dict[str, Any] | None, limit: int
 ) -> list[TaskRecord]:
-    async with uow.reading() as connection:
-        sent = await task_rows.send_browse(connection, task_filter, sort, after, limit)
-    return await sent.result()
+    return await task_rows.browse(await uow.reader(), task_filter, sort, after, limit)
 
 
 def search_query(text: str) -> str:
@@ -98,10 +94,7 @@ def no_usable_terms() -> InvalidParameter:
 async def search(
     uow: UnitOfWork, text: str, task_filter: TaskFilter, after: dict[str, Any] | None, limit: int
 ) -> list[TaskRecord]:
-    query = search_query(text)
-    async with uow.reading() as connection:
-        sent = await task_rows.send_search(connection, query, task_filter, after, limit)
-    usable, records = await sent.result()
+    usable, records = await task_rows.search(await uow.reader(), search_query(text), task_filter, after, limit)
     if not usable:
         raise no_usable_terms()
     return records

@@ -27,7 +27,6 @@ from domain.errors import DomainError
 from domain.events import Event, MatchRequest
 
 if TYPE_CHECKING:  # idempotency seals with app.services.sealing, which runs its own units of work
-    from app.services.auth import StagedAuth
     from app.services.idempotency import IdempotentCall
 
 T = TypeVar("T")
@@ -49,12 +48,10 @@ class UnitOfWork:
         idempotency: IdempotentCall | None = None,
         *,
         observer: CommitObserver | None = None,
-        staged_auth: StagedAuth | None = None,
     ) -> None:
         self.lease = lease
         self.idempotency = idempotency
         self.observer = observer
-        self.staged_auth = staged_auth  # settled by the first read (`reading`), or before any other statement
         self._connection: Connection | None = None
         self._call: IdempotentCall | None = None  # the open transaction's
         self._done = False
@@ -74,43 +71,11 @@ class UnitOfWork:
 
     async def reader(self) -> Connection:
         """The request's connection outside any transaction, for a read that is a single statement."""
-        await self._settle_auth()
         return await self.lease.connection()
-
-    @contextlib.asynccontextmanager
-    async def reading(self) -> AsyncIterator[Connection]:
-        """Reads sent inside the block (repositories' `send_*`) go out in one round trip, with the request's staged
-        authentication ahead of them; their `Sent.result()` is read after the block. The authentication is decided
-        when the block ends, before anything is read, and a refusal is raised there: a refused caller's rows are
-        dropped unread."""
-        staged, self.staged_auth = self.staged_auth, None
-        connection = await self.lease.connection()
-        if staged is None:
-            async with transactions.batch(connection):
-                yield connection
-            return
-        sent = None
-        try:
-            async with transactions.batch(connection):
-                sent = await staged.send(connection)
-                yield connection
-        except DomainError:
-            if sent is not None:  # a refusal is the answer, not what the block found (the caller must learn nothing)
-                await staged.settle(self.lease, sent)
-            raise
-        # A database error leaves it unsettled: the request's answer is that error, once its key is judged
-        # (app.http.lifecycle settles what is left before the response starts).
-        await staged.settle(self.lease, sent)
-
-    async def _settle_auth(self) -> None:
-        staged, self.staged_auth = self.staged_auth, None
-        if staged is not None:
-            await staged.resolve(self.lease)
 
     async def __aenter__(self) -> UnitOfWork:
         if self._connection is not None:
             raise RuntimeError("a unit of work runs one transaction; open a new one")
-        await self._settle_auth()
         connection = await self.lease.connection()
         call, self.idempotency = self.idempotency, None  # the key belongs to the request's first transaction only
         self._connection, self._call, self._done = connection, call, False
