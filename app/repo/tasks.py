@@ -117,6 +117,8 @@ async def insert(
 STATE_COLUMNS = 11  # the columns of _STATE, which come first in every locking read
 _STATE = """t.id, t.poster_operator_id, t.status, t.budget_credits, t.claimed_by_agent_id, t.price_credits,
             t.max_revisions, t.assignment, t.title, t.deadline, t.poster_agent_id"""
+# The task's row lock with the state its rules decide on: the first statement of every change to one task.
+_LOCK_STATE = f"SELECT {_STATE} FROM task t WHERE t.id = %s FOR UPDATE"
 
 
 def to_state(row: Sequence[Any]) -> TaskState:
@@ -176,7 +178,7 @@ async def lock_with_claim(connection: Connection, task_id: int, claim_id: int) -
     were before the wait (only the locked row is read again), so a bid withdrawn or accepted by the transaction it
     waited for would still read pending. The second statement takes its snapshot once the lock is held."""
     async with connection.pipeline():
-        locked = await connection.execute(f"SELECT {_STATE} FROM task t WHERE t.id = %s FOR UPDATE", (task_id,))
+        locked = await connection.execute(_LOCK_STATE, (task_id,))
         claim = await claims.find(connection, claim_id)  # its fetch sends both
         task_row = await locked.fetchone()
     return LockedBid(task=to_state(task_row), claim=claim) if task_row else None
@@ -192,7 +194,7 @@ async def lock_for_bid(connection: Connection, task_id: int, agent_id: int) -> B
     """Lock the task, then read what placing the agent's bid needs (claims.bid_context), in one round trip (see
     lock_with_claim for why the read is a statement of its own)."""
     async with connection.pipeline():
-        locked = await connection.execute(f"SELECT {_STATE} FROM task t WHERE t.id = %s FOR UPDATE", (task_id,))
+        locked = await connection.execute(_LOCK_STATE, (task_id,))
         context = await claims.bid_context(connection, task_id, agent_id)  # its fetch sends both
         task_row = await locked.fetchone()
     if task_row is None:
@@ -210,7 +212,7 @@ async def lock_for_delivery(connection: Connection, task_id: int) -> DeliveryLoc
     """Lock the task, then read what delivering needs (deliverables.delivery_context), in one round trip (see
     lock_with_claim)."""
     async with connection.pipeline():
-        locked = await connection.execute(f"SELECT {_STATE} FROM task t WHERE t.id = %s FOR UPDATE", (task_id,))
+        locked = await connection.execute(_LOCK_STATE, (task_id,))
         context = await deliverables.delivery_context(connection, task_id)  # its fetch sends both
         task_row = await locked.fetchone()
     if task_row is None:
@@ -221,7 +223,7 @@ async def lock_for_delivery(connection: Connection, task_id: int) -> DeliveryLoc
 
 async def lock(connection: Connection, task_id: int) -> TaskState | None:
     """Lock the task row: every change to a task, its bids or its deliverables takes this lock first."""
-    cursor = await connection.execute(f"SELECT {_STATE} FROM task t WHERE t.id = %s FOR UPDATE", (task_id,))
+    cursor = await connection.execute(_LOCK_STATE, (task_id,))
     row = await cursor.fetchone()
     return to_state(row) if row else None
 
