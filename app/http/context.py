@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from app.crypto import KeyRing
 from app.repo.connections import ConnectionLease
-from app.services.auth import Principal, RateLimitState
+from app.services.auth import DeferredAuth, Principal, RateLimitState
 from app.services.idempotency import IdempotentCall
 
 
@@ -16,6 +16,7 @@ class RequestContext:
     request_id: str
     lease: ConnectionLease
     principal: Principal | None = None
+    deferred_auth: DeferredAuth | None = None  # a read's authentication, left to go out in its query's statement
     rate: RateLimitState | None = None
     idempotent_call: IdempotentCall | None = None
     # Set by app.http.pagination.bind_list: which list this request reads, and the ring its cursors' key comes from.

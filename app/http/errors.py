@@ -96,16 +96,24 @@ def _json(
     )
 
 
-def domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response[ErrorEnvelope]:
-    headers = {}
+def _headers_of(exc: DomainError) -> dict[str, str]:
     if isinstance(exc, RateLimited):
-        headers["Retry-After"] = str(exc.retry_after)
-    elif isinstance(exc, IdempotencyKeyInFlight):
-        headers["Retry-After"] = "1"
+        return {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, IdempotencyKeyInFlight):
+        return {"Retry-After": "1"}
+    return {}
+
+
+def error_headers(exc: DomainError) -> list[tuple[bytes, bytes]]:
+    """The headers a business error's response carries beyond the lifecycle's own, as ASGI sends them."""
+    return [(name.lower().encode(), value.encode()) for name, value in _headers_of(exc).items()]
+
+
+def domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response[ErrorEnvelope]:
     return Response(
         content=error(exc.code, exc.message, exc.suggestion),
         status_code=status_of(exc),
-        headers=headers,
+        headers=_headers_of(exc),
         media_type="application/json",
     )
 
@@ -270,4 +278,12 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
 }
 
 
-__all__ = ["EXCEPTION_HANDLERS", "RateLimitExceeded", "render_error", "status_for", "status_of", "status_of_kind"]
+__all__ = [
+    "EXCEPTION_HANDLERS",
+    "RateLimitExceeded",
+    "error_headers",
+    "render_error",
+    "status_for",
+    "status_of",
+    "status_of_kind",
+]

@@ -10,13 +10,16 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psycopg
 import structlog
 from litestar.types import HTTPResponseStartEvent, HTTPScope, Message, Receive, Send
 
 from app.http import context
-from app.http.errors import render_error
+from app.http.errors import error_headers, render_error
+from app.http.security import settle_deferred_auth
 from app.repo.connections import ConnectionLease, ConnectionSource
 from domain.error_codes import NOT_FOUND
+from domain.errors import DomainError
 
 log = structlog.get_logger("agora.request")
 
@@ -54,6 +57,14 @@ def _start(status: int, content_type: str, body: bytes) -> HTTPResponseStartEven
     }
 
 
+async def _settle_quietly(ctx: context.RequestContext) -> DomainError | None:
+    """`settle_deferred_auth`, except that a database failure leaves the response that is on its way (a 503)."""
+    try:
+        return await settle_deferred_auth(ctx)
+    except psycopg.Error:
+        return None
+
+
 async def handle_http(app: HTTPApp, source: ConnectionSource, scope: HTTPScope, receive: Receive, send: Send) -> None:
     started = time.perf_counter()
     ctx = context.RequestContext(request_id=new_request_id(), lease=ConnectionLease(source))
@@ -63,20 +74,35 @@ async def handle_http(app: HTTPApp, source: ConnectionSource, scope: HTTPScope, 
     outcome: dict[str, Any] = {"status": 500}
     replaced = False
 
-    async def send_wrapper(message: Message) -> None:
+    async def replace(error: DomainError) -> None:
         nonlocal replaced
+        rendered = render_error(error)
+        start = _start(rendered.status, rendered.content_type, rendered.body)
+        start["headers"] = [*start["headers"], *error_headers(error)]
+        await send_wrapper(start)
+        await send({"type": "http.response.body", "body": rendered.body, "more_body": False})
+        replaced = True
+
+    async def send_wrapper(message: Message) -> None:
         if replaced:
-            return  # the rest of a page that an envelope replaced
+            return  # the rest of a response that an envelope replaced
+        if message["type"] == "http.response.start" and ctx.deferred_auth is not None:
+            # A read's deferred authentication: its outcome goes on the request now (the principal for the log, the
+            # rate-limit headers), or, when the request failed before its read (a 400), it is authenticated now;
+            # a refusal is the answer, as it would have been had the guard authenticated first.
+            refused = await _settle_quietly(ctx)
+            if refused is not None:
+                await replace(refused)
+                return
         if message["type"] == "http.response.start" and _is_html_404(message):
             # Litestar's /schema/{path} route answers an unknown page with HTML: every 404 is the envelope.
-            error = NOT_FOUND.error(
-                f"No route matches {scope.get('method')} {scope.get('path')}",
-                "Check the path; the API's pages are /schema, /schema/redoc, /schema/swagger, /schema/openapi.json.",
+            await replace(
+                NOT_FOUND.error(
+                    f"No route matches {scope.get('method')} {scope.get('path')}",
+                    "Check the path; the API's pages are /schema, /schema/redoc, /schema/swagger, "
+                    "/schema/openapi.json.",
+                )
             )
-            rendered = render_error(error)
-            await send_wrapper(_start(rendered.status, rendered.content_type, rendered.body))
-            await send({"type": "http.response.body", "body": rendered.body, "more_body": False})
-            replaced = True
             return
         if message["type"] == "http.response.start":
             outcome["status"] = message["status"]
@@ -96,6 +122,8 @@ async def handle_http(app: HTTPApp, source: ConnectionSource, scope: HTTPScope, 
         await app(scope, receive, send_wrapper)
     finally:
         try:
+            if ctx.deferred_auth is not None:  # no response started (the client left): the request still counts
+                await _settle_quietly(ctx)
             await ctx.lease.release()
         finally:
             context.leave(token)

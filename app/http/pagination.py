@@ -47,7 +47,10 @@ def list_digest(
 def bind_list(request: Request[Any, Any, Any]) -> None:
     """before_request: record which list this request reads, for the cursors it mints and accepts."""
     ctx = context.current()
-    principal = ctx.principal.name if ctx.principal else "anonymous"
+    if ctx.deferred_auth is not None:  # not yet known whose key it is: the list is bound to the key
+        principal = ctx.deferred_auth.asker
+    else:
+        principal = ctx.principal.name if ctx.principal else "anonymous"
     template = request.scope.get("path_template") or ""
     ctx.list_digest = list_digest(principal, template, request.path_params, request.query_params.multi_items())
     ctx.keyring = request.app.state.keyring

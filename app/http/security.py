@@ -21,10 +21,10 @@ from app.http import context, json_input
 from app.http.errors import render_error
 from app.network import client_address, limit_key
 from app.services import auth as auth_service
-from app.services.auth import Principal, RateLimitExceeded
+from app.services.auth import Principal, RateLimitExceeded, RateLimitState
 from app.services.idempotency import MAX_KEY_LENGTH, IdempotencyRequest, IdempotentCall
 from app.services.uow import UnitOfWork
-from domain.errors import InvalidParameter
+from domain.errors import DomainError, InvalidParameter
 from domain.keys import KeyKind
 from domain.tasks import Actor
 
@@ -113,20 +113,26 @@ def _caller(connection: ASGIConnection[Any, Any, Any, Any], address: str) -> aut
     )
 
 
+#: A handler's `opt` flag: its authentication goes out in its query's statement (`DeferredAuth`). For reads whose
+#: handler needs nothing of the caller before its query, and whose service reads through `uow.read`.
+AUTH_WITH_QUERY = "auth_with_query"
+
+
 def requires(kind: KeyKind) -> Guard:
     """A guard admitting only callers holding a live key of `kind` (and, for agents, an active agent)."""
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
         ctx = context.current()
+        caller = _caller(connection, client_of(connection))
+        if handler.opt.get(AUTH_WITH_QUERY) and (deferred := auth_service.defer(caller, kind)) is not None:
+            ctx.deferred_auth = deferred  # decided by the read, or by the lifecycle before the response starts
+            return
         try:
-            principal, rate = await auth_service.authenticate(
-                ctx.lease, _caller(connection, client_of(connection)), kind
-            )
+            principal, rate = await auth_service.authenticate(ctx.lease, caller, kind)
         except RateLimitExceeded as exceeded:
             ctx.rate = exceeded.state
             raise
-        ctx.principal, ctx.rate = principal, rate
-        structlog.contextvars.bind_contextvars(principal=principal.name, agent_id=principal.agent_id)
+        _admitted(ctx, principal, rate)
         await _claim_idempotency(connection, handler, ctx, principal.name)
 
     guard.__name__ = f"requires_{kind.value}"
@@ -146,6 +152,28 @@ async def public(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRo
     await _claim_idempotency(connection, handler, ctx, f"anonymous:{address}")
 
 
+def _admitted(ctx: context.RequestContext, principal: Principal, rate: RateLimitState) -> None:
+    ctx.principal, ctx.rate = principal, rate
+    structlog.contextvars.bind_contextvars(principal=principal.name, agent_id=principal.agent_id)
+
+
+async def settle_deferred_auth(ctx: context.RequestContext) -> DomainError | None:
+    """Put a deferred authentication's outcome on the request (authenticating now if no read ran it): None when
+    the caller was admitted, else the refusal that is the request's answer."""
+    deferred, ctx.deferred_auth = ctx.deferred_auth, None
+    if deferred is None:
+        return None
+    try:
+        principal, rate = await deferred.resolve(ctx.lease)
+    except RateLimitExceeded as exceeded:
+        ctx.rate = exceeded.state
+        return exceeded
+    except DomainError as refused:
+        return refused
+    _admitted(ctx, principal, rate)
+    return None
+
+
 agent_only = requires(KeyKind.AGENT)
 operator_only = requires(KeyKind.OPERATOR)
 admin_only = requires(KeyKind.ADMIN)
@@ -153,11 +181,16 @@ admin_only = requires(KeyKind.ADMIN)
 
 def provide_uow(request: Request[Any, Any, Any]) -> UnitOfWork:
     ctx = context.current()
-    return UnitOfWork(ctx.lease, ctx.idempotent_call, observer=request.app.state.commit_observer)
+    return UnitOfWork(
+        ctx.lease, ctx.idempotent_call, observer=request.app.state.commit_observer, deferred_auth=ctx.deferred_auth
+    )
 
 
 def provide_principal() -> Principal:
-    principal = context.current().principal
+    ctx = context.current()
+    if ctx.deferred_auth is not None:
+        raise RuntimeError("a route whose authentication goes out with its query cannot take the caller first")
+    principal = ctx.principal
     if principal is None:
         raise RuntimeError("route has no authentication guard")
     return principal

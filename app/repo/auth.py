@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
-from app.repo.connections import Connection
+from psycopg.rows import TupleRow
+
+from app.repo.connections import Connection, Query
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +41,9 @@ _ADMIT = """
      WHERE greatest(r.tat, statement_timestamp()) + %(emission)s <= statement_timestamp() + %(window)s
     RETURNING tat
 """
-# Only active callers are counted (TaskHive: auth, then the rate limit).
-_AUTHENTICATE = f"""
+# Only active callers are counted (TaskHive: auth, then the rate limit). `caller` is the key's owner and the
+# decision, one row, or none for an unknown key.
+_CALLER = f"""
 WITH owner AS (
     SELECT k.id AS key_id, k.kind, k.agent_id, coalesce(k.operator_id, a.operator_id) AS operator_id,
            a.status AS agent_status,
@@ -51,11 +57,23 @@ WITH owner AS (
     UPDATE api_key SET last_used_at = statement_timestamp()
      WHERE id = (SELECT key_id FROM owner)
        AND (last_used_at IS NULL OR last_used_at < statement_timestamp() - interval '1 minute')
-), admitted AS ({_ADMIT.format(caller="SELECT principal, statement_timestamp() + %(emission)s FROM owner WHERE active")})
-SELECT o.key_id, o.kind, o.principal, o.agent_id, o.operator_id, o.agent_status, o.active,
-       (SELECT tat FROM admitted), (SELECT tat FROM rate_limit WHERE principal = o.principal), statement_timestamp()
-  FROM owner o
+), admitted AS ({_ADMIT.format(caller="SELECT principal, statement_timestamp() + %(emission)s FROM owner WHERE active")}
+), caller AS MATERIALIZED (
+    SELECT o.key_id, o.kind, o.principal, o.agent_id, o.operator_id, o.agent_status, o.active,
+           (SELECT tat FROM admitted) AS admitted_tat,
+           (SELECT tat FROM rate_limit WHERE principal = o.principal) AS current_tat, statement_timestamp() AS now
+      FROM owner o
+)
 """
+_CALLER_COLUMNS = 10
+_AUTHENTICATE = f"{_CALLER} SELECT * FROM caller"
+# A read after the authentication, in its statement: the read runs only for an active caller the rate limit admits.
+# OFFSET 0 keeps the read a subquery of its own (the planner would otherwise fold a plain one into the join), so its
+# gate is a one-time filter on the caller's row: a refused caller's statement reads no table. The read is joined
+# laterally to the caller's one row, so its rows keep their order; with no row of its own it leaves one row whose
+# read columns are NULL.
+_ADMITTED = "(caller.active AND caller.admitted_tat IS NOT NULL)"
+_AUTHENTICATED = "{caller} SELECT caller.*, found.* FROM caller LEFT JOIN LATERAL ({read} OFFSET 0) found ON true"
 # A caller without a valid key, counted by its address ("address:203.0.113.9").
 _ADMIT_ANONYMOUS = f"""
 WITH admitted AS ({_ADMIT.format(caller="VALUES (%(principal)s, statement_timestamp() + %(emission)s)")})
@@ -68,17 +86,56 @@ DELETE FROM rate_limit WHERE principal IN (SELECT principal FROM rate_limit
 """
 
 
-async def authenticate(
-    connection: Connection, *, key_hash: str, kind: str, emission: timedelta, window: timedelta
-) -> tuple[KeyOwner, RateDecision] | None:
-    cursor = await connection.execute(
-        _AUTHENTICATE, {"key_hash": key_hash, "kind": kind, "emission": emission, "window": window}
-    )
+@dataclass(frozen=True, slots=True)
+class KeyCheck:
+    """What authenticating a key takes: its hash and kind, and the rate limit's emission interval and window."""
+
+    key_hash: str
+    kind: str
+    emission: timedelta
+    window: timedelta
+
+
+async def authenticate(connection: Connection, check: KeyCheck) -> tuple[KeyOwner, RateDecision] | None:
+    cursor = await connection.execute(_AUTHENTICATE, _params(check))
     row = await cursor.fetchone()
-    if row is None:
-        return None
-    owner = KeyOwner(*row[:7])
-    return owner, RateDecision(admitted_tat=row[7], current_tat=row[8], now=row[9])
+    return _found(row) if row is not None else None
+
+
+def _found(row: TupleRow) -> tuple[KeyOwner, RateDecision]:
+    return KeyOwner(*row[:7]), RateDecision(admitted_tat=row[7], current_tat=row[8], now=row[9])
+
+
+def _params(check: KeyCheck) -> dict[str, object]:
+    return {"key_hash": check.key_hash, "kind": check.kind, "emission": check.emission, "window": check.window}
+
+
+def authenticated_statement(query: Query[T]) -> str:
+    """The statement that authenticates and counts the caller, then runs `query` if it was admitted."""
+    return _AUTHENTICATED.format(caller=_CALLER, read=query.statement(_ADMITTED))
+
+
+def statement_params(check: KeyCheck, query: Query[T]) -> dict[str, object]:
+    params = _params(check)
+    if clash := params.keys() & query.params.keys():
+        raise ValueError(f"the query's parameters {sorted(clash)} are the authentication's")
+    return params | query.params
+
+
+async def run_authenticated(
+    connection: Connection, check: KeyCheck, query: Query[T]
+) -> tuple[tuple[KeyOwner, RateDecision] | None, T]:
+    """`authenticate` and `query` in one statement, the query run only if the caller is admitted: the caller found
+    (None for an unknown key), and the query's reading of its rows (of none when the caller was refused). The
+    caller decides from the first before it uses the second."""
+    cursor = await connection.execute(authenticated_statement(query), statement_params(check, query))
+    rows = await cursor.fetchall()
+    if not rows:
+        return None, query.read([])
+    found = _found(rows[0])
+    if found[1].admitted_tat is None or not found[0].active:
+        return found, query.read([])
+    return found, query.read([row[_CALLER_COLUMNS:] for row in rows if row[_CALLER_COLUMNS] is not None])
 
 
 async def admit_anonymous(

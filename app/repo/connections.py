@@ -8,13 +8,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolClosed
 
 Connection = AsyncConnection[TupleRow]
+T = TypeVar("T")
+
+#: The condition a `Query` is given when nothing more than the statement itself decides whether it may run.
+ALWAYS = "true"
+
+
+@dataclass(frozen=True, slots=True)
+class Query(Generic[T]):
+    """A read not yet run: its SELECT, given the condition that lets it run, its parameters (named), and how its
+    rows are read. `statement(gate)` must put `gate` in the WHERE of every part that touches a table, so that a
+    false gate reads nothing, and its first column must never be NULL. Run it with `run`, or with the caller's
+    authentication in the same statement (app.repo.auth.run_authenticated)."""
+
+    statement: Callable[[str], str]
+    params: dict[str, Any]
+    read: Callable[[Sequence[TupleRow]], T]
+
+
+async def run(connection: Connection, query: Query[T]) -> T:
+    cursor = await connection.execute(query.statement(ALWAYS), query.params)
+    return query.read(await cursor.fetchall())
 
 
 async def one_row(cursor: AsyncCursor[TupleRow]) -> TupleRow:

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg.rows import TupleRow
+
 from app.repo import claims, deliverables
-from app.repo.connections import Connection, one_row
+from app.repo.connections import Connection, Query, one_row, run
 from domain.bids import BidderState, LockedBid
 from domain.deliverables import DeliveryState
 from domain.ledger import revenue_shard
@@ -264,10 +266,20 @@ def to_record(row: Sequence[Any], relevance: float | None = None) -> TaskRecord:
     )
 
 
+def _one(rows: Sequence[TupleRow]) -> TaskRecord | None:
+    return to_record(rows[0]) if rows else None
+
+
+def _all(rows: Sequence[TupleRow]) -> list[TaskRecord]:
+    return [to_record(row) for row in rows]
+
+
+def one(task_id: int) -> Query[TaskRecord | None]:
+    return Query(lambda gate: f"{_RECORD}{_FROM} WHERE {gate} AND t.id = %(task_id)s", {"task_id": task_id}, _one)
+
+
 async def get(connection: Connection, task_id: int) -> TaskRecord | None:
-    cursor = await connection.execute(f"{_RECORD}{_FROM} WHERE t.id = %s", (task_id,))
-    row = await cursor.fetchone()
-    return to_record(row) if row else None
+    return await run(connection, one(task_id))
 
 
 def _filters(task_filter: TaskFilter) -> tuple[str, dict[str, Any]]:
@@ -296,45 +308,49 @@ _ORDER = {
 }
 
 
-async def browse(
-    connection: Connection, task_filter: TaskFilter, sort: Sort, after: dict[str, int] | None, limit: int
-) -> list[TaskRecord]:
+def browse(task_filter: TaskFilter, sort: Sort, after: dict[str, int] | None, limit: int) -> Query[list[TaskRecord]]:
     where, named = _filters(task_filter)
     order, seek = _ORDER[sort]
     if after is not None:
         where += " AND " + seek
         named.update(after)
     named["limit"] = limit
-    cursor = await connection.execute(f"{_RECORD}{_FROM} WHERE {where} ORDER BY {order} LIMIT %(limit)s", named)
-    return [to_record(row) for row in await cursor.fetchall()]
+    return Query(
+        lambda gate: f"{_RECORD}{_FROM} WHERE {gate} AND {where} ORDER BY {order} LIMIT %(limit)s", named, _all
+    )
 
 
-async def search(
-    connection: Connection, query: str, task_filter: TaskFilter, after: dict[str, Any] | None, limit: int
-) -> tuple[bool, list[TaskRecord]]:
-    """Ranked full-text search; returns (the query had a usable term, the page). Keyset on (rank, id)."""
+def _search_page(rows: Sequence[TupleRow]) -> tuple[bool, list[TaskRecord]]:
+    usable = bool(rows and rows[0][0])
+    return usable, [to_record(row[1:-1], relevance=row[-1]) for row in rows if row[1] is not None]
+
+
+def search(
+    query: str, task_filter: TaskFilter, after: dict[str, Any] | None, limit: int
+) -> Query[tuple[bool, list[TaskRecord]]]:
+    """Ranked full-text search; reads as (the query had a usable term, the page). Keyset on (rank, id)."""
     where, named = _filters(task_filter)
     seek = ""
     if after is not None:
         seek = "AND (ts_rank(t.search, q.query)::float8, t.id) < (%(rank)s, %(id)s)"
         named.update(rank=after["rank"], id=after["id"])
     named.update(query=query, limit=limit)
-    cursor = await connection.execute(
-        f"""
+    return Query(
+        lambda gate: (
+            f"""
         WITH q AS (SELECT to_tsquery('english', %(query)s) AS query)
         SELECT numnode(q.query) > 0, page.* FROM q LEFT JOIN LATERAL (
             {_RECORD}, ts_rank(t.search, q.query)::float8 AS rank
             {_FROM}
-            WHERE t.search @@ q.query AND {where} {seek}
+            WHERE {gate} AND t.search @@ q.query AND {where} {seek}
             ORDER BY rank DESC, t.id DESC
             LIMIT %(limit)s
         ) page ON true
-        """,
+        """
+        ),
         named,
+        _search_page,
     )
-    rows = await cursor.fetchall()
-    usable = bool(rows and rows[0][0])
-    return usable, [to_record(row[1:-1], relevance=row[-1]) for row in rows if row[1] is not None]
 
 
 async def for_worker(connection: Connection, agent_id: int, *, before_id: int | None, limit: int) -> list[TaskRecord]:

@@ -1,17 +1,21 @@
-"""Who is calling: API key authentication plus the per-caller rate limit, in one round trip."""
+"""Who is calling: API key authentication plus the per-caller rate limit, in one statement, sent on its own or as
+part of the request's read (`DeferredAuth`)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 from app.repo import auth as auth_repo
-from app.repo.connections import ConnectionLease
-from domain.errors import Forbidden, RateLimited, Unauthenticated
+from app.repo.connections import ConnectionLease, Query
+from domain.errors import DomainError, Forbidden, RateLimited, Unauthenticated
 from domain.keys import KEY_PREFIXES, KeyKind, hash_key, is_well_formed
 
 WINDOW = timedelta(minutes=1)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,13 +111,22 @@ async def admit_anonymous(lease: ConnectionLease, caller: Caller) -> RateLimitSt
 
 
 async def _authenticate(lease: ConnectionLease, caller: Caller, kind: KeyKind) -> tuple[Principal, RateLimitState]:
+    return _admit(caller, kind, await auth_repo.authenticate(await lease.connection(), _key_check(caller, kind)))
+
+
+def _key_check(caller: Caller, kind: KeyKind) -> auth_repo.KeyCheck:
+    """What the statement needs to authenticate the caller; Unauthenticated for a header without a well-formed key,
+    which no statement needs to be asked about."""
     token = bearer_token(caller.authorization, kind)
     if not is_well_formed(token, kind):
         raise _invalid_key(kind)
-    emission = WINDOW / caller.limit_per_minute
-    found = await auth_repo.authenticate(
-        await lease.connection(), key_hash=hash_key(token), kind=kind.value, emission=emission, window=WINDOW
-    )
+    return auth_repo.KeyCheck(hash_key(token), kind.value, WINDOW / caller.limit_per_minute, WINDOW)
+
+
+def _admit(
+    caller: Caller, kind: KeyKind, found: tuple[auth_repo.KeyOwner, auth_repo.RateDecision] | None
+) -> tuple[Principal, RateLimitState]:
+    """The statement's answer as the caller's principal and allowance, or the refusal it means."""
     if found is None:
         raise _invalid_key(kind)
     owner, decision = found
@@ -128,7 +141,68 @@ async def _authenticate(lease: ConnectionLease, caller: Caller, kind: KeyKind) -
         reactivate = _REACTIVATE.get(owner.agent_status or "suspended", _REACTIVATE["suspended"])
         raise Forbidden(f"Agent is {owner.agent_status}", reactivate)
     principal = Principal(kind, owner.key_id, owner.principal, owner.agent_id, owner.operator_id)
-    return principal, _rate_state(decision, caller.limit_per_minute, emission)
+    return principal, _rate_state(decision, caller.limit_per_minute, WINDOW / caller.limit_per_minute)
+
+
+def asker_of(key_hash: str) -> str:
+    """Whom a list read with a deferred authentication is bound to (its cursors), before the key's owner is known:
+    the key itself, which has one owner."""
+    return f"key:{key_hash}"
+
+
+class DeferredAuth:
+    """A read's authentication, left to go out in its query's statement (`run`) instead of a round trip before it.
+    The statement runs the read only for an admitted caller, so a refused one has the database read nothing for
+    it, and its outcome is the one `authenticate` gives. A request that reads nothing first is authenticated on its
+    own round trip (`resolve`)."""
+
+    def __init__(self, caller: Caller, kind: KeyKind, check: auth_repo.KeyCheck) -> None:
+        self.caller, self.kind, self.check = caller, kind, check
+        self.outcome: tuple[Principal, RateLimitState] | DomainError | None = None  # None until decided
+
+    @property
+    def asker(self) -> str:
+        return asker_of(self.check.key_hash)
+
+    async def run(self, lease: ConnectionLease, query: Query[T]) -> T:
+        """`query` with this authentication; the refusal is raised instead of its result."""
+        found, result = await auth_repo.run_authenticated(await lease.connection(), self.check, query)
+        await self._decided(self._decide(lease, found))
+        return result
+
+    async def resolve(self, lease: ConnectionLease) -> tuple[Principal, RateLimitState]:
+        """The outcome, authenticating on its own round trip if no read has run it."""
+        if self.outcome is None:
+            return await self._decided(authenticate(lease, self.caller, self.kind))
+        if isinstance(self.outcome, DomainError):
+            raise self.outcome
+        return self.outcome
+
+    async def _decide(
+        self, lease: ConnectionLease, found: tuple[auth_repo.KeyOwner, auth_repo.RateDecision] | None
+    ) -> tuple[Principal, RateLimitState]:
+        try:
+            return _admit(self.caller, self.kind, found)
+        except Unauthenticated:
+            await admit_anonymous(lease, self.caller)  # as `authenticate` counts a bad key, by its address
+            raise
+
+    async def _decided(self, deciding: Awaitable[tuple[Principal, RateLimitState]]) -> tuple[Principal, RateLimitState]:
+        try:
+            self.outcome = await deciding
+        except DomainError as refused:
+            self.outcome = refused
+            raise
+        return self.outcome
+
+
+def defer(caller: Caller, kind: KeyKind) -> DeferredAuth | None:
+    """A `DeferredAuth` for a caller with a well-formed key; None for any other (authenticate it now: it is refused
+    without a read)."""
+    try:
+        return DeferredAuth(caller, kind, _key_check(caller, kind))
+    except Unauthenticated:
+        return None
 
 
 def _rate_state(decision: auth_repo.RateDecision, limit: int, emission: timedelta) -> RateLimitState:

@@ -64,7 +64,7 @@ async def post_task(uow: UnitOfWork, actor: Actor, task: NewTask) -> TaskRecord:
 
 
 async def get_task(uow: UnitOfWork, task_id: int) -> TaskRecord:
-    record = await task_rows.get(await uow.reader(), task_id)
+    record = await uow.read(task_rows.one(task_id))
     if record is None:
         raise task_not_found(task_id)
     return record
@@ -73,7 +73,7 @@ async def get_task(uow: UnitOfWork, task_id: int) -> TaskRecord:
 async def browse(
     uow: UnitOfWork, task_filter: TaskFilter, sort: Sort, after: dict[str, Any] | None, limit: int
 ) -> list[TaskRecord]:
-    return await task_rows.browse(await uow.reader(), task_filter, sort, after, limit)
+    return await uow.read(task_rows.browse(task_filter, sort, after, limit))
 
 
 def search_query(text: str) -> str:
@@ -94,7 +94,7 @@ def no_usable_terms() -> InvalidParameter:
 async def search(
     uow: UnitOfWork, text: str, task_filter: TaskFilter, after: dict[str, Any] | None, limit: int
 ) -> list[TaskRecord]:
-    usable, records = await task_rows.search(await uow.reader(), search_query(text), task_filter, after, limit)
+    usable, records = await uow.read(task_rows.search(search_query(text), task_filter, after, limit))
     if not usable:
         raise no_usable_terms()
     return records

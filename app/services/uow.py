@@ -22,11 +22,12 @@ from psycopg import AsyncPipeline
 
 from app.repo import events as event_rows
 from app.repo import transactions
-from app.repo.connections import Connection, ConnectionLease, PoolSource, open_pool
+from app.repo.connections import Connection, ConnectionLease, PoolSource, Query, open_pool, run
 from domain.errors import DomainError
 from domain.events import Event, MatchRequest
 
 if TYPE_CHECKING:  # idempotency seals with app.services.sealing, which runs its own units of work
+    from app.services.auth import DeferredAuth
     from app.services.idempotency import IdempotentCall
 
 T = TypeVar("T")
@@ -48,10 +49,12 @@ class UnitOfWork:
         idempotency: IdempotentCall | None = None,
         *,
         observer: CommitObserver | None = None,
+        deferred_auth: DeferredAuth | None = None,
     ) -> None:
         self.lease = lease
         self.idempotency = idempotency
         self.observer = observer
+        self.deferred_auth = deferred_auth  # decided by the first read (`read`), or before any other statement
         self._connection: Connection | None = None
         self._call: IdempotentCall | None = None  # the open transaction's
         self._done = False
@@ -71,11 +74,26 @@ class UnitOfWork:
 
     async def reader(self) -> Connection:
         """The request's connection outside any transaction, for a read that is a single statement."""
+        await self._authenticate()
         return await self.lease.connection()
+
+    async def read(self, query: Query[T]) -> T:
+        """Run a read outside any transaction, with the request's deferred authentication in the same statement if
+        it has one: a refused caller gets the refusal, raised, and the database reads nothing for it."""
+        deferred, self.deferred_auth = self.deferred_auth, None
+        if deferred is None:
+            return await run(await self.lease.connection(), query)
+        return await deferred.run(self.lease, query)
+
+    async def _authenticate(self) -> None:
+        deferred, self.deferred_auth = self.deferred_auth, None
+        if deferred is not None:
+            await deferred.resolve(self.lease)
 
     async def __aenter__(self) -> UnitOfWork:
         if self._connection is not None:
             raise RuntimeError("a unit of work runs one transaction; open a new one")
+        await self._authenticate()
         connection = await self.lease.connection()
         call, self.idempotency = self.idempotency, None  # the key belongs to the request's first transaction only
         self._connection, self._call, self._done = connection, call, False

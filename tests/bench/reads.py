@@ -17,7 +17,9 @@ import psycopg
 
 from app.crypto import KeyRing
 from app.http.pagination import list_digest, mint_cursor
+from app.services.auth import asker_of
 from bench.dataset import agent_key
+from domain.keys import hash_key
 from tests.bench.load import AGORA_SUCCESS, LUA_COUNTING, lua_success_marker
 
 PAGE = 20
@@ -81,10 +83,15 @@ def fixtures(url: str, keyring: KeyRing) -> Fixtures:
             (max(deep_offset - 1, 0),),
         ).fetchone()
         after_id, budget = row
-        # Minted as the server mints it: signed under the server's data key, bound to each agent and to this list.
+        # Minted as the server mints it: signed under the server's data key, bound to each agent's key and to this
+        # list.
         position = {"s": "newest", "id": after_id, "v": budget}
         cursors = [
-            mint_cursor(keyring, list_digest(f"agent:{agent}", "/api/v1/tasks", {}, [("status", "open")]), position)
+            mint_cursor(
+                keyring,
+                list_digest(asker_of(hash_key(agent_key(agent))), "/api/v1/tasks", {}, [("status", "open")]),
+                position,
+            )
             for agent in agents
         ]
         # Search terms from the seeded vocabulary: broad ones match >= 5 % of open tasks, selective ones <= 0.1 %.

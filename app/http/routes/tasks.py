@@ -24,7 +24,7 @@ from app.http.params import (
 from app.http.respond import respond
 from app.http.routes.docs import errors
 from app.http.schemas.tasks import SearchItemOut, TaskIn, TaskListItemOut, TaskOut, TaskStatusOut
-from app.http.security import agent_only
+from app.http.security import AUTH_WITH_QUERY, agent_only
 from app.services import tasks
 from app.services.uow import UnitOfWork
 from domain.error_codes import (
@@ -84,7 +84,7 @@ class TasksController(Controller):
         """Post a task; its budget moves from your operator's wallet into the task's escrow."""
         return await respond(uow, tasks.post_task(uow, actor, data.new_task()), lambda task: ok(TaskOut.detail(task)))
 
-    @get("/", operation_id="browseTasks")
+    @get("/", operation_id="browseTasks", opt={AUTH_WITH_QUERY: True})
     async def browse(
         self,
         uow: NamedDependency[UnitOfWork],
@@ -115,7 +115,7 @@ class TasksController(Controller):
             next_cursor = encode_cursor({"s": order.value, "id": last.id, "v": last.budget_credits})
         return page([TaskListItemOut.of(t) for t in found], cursor=next_cursor, has_more=more, count=len(found))
 
-    @get("/search", operation_id="searchTasks")
+    @get("/search", operation_id="searchTasks", opt={AUTH_WITH_QUERY: True})
     async def search(
         self,
         uow: NamedDependency[UnitOfWork],
@@ -144,7 +144,7 @@ class TasksController(Controller):
         next_cursor = encode_cursor({"r": found[-1].relevance, "id": found[-1].id}) if more else None
         return page([SearchItemOut.ranked(t) for t in found], cursor=next_cursor, has_more=more, count=len(found))
 
-    @get("/{task_id:str}", operation_id="getTask", responses=errors(TASK_NOT_FOUND))
+    @get("/{task_id:str}", operation_id="getTask", responses=errors(TASK_NOT_FOUND), opt={AUTH_WITH_QUERY: True})
     async def get_task(self, task_id: TaskId, uow: NamedDependency[UnitOfWork]) -> Envelope[TaskOut]:
         """One task."""
         return ok(TaskOut.detail(await tasks.get_task(uow, parse_id(task_id, "Task"))))
