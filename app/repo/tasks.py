@@ -45,13 +45,15 @@ class PostContext:
 
 
 async def post_context(connection: Connection, operator_id: int, category_id: int | None) -> PostContext | None:
-    """None when the operator has no wallet (every operator has one)."""
+    """None when the operator has no wallet (every operator has one). The wallet's row is locked, so its balance
+    stays the one read until the transaction ends: every change to a balance updates that row, and waits."""
     cursor = await connection.execute(
         """
         SELECT w.id, w.balance, o.name, c.id, c.name, c.slug, nextval('task_id_seq'), nextval('account_id_seq'), now()
           FROM account w JOIN operator o ON o.id = w.operator_id
           LEFT JOIN category c ON c.id = %(category)s
          WHERE w.operator_id = %(operator)s AND w.kind = 'operator_wallet'
+           FOR UPDATE OF w
         """,
         {"operator": operator_id, "category": category_id},
     )

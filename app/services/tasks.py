@@ -47,18 +47,13 @@ async def post_task(uow: UnitOfWork, actor: Actor, task: NewTask) -> TaskRecord:
             )
         )
         record = task_rows.new_record(task, context, poster_operator_id=actor.operator_id)
-        async with uow.batch():
+        # The wallet is locked since the balance was read, so the hold cannot overdraw it (the no-overdraft CHECK
+        # is the second guard) and needs no answer before the COMMIT: it goes out with it.
+        async with uow.committing(record):
             await task_rows.insert(
                 uow.connection, task, context, poster_operator_id=actor.operator_id, poster_agent_id=actor.agent_id
             )
-            # The balance read above was not locked: a concurrent post may have spent it since, and then the hold's
-            # no-overdraft CHECK refuses it. The hold is the batch's last statement, so that when it fails no
-            # statement is left skipped behind it (see transactions.send_commit), and is read before the commit.
-            try:
-                await ledger.post(uow.connection, posted.hold)
-            except ledger.Overdraft:
-                raise InsufficientCredits(balance=context.wallet_balance, needed=task.budget_credits) from None
-        async with uow.committing(record):
+            await ledger.send(uow.connection, posted.hold)
             await uow.publish(posted.events, posted.match)
     return record
 
