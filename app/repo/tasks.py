@@ -316,9 +316,10 @@ def browse(task_filter: TaskFilter, sort: Sort, after: dict[str, int] | None, li
     if after is not None:
         where += " AND " + seek
         named.update(after)
-    named["limit"] = limit
+    # The page size is written into the statement (an int the route bounds), not bound: with a bound LIMIT the
+    # planner never trusts its generic plan for this statement and plans it again at every execution.
     return Query(
-        lambda gate: f"{_RECORD}{_FROM} WHERE {gate} AND {where} ORDER BY {order} LIMIT %(limit)s", named, _all
+        lambda gate: f"{_RECORD}{_FROM} WHERE {gate} AND {where} ORDER BY {order} LIMIT {int(limit)}", named, _all
     )
 
 
