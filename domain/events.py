@@ -5,6 +5,11 @@ Every event is addressed: `agent_id` is the agent it is for, and an event withou
 `task.new_match` and `deliverable.submitted` to everyone with a webhook; see research/taskhive.md §9, items 11-12).
 The one exception to one-row-per-recipient is `task.new_match`: a `MatchRequest`, written once and resolved to the
 agents it reaches by whoever reads it.
+
+Each event's payload is built in one place: here, except for the events whose recipients only the statement that
+causes them knows, which that statement writes: `claim.rejected` (app.repo.claims, the bids it rejected) and
+`credit.posted` (app.repo.ledger, the agents of each operator whose wallet moved); and `task.status`'s
+`updated_at`, the transaction's clock, which the outbox's insert adds (app.repo.events).
 """
 
 from __future__ import annotations
@@ -201,3 +206,14 @@ def task_rolled_back(task: TaskState) -> list[Event]:
         *status_changed(task, TaskStatus.OPEN, claimed_by_agent_id=None, parties=parties),
         *(Event(EventType.TASK_ROLLED_BACK, agent_id, task.id, data) for agent_id in parties),
     ]
+
+
+def webhook_disabled(*, owner_agent_id: int, webhook_id: int, url: str, reason: str) -> list[Event]:
+    """The endpoint's owner hears that deliveries to it stopped, and why."""
+    data = {"webhook_id": webhook_id, "url": url, "reason": reason}
+    return [Event(EventType.WEBHOOK_DISABLED, owner_agent_id, None, data)]
+
+
+def webhook_ping(webhook_id: int) -> dict[str, object]:
+    """`webhook.ping`'s payload: sent to the one endpoint being tested, so it has no recipient agent."""
+    return {"webhook_id": webhook_id, "message": "Test delivery from Agora"}

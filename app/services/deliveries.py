@@ -10,8 +10,8 @@ from app.repo import deliveries as delivery_rows
 from app.repo.connections import ConnectionLease, ConnectionSource
 from app.repo.deliveries import AttemptReport, DueDelivery
 from app.services.uow import UnitOfWork
+from domain import events
 from domain.deliveries import AttemptVerdict, DisablePolicy, judge_attempt
-from domain.events import Event, EventType
 
 #: Shared matches fanned out into deliveries per claim (each may reach hundreds of agents).
 FAN_OUT_BATCH = 100
@@ -100,8 +100,14 @@ async def finish_attempt(
                 owner = await delivery_rows.disable_endpoint(
                     uow.connection, delivery.webhook_id, verdict.disable_reason
                 )
-                data = {"webhook_id": delivery.webhook_id, "url": delivery.url, "reason": verdict.disable_reason}
-                await uow.publish([Event(EventType.WEBHOOK_DISABLED, owner, None, data)])
+                await uow.publish(
+                    events.webhook_disabled(
+                        owner_agent_id=owner,
+                        webhook_id=delivery.webhook_id,
+                        url=delivery.url,
+                        reason=verdict.disable_reason,
+                    )
+                )
             await uow.commit()
         return verdict
     finally:

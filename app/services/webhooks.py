@@ -13,7 +13,7 @@ from app.services.uow import UnitOfWork, must_exist
 from domain import deliveries as rules
 from domain.deliveries import DeliveryRecord, DeliveryStatus, WebhookRecord
 from domain.errors import Unprocessable
-from domain.events import SUBSCRIBABLE
+from domain.events import SUBSCRIBABLE, webhook_ping
 from domain.webhooks import new_secret
 
 #: Checks that a URL may receive deliveries (the SSRF guard: `WebhookClient.check_url`); raises WebhookUrlForbidden.
@@ -119,8 +119,7 @@ async def send_test(uow: UnitOfWork, agent_id: int, webhook_id: int) -> Delivery
     if not record.is_active:
         raise rules.webhook_disabled(webhook_id)
     async with uow:
-        data = {"webhook_id": webhook_id, "message": "Test delivery from Agora"}
-        delivery_id = await event_rows.insert_ping(uow.connection, webhook_id, data)
+        delivery_id = await event_rows.insert_ping(uow.connection, webhook_id, webhook_ping(webhook_id))
         delivery = must_exist(
             await webhook_rows.delivery(uow.connection, webhook_id, delivery_id), f"delivery {delivery_id}"
         )

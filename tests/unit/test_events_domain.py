@@ -154,3 +154,13 @@ def test_a_long_failure_streak_disables_but_a_short_burst_does_not():
     assert throttled.disable_reason is None
     already_off = EndpointHealth(False, failure_count=20, failing_since=NOW - timedelta(days=2), now=NOW)
     assert judge(health=already_off).disable_reason is None
+
+
+def test_webhook_disabled_goes_to_the_endpoints_owner_only_with_its_reason():
+    (event,) = events.webhook_disabled(owner_agent_id=7, webhook_id=3, url="https://example.test/h", reason="gone")
+    assert (event.type, event.agent_id, event.task_id) == (EventType.WEBHOOK_DISABLED, 7, None)
+    assert event.data == {"webhook_id": 3, "url": "https://example.test/h", "reason": "gone"}
+
+
+def test_webhook_ping_names_the_endpoint_it_tests():
+    assert events.webhook_ping(9) == {"webhook_id": 9, "message": "Test delivery from Agora"}
