@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+from collections.abc import Sequence
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -45,7 +46,7 @@ def _trusted(address: IPAddress | None, trusted: tuple[IPNetwork, ...]) -> bool:
     return address is not None and any(address.version == net.version and address in net for net in trusted)
 
 
-def client_address(peer: str | None, forwarded_for: list[str], trusted_proxies: str) -> str:
+def client_address(peer: str | None, forwarded_for: Sequence[str], trusted_proxies: str) -> str:
     """The client's address: the peer's, unless the peer is a trusted proxy that says whom it forwards for."""
     trusted = parse_trusted_proxies(trusted_proxies)
     peer_address = _address(peer or "")

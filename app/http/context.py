@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 
@@ -19,8 +20,9 @@ class RequestContext:
     deferred_auth: DeferredAuth | None = None  # a read's authentication, left to go out in its query's statement
     rate: RateLimitState | None = None
     idempotent_call: IdempotentCall | None = None
-    # Set by app.http.pagination.bind_list: which list this request reads, and the ring its cursors' key comes from.
-    list_digest: str = ""
+    # Set by app.http.pagination.bind_list: which list this request reads (its digest, computed when first asked),
+    # and the ring its cursors' key comes from.
+    list_digest: Callable[[], str] | None = None
     keyring: KeyRing | None = None
     extra_log: dict[str, object] = field(default_factory=dict)
 

@@ -45,14 +45,17 @@ def list_digest(
 
 
 def bind_list(request: Request[Any, Any, Any]) -> None:
-    """before_request: record which list this request reads, for the cursors it mints and accepts."""
+    """before_request: record which list this request reads, for the cursors it mints and accepts. The digest is
+    computed when a cursor first needs it (most requests read or mint none); whose list it is is settled now."""
     ctx = context.current()
     if ctx.deferred_auth is not None:  # not yet known whose key it is: the list is bound to the key
         principal = ctx.deferred_auth.asker
     else:
         principal = ctx.principal.name if ctx.principal else "anonymous"
     template = request.scope.get("path_template") or ""
-    ctx.list_digest = list_digest(principal, template, request.path_params, request.query_params.multi_items())
+    ctx.list_digest = functools.cache(
+        lambda: list_digest(principal, template, request.path_params, request.query_params.multi_items())
+    )
     ctx.keyring = request.app.state.keyring
 
 
@@ -86,9 +89,15 @@ def _request_keyring(ctx: context.RequestContext) -> KeyRing:
     return ctx.keyring
 
 
+def _request_list(ctx: context.RequestContext) -> str:
+    if ctx.list_digest is None:
+        raise RuntimeError("no list for this request's cursors: bind_list runs before every route")
+    return ctx.list_digest()
+
+
 def encode_cursor(position: dict[str, Any]) -> str:
     ctx = context.current()
-    return mint_cursor(_request_keyring(ctx), ctx.list_digest, position)
+    return mint_cursor(_request_keyring(ctx), _request_list(ctx), position)
 
 
 def _restart(message: str) -> InvalidParameter:
@@ -109,7 +118,7 @@ def decode_cursor(cursor: str | None, *, required: Sequence[str] = ("id",)) -> d
     if not hmac.compare_digest(tag, _tag(_cursor_key(_request_keyring(ctx)), payload)) or not canonical:
         raise _restart("Invalid cursor: it was not issued by this server, or it was altered")
     position: dict[str, Any] = msgspec.json.decode(payload)  # signed by this server: always an object
-    if position.pop(_LIST_FIELD, None) != ctx.list_digest:
+    if position.pop(_LIST_FIELD, None) != _request_list(ctx):
         raise _restart("This cursor belongs to another list, or to this list with other filters")
     if any(type(position.get(k)) is not int for k in required):
         raise _restart("Invalid cursor for this list")

@@ -6,6 +6,7 @@ validation and logic.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
@@ -93,21 +94,32 @@ async def _claim_idempotency(
     )
 
 
-def client_of(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
-    """The client's address (see app.network: X-Forwarded-For counts only from a trusted proxy)."""
+def _header_values(connection: ASGIConnection[Any, Any, Any, Any], name: bytes) -> tuple[str, ...]:
+    # Read from the scope (ASGI servers send header names lowercased): a guard needs two headers, and Litestar's
+    # Headers object costs more to build than the scan.
+    return tuple(value.decode("latin-1") for key, value in connection.scope["headers"] if key == name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _addresses(peer: str | None, forwarded_for: tuple[str, ...], trusted_proxies: str) -> tuple[str, str]:
+    """The client's address (see app.network: X-Forwarded-For counts only from a trusted proxy), and what the
+    anonymous rate limit counts for it. Pure, and the same for every request of a connection: cached."""
+    address = client_address(peer, forwarded_for, trusted_proxies)
+    return address, limit_key(address)
+
+
+def _client(connection: ASGIConnection[Any, Any, Any, Any]) -> tuple[str, str]:
     peer = connection.scope.get("client")
-    return client_address(
-        peer[0] if peer else None,
-        connection.headers.getall("x-forwarded-for", []),
-        connection.app.state.settings.trusted_proxies,
-    )
+    forwarded_for = _header_values(connection, b"x-forwarded-for")
+    return _addresses(peer[0] if peer else None, forwarded_for, connection.app.state.settings.trusted_proxies)
 
 
-def _caller(connection: ASGIConnection[Any, Any, Any, Any], address: str) -> auth_service.Caller:
+def _caller(connection: ASGIConnection[Any, Any, Any, Any], address_key: str) -> auth_service.Caller:
     settings = connection.app.state.settings
+    authorization = _header_values(connection, b"authorization")
     return auth_service.Caller(
-        authorization=connection.headers.get("authorization"),
-        address_key=limit_key(address),
+        authorization=authorization[0] if authorization else None,
+        address_key=address_key,
         limit_per_minute=settings.rate_limit_per_minute,
         anonymous_limit_per_minute=settings.anonymous_rate_limit_per_minute,
     )
@@ -123,7 +135,7 @@ def requires(kind: KeyKind) -> Guard:
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
         ctx = context.current()
-        caller = _caller(connection, client_of(connection))
+        caller = _caller(connection, _client(connection)[1])
         if handler.opt.get(AUTH_WITH_QUERY) and (deferred := auth_service.defer(caller, kind)) is not None:
             ctx.deferred_auth = deferred  # decided by the read, or by the lifecycle before the response starts
             return
@@ -143,9 +155,9 @@ async def public(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRo
     """A guard for unauthenticated routes: counted against the client address's allowance, and idempotency keys
     scoped by that address, so that another anonymous caller cannot be replayed someone else's response."""
     ctx = context.current()
-    address = client_of(connection)
+    address, address_key = _client(connection)
     try:
-        ctx.rate = await auth_service.admit_anonymous(ctx.lease, _caller(connection, address))
+        ctx.rate = await auth_service.admit_anonymous(ctx.lease, _caller(connection, address_key))
     except RateLimitExceeded as exceeded:
         ctx.rate = exceeded.state
         raise

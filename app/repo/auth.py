@@ -65,15 +65,23 @@ WITH owner AS (
       FROM owner o
 )
 """
-_CALLER_COLUMNS = 10
+_CALLER_NAMES = (
+    "key_id", "kind", "principal", "agent_id", "operator_id", "agent_status", "active",
+    "admitted_tat", "current_tat", "now",
+)  # fmt: skip
+_CALLER_COLUMNS = len(_CALLER_NAMES)
 _AUTHENTICATE = f"{_CALLER} SELECT * FROM caller"
 # A read after the authentication, in its statement: the read runs only for an active caller the rate limit admits.
 # OFFSET 0 keeps the read a subquery of its own (the planner would otherwise fold a plain one into the join), so its
 # gate is a one-time filter on the caller's row: a refused caller's statement reads no table. The read is joined
 # laterally to the caller's one row, so its rows keep their order; with no row of its own it leaves one row whose
-# read columns are NULL.
+# read columns are NULL. The caller's columns are sent in the first row only (NULL in the others): a page of rows
+# would otherwise carry them, timestamps and all, once a row, for the client to decode each time.
 _ADMITTED = "(caller.active AND caller.admitted_tat IS NOT NULL)"
-_AUTHENTICATED = "{caller} SELECT caller.*, found.* FROM caller LEFT JOIN LATERAL ({read} OFFSET 0) found ON true"
+_CALLER_ONCE = ", ".join(f"CASE WHEN row_number() OVER () = 1 THEN caller.{name} END" for name in _CALLER_NAMES)
+_AUTHENTICATED = (
+    "{caller} SELECT " + _CALLER_ONCE + ", found.* FROM caller LEFT JOIN LATERAL ({read} OFFSET 0) found ON true"
+)
 # A caller without a valid key, counted by its address ("address:203.0.113.9").
 _ADMIT_ANONYMOUS = f"""
 WITH admitted AS ({_ADMIT.format(caller="VALUES (%(principal)s, statement_timestamp() + %(emission)s)")})

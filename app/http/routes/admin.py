@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from litestar import Controller, get, post
+from litestar import Controller
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from app.http.envelope import Envelope, Paged, ok
+from app.http.handlers import get, post
 from app.http.pagination import DEFAULT_LIMIT, id_page
 from app.http.params import (
     AccountKindFilter,

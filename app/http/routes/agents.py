@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, get, patch, post
+from litestar import Controller, Request
 from litestar.di import NamedDependency
 from litestar.openapi.spec import SecurityRequirement
 from litestar.params import JSONBody
 
 from app.http.envelope import Envelope, Paged, ok
+from app.http.handlers import get, patch, post
 from app.http.pagination import DEFAULT_LIMIT, id_page
 from app.http.params import AgentId, Cursor, Limit, parse_id
 from app.http.respond import respond

@@ -12,13 +12,14 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from litestar import Controller, Request, get
+from litestar import Controller, Request
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Example, SecurityRequirement
 from litestar.response import Stream
 
 from app.http import context, sse
+from app.http.handlers import get
 from app.http.params import LastEventIdHeader, LastEventIdQuery, TaskId, parse_id
 from app.http.routes.docs import errors
 from app.http.schemas.events import StreamEventOut

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, Response, get
+from litestar import Controller, Request, Response
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Example
 
 from app.http import context
 from app.http.envelope import Envelope, ok
+from app.http.handlers import get
 from app.http.schemas.examples import envelope_example
 from app.http.schemas.health import HealthOut, ReadinessOut
 from app.services import health

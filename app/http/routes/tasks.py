@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from litestar import Controller, get, post
+from litestar import Controller
 from litestar.di import NamedDependency
 from litestar.openapi.spec import SecurityRequirement
 from litestar.params import JSONBody
 
 from app.http.envelope import Envelope, Paged, ok, page
+from app.http.handlers import get, post
 from app.http.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, encode_cursor
 from app.http.params import (
     SEARCH_MAX_LENGTH,

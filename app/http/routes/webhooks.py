@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, delete, get, patch, post
+from litestar import Controller, Request
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from msgspec import UNSET
 
 from app.http.envelope import Envelope, Paged, meta, ok
 from app.http.envelope import page as paged
+from app.http.handlers import delete, get, patch, post
 from app.http.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, id_page, split_page
 from app.http.params import Cursor, DeliveryId, DeliveryStatusFilter, Limit, WebhookId, parse_id
 from app.http.respond import respond
