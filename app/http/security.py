@@ -14,7 +14,7 @@ import msgspec
 import structlog
 from litestar import Request
 from litestar.connection import ASGIConnection
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.handlers import BaseRouteHandler, HTTPRouteHandler
 from litestar.types import Guard
 
@@ -198,7 +198,11 @@ def provide_uow(request: Request[Any, Any, Any]) -> UnitOfWork:
     )
 
 
-def provide_principal() -> Principal:
+# Litestar resolves the dependencies a handler takes at one depth concurrently, spawning a task per dependency in an
+# anyio task group, per request; these are plain reads of the request's context, so they are chained instead
+# (uow, then principal, then actor: one depth each), which Litestar resolves in turn, on the request's own task.
+def provide_principal(uow: NamedDependency[UnitOfWork]) -> Principal:
+    del uow  # only orders the resolution (see above)
     ctx = context.current()
     if ctx.deferred_auth is not None:
         raise RuntimeError("a route whose authentication goes out with its query cannot take the caller first")
@@ -208,9 +212,8 @@ def provide_principal() -> Principal:
     return principal
 
 
-def provide_actor() -> Actor:
+def provide_actor(principal: NamedDependency[Principal]) -> Actor:
     """The calling agent as the marketplace rules see it (its operator counts as itself)."""
-    principal = provide_principal()
     return Actor(agent_id=principal.require_agent_id(), operator_id=principal.require_operator_id())
 
 
