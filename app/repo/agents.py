@@ -3,36 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from app.repo.connections import Connection, one_row
+from app.repo.rows import Column, row_type
 from domain.agents import Agent, AgentStatus
 
-_COLUMNS = """
-    a.id, a.operator_id, o.name, a.name, a.description, a.capabilities, a.category_ids, a.hourly_rate_credits,
-    a.status, a.reputation_score, a.tasks_completed, a.avg_rating, a.created_at,
-    (SELECT k.prefix FROM api_key k WHERE k.agent_id = a.id AND k.revoked_at IS NULL)
-"""
-_SELECT = f"SELECT {_COLUMNS} FROM agent a LEFT JOIN operator o ON o.id = a.operator_id"
-
-
-def _to_agent(row: Sequence[Any]) -> Agent:
-    return Agent(
-        id=row[0],
-        operator_id=row[1],
-        operator_name=row[2],
-        name=row[3],
-        description=row[4],
-        capabilities=tuple(row[5]),
-        category_ids=tuple(row[6]),
-        hourly_rate_credits=row[7],
-        status=AgentStatus(row[8]),
-        reputation_score=row[9],
-        tasks_completed=row[10],
-        avg_rating=row[11],
-        created_at=row[12],
-        key_prefix=row[13],
-    )
+AGENT = row_type(
+    Agent,
+    id="a.id",
+    operator_id="a.operator_id",
+    operator_name="o.name",
+    name="a.name",
+    description="a.description",
+    capabilities=Column("a.capabilities", tuple),
+    category_ids=Column("a.category_ids", tuple),
+    hourly_rate_credits="a.hourly_rate_credits",
+    status=Column("a.status", AgentStatus),
+    reputation_score="a.reputation_score",
+    tasks_completed="a.tasks_completed",
+    avg_rating="a.avg_rating",
+    created_at="a.created_at",
+    key_prefix="(SELECT k.prefix FROM api_key k WHERE k.agent_id = a.id AND k.revoked_at IS NULL)",
+)
+_SELECT = f"SELECT {AGENT.columns} FROM agent a LEFT JOIN operator o ON o.id = a.operator_id"
 
 
 async def insert(
@@ -70,7 +63,7 @@ async def get(connection: Connection, agent_id: int, *, for_update: bool = False
         await connection.execute("SELECT 1 FROM agent WHERE id = %s FOR UPDATE", (agent_id,))
     cursor = await connection.execute(f"{_SELECT} WHERE a.id = %s", (agent_id,))
     row = await cursor.fetchone()
-    return _to_agent(row) if row else None
+    return AGENT.read(row, 0) if row else None
 
 
 async def list_for_operator(connection: Connection, operator_id: int, *, after_id: int, limit: int) -> list[Agent]:
@@ -78,7 +71,7 @@ async def list_for_operator(connection: Connection, operator_id: int, *, after_i
         f"{_SELECT} WHERE a.operator_id = %s AND a.id > %s ORDER BY a.id LIMIT %s",
         (operator_id, after_id, limit),
     )
-    return [_to_agent(row) for row in await cursor.fetchall()]
+    return AGENT.read_all(await cursor.fetchall())
 
 
 # Only these columns may be changed through `update_profile`; the names are never taken from input.

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
-from psycopg.rows import TupleRow
-
-from app.repo.connections import Connection, Query
+from app.repo.connections import Connection, Query, one_row
+from app.repo.rows import Nested, row_type
 
 T = TypeVar("T")
 
@@ -29,6 +28,13 @@ class RateDecision:
     admitted_tat: datetime | None  # the new theoretical arrival time when admitted, else None
     current_tat: datetime | None  # the arrival time before this request
     now: datetime
+
+
+class CallerFound(NamedTuple):
+    """A key's owner and the rate limit's decision on this request."""
+
+    owner: KeyOwner
+    decision: RateDecision
 
 
 # GCRA (one timestamp per caller): a request is admitted when the caller's theoretical arrival time, pushed one
@@ -65,12 +71,25 @@ WITH owner AS (
       FROM owner o
 )
 """
-_CALLER_NAMES = (
-    "key_id", "kind", "principal", "agent_id", "operator_id", "agent_status", "active",
-    "admitted_tat", "current_tat", "now",
-)  # fmt: skip
-_CALLER_COLUMNS = len(_CALLER_NAMES)
-_AUTHENTICATE = f"{_CALLER} SELECT * FROM caller"
+_CALLER_ROW = row_type(
+    CallerFound,
+    owner=Nested(
+        row_type(
+            KeyOwner,
+            key_id="caller.key_id",
+            kind="caller.kind",
+            principal="caller.principal",
+            agent_id="caller.agent_id",
+            operator_id="caller.operator_id",
+            agent_status="caller.agent_status",
+            active="caller.active",
+        )
+    ),
+    decision=Nested(
+        row_type(RateDecision, admitted_tat="caller.admitted_tat", current_tat="caller.current_tat", now="caller.now")
+    ),
+)
+_AUTHENTICATE = f"{_CALLER} SELECT {_CALLER_ROW.columns} FROM caller"
 # A read after the authentication, in its statement: the read runs only for an active caller the rate limit admits.
 # OFFSET 0 keeps the read a subquery of its own (the planner would otherwise fold a plain one into the join), so its
 # gate is a one-time filter on the caller's row: a refused caller's statement reads no table. The read is joined
@@ -78,14 +97,23 @@ _AUTHENTICATE = f"{_CALLER} SELECT * FROM caller"
 # read columns are NULL. The caller's columns are sent in the first row only (NULL in the others): a page of rows
 # would otherwise carry them, timestamps and all, once a row, for the client to decode each time.
 _ADMITTED = "(caller.active AND caller.admitted_tat IS NOT NULL)"
-_CALLER_ONCE = ", ".join(f"CASE WHEN row_number() OVER () = 1 THEN caller.{name} END" for name in _CALLER_NAMES)
+_CALLER_ONCE = ", ".join(
+    f'CASE WHEN row_number() OVER () = 1 THEN {sql} END AS "{alias}"'
+    for sql, alias in zip(_CALLER_ROW.expressions, _CALLER_ROW.aliases, strict=True)
+)
 _AUTHENTICATED = (
     "{caller} SELECT " + _CALLER_ONCE + ", found.* FROM caller LEFT JOIN LATERAL ({read} OFFSET 0) found ON true"
 )
 # A caller without a valid key, counted by its address ("address:203.0.113.9").
+_ANONYMOUS_DECISION = row_type(
+    RateDecision,
+    admitted_tat="(SELECT tat FROM admitted)",
+    current_tat="(SELECT tat FROM rate_limit WHERE principal = %(principal)s)",
+    now="statement_timestamp()",
+)
 _ADMIT_ANONYMOUS = f"""
 WITH admitted AS ({_ADMIT.format(caller="VALUES (%(principal)s, statement_timestamp() + %(emission)s)")})
-SELECT (SELECT tat FROM admitted), (SELECT tat FROM rate_limit WHERE principal = %(principal)s), statement_timestamp()
+SELECT {_ANONYMOUS_DECISION.columns}
 """
 # A row whose arrival time has passed holds a full allowance, the same as no row: deleting it changes nothing.
 _DELETE_IDLE = """
@@ -104,14 +132,10 @@ class KeyCheck:
     window: timedelta
 
 
-async def authenticate(connection: Connection, check: KeyCheck) -> tuple[KeyOwner, RateDecision] | None:
+async def authenticate(connection: Connection, check: KeyCheck) -> CallerFound | None:
     cursor = await connection.execute(_AUTHENTICATE, _params(check))
     row = await cursor.fetchone()
-    return _found(row) if row is not None else None
-
-
-def _found(row: TupleRow) -> tuple[KeyOwner, RateDecision]:
-    return KeyOwner(*row[:7]), RateDecision(admitted_tat=row[7], current_tat=row[8], now=row[9])
+    return _CALLER_ROW.read(row, 0) if row is not None else None
 
 
 def _params(check: KeyCheck) -> dict[str, object]:
@@ -130,9 +154,7 @@ def statement_params(check: KeyCheck, query: Query[T]) -> dict[str, object]:
     return params | query.params
 
 
-async def run_authenticated(
-    connection: Connection, check: KeyCheck, query: Query[T]
-) -> tuple[tuple[KeyOwner, RateDecision] | None, T]:
+async def run_authenticated(connection: Connection, check: KeyCheck, query: Query[T]) -> tuple[CallerFound | None, T]:
     """`authenticate` and `query` in one statement, the query run only if the caller is admitted: the caller found
     (None for an unknown key), and the query's reading of its rows (of none when the caller was refused). The
     caller decides from the first before it uses the second."""
@@ -140,10 +162,12 @@ async def run_authenticated(
     rows = await cursor.fetchall()
     if not rows:
         return None, query.read([])
-    found = _found(rows[0])
-    if found[1].admitted_tat is None or not found[0].active:
+    found = _CALLER_ROW.read(rows[0], 0)
+    if found.decision.admitted_tat is None or not found.owner.active:
         return found, query.read([])
-    return found, query.read([row[_CALLER_COLUMNS:] for row in rows if row[_CALLER_COLUMNS] is not None])
+    # The query's columns follow the caller's; a row whose first is NULL is the one left when it read nothing.
+    at = _CALLER_ROW.width
+    return found, query.read([row[at:] for row in rows if row[at] is not None])
 
 
 async def admit_anonymous(
@@ -152,9 +176,7 @@ async def admit_anonymous(
     cursor = await connection.execute(
         _ADMIT_ANONYMOUS, {"principal": principal, "emission": emission, "window": window}
     )
-    row = await cursor.fetchone()
-    assert row is not None
-    return RateDecision(admitted_tat=row[0], current_tat=row[1], now=row[2])
+    return _ANONYMOUS_DECISION.read(await one_row(cursor), 0)
 
 
 async def delete_idle(connection: Connection, *, batch: int = 5000) -> int:

@@ -2,46 +2,47 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from app.repo.connections import Connection, one_row
+from app.repo.rows import Column, row_type
 from domain.bids import ClaimFacts, NewClaim
 from domain.tasks import ClaimRecord, ClaimStatus, TaskState, TaskStatus
 from domain.transitions import BidRejection
 
-_SELECT = """
-SELECT c.id, c.task_id, c.agent_id, a.name, c.proposed_credits, c.message, c.status, c.created_at, t.title, t.status
+CLAIM_RECORD = row_type(
+    ClaimRecord,
+    id="c.id",
+    task_id="c.task_id",
+    agent_id="c.agent_id",
+    agent_name="a.name",
+    proposed_credits="c.proposed_credits",
+    message="c.message",
+    status=Column("c.status", ClaimStatus),
+    created_at="c.created_at",
+    task_title="t.title",
+    task_status=Column("t.status", TaskStatus),
+)
+_SELECT = f"""
+SELECT {CLAIM_RECORD.columns}
   FROM claim c JOIN agent a ON a.id = c.agent_id JOIN task t ON t.id = c.task_id
 """
-
-
-def _to_record(row: Sequence[Any]) -> ClaimRecord:
-    return ClaimRecord(
-        id=row[0],
-        task_id=row[1],
-        agent_id=row[2],
-        agent_name=row[3],
-        proposed_credits=row[4],
-        message=row[5],
-        status=ClaimStatus(row[6]),
-        created_at=row[7],
-        task_title=row[8],
-        task_status=TaskStatus(row[9]),
-    )
+_CLAIM_FACTS = row_type(
+    ClaimFacts,
+    id="c.id",
+    task_id="c.task_id",
+    agent_id="c.agent_id",
+    status=Column("c.status", ClaimStatus),
+    proposed_credits="c.proposed_credits",
+)
 
 
 async def find(connection: Connection, claim_id: int) -> ClaimFacts | None:
     """What the rules need of a bid (read with its task's lock held)."""
-    cursor = await connection.execute(
-        "SELECT task_id, agent_id, status, proposed_credits FROM claim WHERE id = %s", (claim_id,)
-    )
+    cursor = await connection.execute(f"SELECT {_CLAIM_FACTS.columns} FROM claim c WHERE c.id = %s", (claim_id,))
     row = await cursor.fetchone()
-    if row is None:
-        return None
-    return ClaimFacts(id=claim_id, task_id=row[0], agent_id=row[1], status=ClaimStatus(row[2]), proposed_credits=row[3])
+    return _CLAIM_FACTS.read(row, 0) if row else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +57,18 @@ class BidContext:
     agent_name: str
 
 
+_BID_CONTEXT = row_type(
+    BidContext,
+    has_pending="EXISTS (SELECT 1 FROM claim WHERE task_id = %(task)s AND agent_id = %(agent)s AND status = 'pending')",
+    claim_id="nextval('claim_id_seq')",
+    created_at="now()",
+    agent_name="(SELECT name FROM agent WHERE id = %(agent)s)",
+)
+
+
 async def bid_context(connection: Connection, task_id: int, agent_id: int) -> BidContext:
-    cursor = await connection.execute(
-        """SELECT EXISTS (SELECT 1 FROM claim WHERE task_id = %(task)s AND agent_id = %(agent)s AND status = 'pending'),
-                  nextval('claim_id_seq'), now(), (SELECT name FROM agent WHERE id = %(agent)s)""",
-        {"task": task_id, "agent": agent_id},
-    )
-    pending, claim_id, created_at, agent_name = await one_row(cursor)
-    return BidContext(bool(pending), claim_id, created_at, agent_name)
+    cursor = await connection.execute(f"SELECT {_BID_CONTEXT.columns}", {"task": task_id, "agent": agent_id})
+    return _BID_CONTEXT.read(await one_row(cursor), 0)
 
 
 def new_record(claim: NewClaim, context: BidContext, task: TaskState) -> ClaimRecord:
@@ -152,14 +157,14 @@ async def reject(connection: Connection, task_id: int, rejection: BidRejection) 
 
 async def get(connection: Connection, claim_id: int) -> ClaimRecord:
     cursor = await connection.execute(f"{_SELECT} WHERE c.id = %s", (claim_id,))
-    return _to_record(await one_row(cursor))
+    return CLAIM_RECORD.read(await one_row(cursor), 0)
 
 
 async def for_task(connection: Connection, task_id: int, *, after_id: int, limit: int) -> list[ClaimRecord]:
     cursor = await connection.execute(
         f"{_SELECT} WHERE c.task_id = %s AND c.id > %s ORDER BY c.id LIMIT %s", (task_id, after_id, limit)
     )
-    return [_to_record(row) for row in await cursor.fetchall()]
+    return CLAIM_RECORD.read_all(await cursor.fetchall())
 
 
 async def for_agent(connection: Connection, agent_id: int, *, before_id: int | None, limit: int) -> list[ClaimRecord]:
@@ -167,4 +172,4 @@ async def for_agent(connection: Connection, agent_id: int, *, before_id: int | N
         f"{_SELECT} WHERE c.agent_id = %s AND (%s::bigint IS NULL OR c.id < %s) ORDER BY c.id DESC LIMIT %s",
         (agent_id, before_id, before_id, limit),
     )
-    return [_to_record(row) for row in await cursor.fetchall()]
+    return CLAIM_RECORD.read_all(await cursor.fetchall())

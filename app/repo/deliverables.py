@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from app.repo.connections import Connection, one_row
+from app.repo.rows import Column, row_type
 from domain.deliverables import DeliverableUpdate, NewDeliverable
 from domain.tasks import DeliverableRecord, DeliverableStatus
 
-_COLUMNS = "id, task_id, agent_id, content, status, revision_notes, revision_number, submitted_at"
-
-
-def _to_record(row: Sequence[Any]) -> DeliverableRecord:
-    return DeliverableRecord(
-        id=row[0],
-        task_id=row[1],
-        agent_id=row[2],
-        content=row[3],
-        status=DeliverableStatus(row[4]),
-        revision_notes=row[5],
-        revision_number=row[6],
-        submitted_at=row[7],
-    )
+DELIVERABLE_RECORD = row_type(
+    DeliverableRecord,
+    id="d.id",
+    task_id="d.task_id",
+    agent_id="d.agent_id",
+    content="d.content",
+    status=Column("d.status", DeliverableStatus),
+    revision_notes="d.revision_notes",
+    revision_number="d.revision_number",
+    submitted_at="d.submitted_at",
+)
+_SELECT = f"SELECT {DELIVERABLE_RECORD.columns} FROM deliverable d"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,15 +35,19 @@ class DeliveryContext:
     submitted_at: datetime
 
 
+_DELIVERY_CONTEXT = row_type(
+    DeliveryContext,
+    deliveries_this_assignment="""(SELECT count(*) FROM deliverable d
+                                     JOIN task t ON t.id = d.task_id AND d.assignment = t.assignment
+                                    WHERE d.task_id = %s)""",
+    deliverable_id="nextval('deliverable_id_seq')",
+    submitted_at="now()",
+)
+
+
 async def delivery_context(connection: Connection, task_id: int) -> DeliveryContext:
-    cursor = await connection.execute(
-        """SELECT (SELECT count(*) FROM deliverable d JOIN task t ON t.id = d.task_id AND d.assignment = t.assignment
-                    WHERE d.task_id = %s),
-                  nextval('deliverable_id_seq'), now()""",
-        (task_id,),
-    )
-    so_far, deliverable_id, submitted_at = await one_row(cursor)
-    return DeliveryContext(int(so_far), deliverable_id, submitted_at)
+    cursor = await connection.execute(f"SELECT {_DELIVERY_CONTEXT.columns}", (task_id,))
+    return _DELIVERY_CONTEXT.read(await one_row(cursor), 0)
 
 
 def new_record(new: NewDeliverable, context: DeliveryContext) -> DeliverableRecord:
@@ -81,9 +82,9 @@ async def insert(connection: Connection, new: NewDeliverable, context: DeliveryC
 
 
 async def find(connection: Connection, deliverable_id: int) -> DeliverableRecord | None:
-    cursor = await connection.execute(f"SELECT {_COLUMNS} FROM deliverable WHERE id = %s", (deliverable_id,))
+    cursor = await connection.execute(f"{_SELECT} WHERE d.id = %s", (deliverable_id,))
     row = await cursor.fetchone()
-    return _to_record(row) if row else None
+    return DELIVERABLE_RECORD.read(row, 0) if row else None
 
 
 async def update(connection: Connection, change: DeliverableUpdate) -> None:
@@ -97,7 +98,6 @@ async def update(connection: Connection, change: DeliverableUpdate) -> None:
 
 async def for_task(connection: Connection, task_id: int, *, after_id: int, limit: int) -> list[DeliverableRecord]:
     cursor = await connection.execute(
-        f"SELECT {_COLUMNS} FROM deliverable WHERE task_id = %s AND id > %s ORDER BY id LIMIT %s",
-        (task_id, after_id, limit),
+        f"{_SELECT} WHERE d.task_id = %s AND d.id > %s ORDER BY d.id LIMIT %s", (task_id, after_id, limit)
     )
-    return [_to_record(row) for row in await cursor.fetchall()]
+    return DELIVERABLE_RECORD.read_all(await cursor.fetchall())

@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from app.repo.connections import Connection, one_row
+from app.repo.rows import Column, Field, row_type
 from domain.events import Event, MatchRequest
 
 NOTIFY_CHANNEL = "agora_events"
@@ -119,8 +120,6 @@ async def insert_ping(connection: Connection, webhook_id: int, data: dict[str, A
     return int(delivery_id)
 
 
-_COLUMNS = "id, tx::text::bigint, type, agent_id, task_id, data::text, created_at"
-_E_COLUMNS = "e.id, e.tx::text::bigint, e.type, e.agent_id, e.task_id, e.data::text, e.created_at"
 _AFTER = "(%(tx)s::text::xid8, %(id)s)"
 
 
@@ -129,45 +128,65 @@ def compact_json(text: str) -> bytes:
     return _encode(msgspec.json.decode(text))
 
 
-def _to_event(row: Sequence[Any]) -> StoredEvent:
-    recipients = tuple(row[7]) if len(row) > 7 and row[7] is not None else None
-    return StoredEvent(row[0], row[1], row[2], row[3], row[4], compact_json(row[5]), row[6], recipients)
+def _agent_ids(ids: list[int] | None) -> tuple[int, ...] | None:
+    return tuple(ids) if ids is not None else None
+
+
+# An event row (`e`). Its position's tx is read as a bigint; statements order by `e.tx` (an xid8, which the
+# indexes hold), never by the alias.
+_EVENT_FIELDS: dict[str, Field] = dict(
+    id="e.id",
+    tx="e.tx::text::bigint",
+    type="e.type",
+    agent_id="e.agent_id",
+    task_id="e.task_id",
+    data=Column("e.data::text", compact_json),
+    created_at="e.created_at",
+)
+_EVENT = row_type(StoredEvent, **_EVENT_FIELDS)
 
 
 # An agent's events: its own, and the shared matches it gets as it is now (merged in position order; each branch
 # stops at `limit`). The matches are scanned in position order from `position` and tested against the agent's row.
 _AGENT_EVENTS = f"""
 SELECT * FROM (
-    (SELECT {_COLUMNS} FROM event
-      WHERE agent_id = %(agent)s AND (tx, id) > {_AFTER} AND tx < {HORIZON}
-      ORDER BY tx, id LIMIT %(limit)s)
+    (SELECT {_EVENT.columns} FROM event e
+      WHERE e.agent_id = %(agent)s AND (e.tx, e.id) > {_AFTER} AND e.tx < {HORIZON}
+      ORDER BY e.tx, e.id LIMIT %(limit)s)
     UNION ALL
-    (SELECT {_E_COLUMNS}
+    (SELECT {_EVENT.columns}
        FROM agent a JOIN event_match m ON {match_rule()} JOIN event e ON e.id = m.event_id
       WHERE a.id = %(agent)s AND (m.tx, m.event_id) > {_AFTER} AND m.tx < {HORIZON}
       ORDER BY m.tx, m.event_id LIMIT %(limit)s)
-) AS mine (id, tx, type, agent_id, task_id, data, created_at)
-ORDER BY tx, id LIMIT %(limit)s
+) AS mine
+ORDER BY mine.tx, mine.id LIMIT %(limit)s
 """
 
 # A task's public status: its rows without a recipient, but for the shared match (which is for the matched only).
 _TASK_EVENTS = f"""
-SELECT {_COLUMNS} FROM event
- WHERE task_id = %(task)s AND agent_id IS NULL AND type <> 'task.new_match'
-   AND (tx, id) > {_AFTER} AND tx < {HORIZON}
- ORDER BY tx, id LIMIT %(limit)s
+SELECT {_EVENT.columns} FROM event e
+ WHERE e.task_id = %(task)s AND e.agent_id IS NULL AND e.type <> 'task.new_match'
+   AND (e.tx, e.id) > {_AFTER} AND e.tx < {HORIZON}
+ ORDER BY e.tx, e.id LIMIT %(limit)s
 """
 
 # Every event (the event hub's read), each shared match with the agents it reaches among `among`: those agents'
 # rows are read once, and each match is tested against them in memory.
+_EVENT_WITH_RECIPIENTS = row_type(
+    StoredEvent,
+    **_EVENT_FIELDS,
+    recipients=Column(
+        f"""CASE WHEN m.event_id IS NOT NULL
+                 THEN ARRAY(SELECT l.id FROM listening l WHERE {match_rule("l", "l.terms")} ORDER BY l.id) END""",
+        _agent_ids,
+    ),
+)
 _ALL_EVENTS = f"""
 WITH listening AS MATERIALIZED (
     SELECT a.id, a.status, a.operator_id, a.category_ids, capability_terms(a.capabilities) AS terms
       FROM agent a WHERE a.id = ANY (%(among)s::bigint[])
 )
-SELECT {_E_COLUMNS},
-       CASE WHEN m.event_id IS NOT NULL
-            THEN ARRAY(SELECT l.id FROM listening l WHERE {match_rule("l", "l.terms")} ORDER BY l.id) END
+SELECT {_EVENT_WITH_RECIPIENTS.columns}
   FROM event e LEFT JOIN event_match m ON m.event_id = e.id AND e.type = 'task.new_match' AND e.agent_id IS NULL
  WHERE (e.tx, e.id) > {_AFTER} AND e.tx < {HORIZON}
  ORDER BY e.tx, e.id LIMIT %(limit)s
@@ -187,14 +206,15 @@ async def readable_after(
     matches it gets included), one task's public ones, or all of them (each shared match with the agents it
     reaches among `among`, in `StoredEvent.recipients`)."""
     params: dict[str, Any] = {"tx": str(position[0]), "id": position[1], "limit": limit}
+    row = _EVENT
     if agent_id is not None:
         sql, params["agent"] = _AGENT_EVENTS, agent_id
     elif task_id is not None:
         sql, params["task"] = _TASK_EVENTS, task_id
     else:
-        sql, params["among"] = _ALL_EVENTS, list(among)
+        sql, params["among"], row = _ALL_EVENTS, list(among), _EVENT_WITH_RECIPIENTS
     cursor = await connection.execute(sql, params)
-    return [_to_event(row) for row in await cursor.fetchall()]
+    return row.read_all(await cursor.fetchall())
 
 
 async def unreadable_exist(connection: Connection, position: tuple[int, int]) -> bool:
@@ -224,13 +244,13 @@ async def position_of(connection: Connection, event_id: int) -> tuple[int, int] 
 
 async def latest_public(connection: Connection, task_id: int) -> StoredEvent | None:
     cursor = await connection.execute(
-        f"""SELECT {_COLUMNS} FROM event
-             WHERE task_id = %s AND agent_id IS NULL AND type <> 'task.new_match' AND tx < {HORIZON}
-             ORDER BY tx DESC, id DESC LIMIT 1""",
+        f"""SELECT {_EVENT.columns} FROM event e
+             WHERE e.task_id = %s AND e.agent_id IS NULL AND e.type <> 'task.new_match' AND e.tx < {HORIZON}
+             ORDER BY e.tx DESC, e.id DESC LIMIT 1""",
         (task_id,),
     )
     row = await cursor.fetchone()
-    return _to_event(row) if row else None
+    return _EVENT.read(row, 0) if row else None
 
 
 async def delete_expired(connection: Connection, *, keep_days: int, batch: int = 5000) -> int:

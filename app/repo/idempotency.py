@@ -9,6 +9,7 @@ from psycopg import AsyncCursor, errors
 
 from app.repo import transactions
 from app.repo.connections import Connection, one_row
+from app.repo.rows import Column, row_type
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +27,15 @@ class Claim:
 
 
 _LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 7302))"
-_FIND = """
-SELECT fingerprint, response_status, response_content_type, response_body
+_STORED_RESPONSE = row_type(
+    StoredResponse,
+    fingerprint="fingerprint",
+    status="response_status",
+    content_type="response_content_type",
+    body=Column("response_body", bytes),
+)
+_FIND = f"""
+SELECT {_STORED_RESPONSE.columns}
   FROM idempotency_key
  WHERE principal = %s AND key = %s AND expires_at > statement_timestamp()
 """
@@ -73,14 +81,13 @@ async def send_claim(connection: Connection, principal: str, key: str) -> SentCl
 async def read_claim(sent: SentClaim) -> Claim:
     (is_locked,) = await one_row(sent.locked)
     row = await sent.found.fetchone()
-    stored = StoredResponse(row[0], row[1], row[2], bytes(row[3])) if row else None
-    return Claim(bool(is_locked), stored)
+    return Claim(bool(is_locked), _STORED_RESPONSE.read(row, 0) if row else None)
 
 
 async def find(connection: Connection, principal: str, key: str) -> StoredResponse | None:
     cursor = await connection.execute(_FIND, (principal, key))
     row = await cursor.fetchone()
-    return StoredResponse(row[0], row[1], row[2], bytes(row[3])) if row else None
+    return _STORED_RESPONSE.read(row, 0) if row else None
 
 
 async def send_store_and_commit(

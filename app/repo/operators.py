@@ -2,28 +2,40 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from app.repo.connections import Connection, one_row
+from app.repo.rows import Nested, row_type
 from domain.agents import Operator
 
+OPERATOR = row_type(Operator, id="o.id", name="o.name", created_at="o.created_at")
 
-async def insert(connection: Connection, name: str) -> tuple[Operator, int]:
-    """Create the operator and its wallet; returns the operator and the wallet's account id."""
+
+class CreatedOperator(NamedTuple):
+    operator: Operator
+    wallet_id: int
+
+
+_CREATED = row_type(CreatedOperator, operator=Nested(OPERATOR), wallet_id="w.id")
+
+
+async def insert(connection: Connection, name: str) -> CreatedOperator:
+    """Create the operator and its wallet."""
     cursor = await connection.execute(
-        """
+        f"""
         WITH created AS (INSERT INTO operator (name) VALUES (%s) RETURNING id, name, created_at),
              wallet AS (INSERT INTO account (kind, operator_id) SELECT 'operator_wallet', id FROM created RETURNING id)
-        SELECT c.id, c.name, c.created_at, w.id FROM created c, wallet w
+        SELECT {_CREATED.columns} FROM created o, wallet w
         """,
         (name,),
     )
-    operator_id, op_name, created_at, wallet_id = await one_row(cursor)
-    return Operator(id=operator_id, name=op_name, created_at=created_at), wallet_id
+    return _CREATED.read(await one_row(cursor), 0)
 
 
 async def get(connection: Connection, operator_id: int) -> Operator | None:
-    cursor = await connection.execute("SELECT id, name, created_at FROM operator WHERE id = %s", (operator_id,))
+    cursor = await connection.execute(f"SELECT {OPERATOR.columns} FROM operator o WHERE o.id = %s", (operator_id,))
     row = await cursor.fetchone()
-    return Operator(id=row[0], name=row[1], created_at=row[2]) if row else None
+    return OPERATOR.read(row, 0) if row else None
 
 
 async def count_agents(connection: Connection, operator_id: int) -> int:

@@ -11,6 +11,7 @@ from psycopg.rows import TupleRow
 
 from app.repo import claims, deliverables
 from app.repo.connections import Connection, Query, one_row, run
+from app.repo.rows import Column, Field, Nested, row_type
 from domain.bids import BidderState, LockedBid
 from domain.deliverables import DeliveryState
 from domain.ledger import revenue_shard
@@ -44,12 +45,26 @@ class PostContext:
     created_at: datetime
 
 
+CATEGORY = row_type(Category, id="c.id", name="c.name", slug="c.slug")
+
+_POST_CONTEXT = row_type(
+    PostContext,
+    wallet_account_id="w.id",
+    wallet_balance="w.balance",
+    poster_name="o.name",
+    category=Nested(CATEGORY, optional=True),
+    task_id="nextval('task_id_seq')",
+    escrow_account_id="nextval('account_id_seq')",
+    created_at="now()",
+)
+
+
 async def post_context(connection: Connection, operator_id: int, category_id: int | None) -> PostContext | None:
     """None when the operator has no wallet (every operator has one). The wallet's row is locked, so its balance
     stays the one read until the transaction ends: every change to a balance updates that row, and waits."""
     cursor = await connection.execute(
-        """
-        SELECT w.id, w.balance, o.name, c.id, c.name, c.slug, nextval('task_id_seq'), nextval('account_id_seq'), now()
+        f"""
+        SELECT {_POST_CONTEXT.columns}
           FROM account w JOIN operator o ON o.id = w.operator_id
           LEFT JOIN category c ON c.id = %(category)s
          WHERE w.operator_id = %(operator)s AND w.kind = 'operator_wallet'
@@ -58,10 +73,7 @@ async def post_context(connection: Connection, operator_id: int, category_id: in
         {"operator": operator_id, "category": category_id},
     )
     row = await cursor.fetchone()
-    if row is None:
-        return None
-    category = Category(id=row[3], name=row[4], slug=row[5]) if row[3] is not None else None
-    return PostContext(row[0], row[1], row[2], category, row[6], row[7], row[8])
+    return _POST_CONTEXT.read(row, 0) if row else None
 
 
 def new_record(task: NewTask, context: PostContext, *, poster_operator_id: int) -> TaskRecord:
@@ -118,39 +130,62 @@ async def insert(
     )
 
 
-STATE_COLUMNS = 11  # the columns of _STATE, which come first in every locking read
-_STATE = """t.id, t.poster_operator_id, t.status, t.budget_credits, t.claimed_by_agent_id, t.price_credits,
-            t.max_revisions, t.assignment, t.title, t.deadline, t.poster_agent_id"""
+TASK_STATE = row_type(
+    TaskState,
+    id="t.id",
+    poster_operator_id="t.poster_operator_id",
+    status=Column("t.status", TaskStatus),
+    budget_credits="t.budget_credits",
+    claimed_by_agent_id="t.claimed_by_agent_id",
+    price_credits="t.price_credits",
+    max_revisions="t.max_revisions",
+    assignment="t.assignment",
+    title="t.title",
+    deadline="t.deadline",
+    poster_agent_id="t.poster_agent_id",
+)
 # The task's row lock with the state its rules decide on: the first statement of every change to one task.
-_LOCK_STATE = f"SELECT {_STATE} FROM task t WHERE t.id = %s FOR UPDATE"
+_LOCK_STATE = f"SELECT {TASK_STATE.columns} FROM task t WHERE t.id = %s FOR UPDATE"
 
 
-def to_state(row: Sequence[Any]) -> TaskState:
-    return TaskState(
-        id=row[0],
-        poster_operator_id=row[1],
-        status=TaskStatus(row[2]),
-        budget_credits=row[3],
-        claimed_by_agent_id=row[4],
-        price_credits=row[5],
-        max_revisions=row[6],
-        assignment=row[7],
-        title=row[8],
-        deadline=row[9],
-        poster_agent_id=row[10],
-    )
+def _read_state(row: Sequence[Any] | None) -> TaskState | None:
+    return TASK_STATE.read(row, 0) if row else None
+
+
+# What accepting, revising or refunding a task needs besides its state: the deliverable named (d, an outer join)
+# and the accounts its money moves between.
+_LOCKED_FOR_REVIEW = row_type(
+    LockedTask,
+    task=Nested(TASK_STATE),
+    deliverable=Nested(
+        row_type(
+            DeliverableFacts,
+            id="d.id",
+            task_id="d.task_id",
+            status=Column("d.status", DeliverableStatus),
+            revision_number="d.revision_number",
+        ),
+        optional=True,
+    ),
+    accounts=Nested(
+        row_type(
+            TaskAccounts,
+            escrow="(SELECT e.id FROM account e WHERE e.task_id = t.id)",
+            worker_wallet="""(SELECT w.id FROM agent a JOIN account w ON w.operator_id = a.operator_id
+                               WHERE a.id = t.claimed_by_agent_id)""",
+            poster_wallet="(SELECT p.id FROM account p WHERE p.operator_id = t.poster_operator_id)",
+            # the task's revenue sub-account (domain.ledger.revenue_shard), not a shared row
+            revenue="(SELECT r.id FROM account r WHERE r.kind = 'platform_revenue' AND r.shard = %(shard)s)",
+        )
+    ),
+)
 
 
 async def lock_for_review(connection: Connection, task_id: int, deliverable_id: int | None) -> LockedTask | None:
     """Lock the task and read, in the same statement, what accepting, revising or refunding it needs."""
     cursor = await connection.execute(
         f"""
-        SELECT {_STATE}, d.task_id, d.status, d.revision_number,
-               (SELECT e.id FROM account e WHERE e.task_id = t.id),
-               (SELECT w.id FROM agent a JOIN account w ON w.operator_id = a.operator_id
-                 WHERE a.id = t.claimed_by_agent_id),
-               (SELECT p.id FROM account p WHERE p.operator_id = t.poster_operator_id),
-               (SELECT r.id FROM account r WHERE r.kind = 'platform_revenue' AND r.shard = %(shard)s)
+        SELECT {_LOCKED_FOR_REVIEW.columns}
           FROM task t LEFT JOIN deliverable d ON d.id = %(deliverable)s
          WHERE t.id = %(task)s
            FOR UPDATE OF t
@@ -158,21 +193,7 @@ async def lock_for_review(connection: Connection, task_id: int, deliverable_id: 
         {"task": task_id, "deliverable": deliverable_id, "shard": revenue_shard(task_id)},
     )
     row = await cursor.fetchone()
-    if row is None:
-        return None
-    n = STATE_COLUMNS
-    deliverable = None
-    if deliverable_id is not None and row[n] is not None:
-        deliverable = DeliverableFacts(
-            id=deliverable_id, task_id=row[n], status=DeliverableStatus(row[n + 1]), revision_number=row[n + 2]
-        )
-    accounts = TaskAccounts(
-        escrow=row[n + 3],
-        worker_wallet=row[n + 4],
-        poster_wallet=row[n + 5],
-        revenue=row[n + 6],  # the task's revenue sub-account (domain.ledger.revenue_shard), not a shared row
-    )
-    return LockedTask(task=to_state(row), accounts=accounts, deliverable=deliverable)
+    return _LOCKED_FOR_REVIEW.read(row, 0) if row else None
 
 
 async def lock_with_claim(connection: Connection, task_id: int, claim_id: int) -> LockedBid | None:
@@ -184,8 +205,8 @@ async def lock_with_claim(connection: Connection, task_id: int, claim_id: int) -
     async with connection.pipeline():
         locked = await connection.execute(_LOCK_STATE, (task_id,))
         claim = await claims.find(connection, claim_id)  # its fetch sends both
-        task_row = await locked.fetchone()
-    return LockedBid(task=to_state(task_row), claim=claim) if task_row else None
+        task = _read_state(await locked.fetchone())
+    return LockedBid(task=task, claim=claim) if task else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,10 +221,10 @@ async def lock_for_bid(connection: Connection, task_id: int, agent_id: int) -> B
     async with connection.pipeline():
         locked = await connection.execute(_LOCK_STATE, (task_id,))
         context = await claims.bid_context(connection, task_id, agent_id)  # its fetch sends both
-        task_row = await locked.fetchone()
-    if task_row is None:
+        task = _read_state(await locked.fetchone())
+    if task is None:
         return None
-    return BidLock(BidderState(task=to_state(task_row), has_pending_bid=context.has_pending), context)
+    return BidLock(BidderState(task=task, has_pending_bid=context.has_pending), context)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,62 +239,49 @@ async def lock_for_delivery(connection: Connection, task_id: int) -> DeliveryLoc
     async with connection.pipeline():
         locked = await connection.execute(_LOCK_STATE, (task_id,))
         context = await deliverables.delivery_context(connection, task_id)  # its fetch sends both
-        task_row = await locked.fetchone()
-    if task_row is None:
+        task = _read_state(await locked.fetchone())
+    if task is None:
         return None
-    state = DeliveryState(task=to_state(task_row), deliveries_this_assignment=context.deliveries_this_assignment)
+    state = DeliveryState(task=task, deliveries_this_assignment=context.deliveries_this_assignment)
     return DeliveryLock(state, context)
 
 
 async def lock(connection: Connection, task_id: int) -> TaskState | None:
     """Lock the task row: every change to a task, its bids or its deliverables takes this lock first."""
     cursor = await connection.execute(_LOCK_STATE, (task_id,))
-    row = await cursor.fetchone()
-    return to_state(row) if row else None
+    return _read_state(await cursor.fetchone())
 
 
-_RECORD = """
-SELECT t.id, t.title, t.description, t.requirements, t.budget_credits, c.id, c.name, c.slug, t.status,
-       t.poster_operator_id, o.name, t.claimed_by_agent_id, t.price_credits,
-       (SELECT count(*) FROM claim cl WHERE cl.task_id = t.id),
-       (SELECT count(*) FROM deliverable d WHERE d.task_id = t.id),
-       t.deadline, t.max_revisions, t.auto_review_enabled, t.created_at
-"""
+_RECORD_FIELDS: dict[str, Field] = dict(
+    id="t.id",
+    title="t.title",
+    description="t.description",
+    requirements="t.requirements",
+    budget_credits="t.budget_credits",
+    category=Nested(CATEGORY, optional=True),
+    status=Column("t.status", TaskStatus),
+    poster_operator_id="t.poster_operator_id",
+    poster_name="o.name",
+    claimed_by_agent_id="t.claimed_by_agent_id",
+    price_credits="t.price_credits",
+    claims_count="(SELECT count(*) FROM claim cl WHERE cl.task_id = t.id)",
+    deliverables_count="(SELECT count(*) FROM deliverable d WHERE d.task_id = t.id)",
+    deadline="t.deadline",
+    max_revisions="t.max_revisions",
+    auto_review_enabled="t.auto_review_enabled",
+    created_at="t.created_at",
+)
+TASK_RECORD = row_type(TaskRecord, **_RECORD_FIELDS)
+# A search hit: the record and its rank, by which the page is ordered (the alias "relevance").
+_SEARCH_HIT = row_type(TaskRecord, **_RECORD_FIELDS, relevance="ts_rank(t.search, q.query)::float8")
 _FROM = """
   FROM task t JOIN operator o ON o.id = t.poster_operator_id LEFT JOIN category c ON c.id = t.category_id
 """
-
-
-def to_record(row: Sequence[Any], relevance: float | None = None) -> TaskRecord:
-    category = Category(id=row[5], name=row[6], slug=row[7]) if row[5] is not None else None
-    return TaskRecord(
-        id=row[0],
-        title=row[1],
-        description=row[2],
-        requirements=row[3],
-        budget_credits=row[4],
-        category=category,
-        status=TaskStatus(row[8]),
-        poster_operator_id=row[9],
-        poster_name=row[10],
-        claimed_by_agent_id=row[11],
-        price_credits=row[12],
-        claims_count=row[13],
-        deliverables_count=row[14],
-        deadline=row[15],
-        max_revisions=row[16],
-        auto_review_enabled=row[17],
-        created_at=row[18],
-        relevance=relevance,
-    )
+_RECORD = f"SELECT {TASK_RECORD.columns}"
 
 
 def _one(rows: Sequence[TupleRow]) -> TaskRecord | None:
-    return to_record(rows[0]) if rows else None
-
-
-def _all(rows: Sequence[TupleRow]) -> list[TaskRecord]:
-    return [to_record(row) for row in rows]
+    return TASK_RECORD.read(rows[0], 0) if rows else None
 
 
 def one(task_id: int) -> Query[TaskRecord | None]:
@@ -319,13 +327,15 @@ def browse(task_filter: TaskFilter, sort: Sort, after: dict[str, int] | None, li
     # The page size is written into the statement (an int the route bounds), not bound: with a bound LIMIT the
     # planner never trusts its generic plan for this statement and plans it again at every execution.
     return Query(
-        lambda gate: f"{_RECORD}{_FROM} WHERE {gate} AND {where} ORDER BY {order} LIMIT {int(limit)}", named, _all
+        lambda gate: f"{_RECORD}{_FROM} WHERE {gate} AND {where} ORDER BY {order} LIMIT {int(limit)}",
+        named,
+        TASK_RECORD.read_all,
     )
 
 
 def _search_page(rows: Sequence[TupleRow]) -> tuple[bool, list[TaskRecord]]:
     usable = bool(rows and rows[0][0])
-    return usable, [to_record(row[1:-1], relevance=row[-1]) for row in rows if row[1] is not None]
+    return usable, [_SEARCH_HIT.read(row, 1) for row in rows if row[1] is not None]
 
 
 def search(
@@ -343,10 +353,10 @@ def search(
             f"""
         WITH q AS (SELECT to_tsquery('english', %(query)s) AS query)
         SELECT numnode(q.query) > 0, page.* FROM q LEFT JOIN LATERAL (
-            {_RECORD}, ts_rank(t.search, q.query)::float8 AS rank
+            SELECT {_SEARCH_HIT.columns}
             {_FROM}
             WHERE {gate} AND t.search @@ q.query AND {where} {seek}
-            ORDER BY rank DESC, t.id DESC
+            ORDER BY "relevance" DESC, t.id DESC
             LIMIT %(limit)s
         ) page ON true
         """
@@ -365,7 +375,7 @@ async def for_worker(connection: Connection, agent_id: int, *, before_id: int | 
         ORDER BY t.id DESC LIMIT %s""",
         (agent_id, before_id, before_id, limit),
     )
-    return [to_record(row) for row in await cursor.fetchall()]
+    return TASK_RECORD.read_all(await cursor.fetchall())
 
 
 async def escrow_held(connection: Connection, operator_id: int) -> int:

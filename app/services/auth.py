@@ -123,9 +123,7 @@ def _key_check(caller: Caller, kind: KeyKind) -> auth_repo.KeyCheck:
     return auth_repo.KeyCheck(hash_key(token), kind.value, WINDOW / caller.limit_per_minute, WINDOW)
 
 
-def _admit(
-    caller: Caller, kind: KeyKind, found: tuple[auth_repo.KeyOwner, auth_repo.RateDecision] | None
-) -> tuple[Principal, RateLimitState]:
+def _admit(caller: Caller, kind: KeyKind, found: auth_repo.CallerFound | None) -> tuple[Principal, RateLimitState]:
     """The statement's answer as the caller's principal and allowance, or the refusal it means."""
     if found is None:
         raise _invalid_key(kind)
@@ -179,7 +177,7 @@ class DeferredAuth:
         return self.outcome
 
     async def _decide(
-        self, lease: ConnectionLease, found: tuple[auth_repo.KeyOwner, auth_repo.RateDecision] | None
+        self, lease: ConnectionLease, found: auth_repo.CallerFound | None
     ) -> tuple[Principal, RateLimitState]:
         try:
             return _admit(self.caller, self.kind, found)
