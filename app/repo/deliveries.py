@@ -20,9 +20,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from app.repo.connections import Connection, one_row
 from app.repo.events import HORIZON, compact_json, match_rule
+from app.repo.rows import Column, Nested, row_type
 from domain.deliveries import AttemptVerdict, DeliveryStatus, EndpointHealth
 
 
@@ -40,7 +42,32 @@ class DueDelivery:
     event_created_at: datetime
 
 
-_CLAIM = """
+def _sealed_secrets(current: bytes, previous: bytes | None) -> tuple[bytes, ...]:
+    return (bytes(current), bytes(previous)) if previous else (bytes(current),)
+
+
+# A claimed delivery (d), as its claim's UPDATE returns it, with its endpoint (w) and event (e).
+_DUE_DELIVERY = row_type(
+    DueDelivery,
+    id="d.id",
+    webhook_id="d.webhook_id",
+    attempt_number="d.attempt_count",
+    attempts_in_round="d.attempt_count - d.retry_base",
+    url="w.url",
+    sealed_secrets=Nested(
+        row_type(
+            _sealed_secrets,
+            current="w.secret",
+            previous="CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END",
+        )
+    ),
+    event_id="e.id",
+    event_type="e.type",
+    event_data=Column("e.data::text", compact_json),
+    event_created_at="e.created_at",
+)
+
+_CLAIM = f"""
 WITH running AS (
     SELECT * FROM unnest(%(running_ids)s::bigint[], %(running_counts)s::int[]) AS r (webhook_id, attempts)
 ), ranked AS (
@@ -80,9 +107,7 @@ UPDATE webhook_delivery d
    SET attempt_count = d.attempt_count + 1, next_attempt_at = now() + make_interval(secs => %(lease)s)
   FROM picked, webhook w, event e
  WHERE d.id = picked.id AND w.id = d.webhook_id AND e.id = d.event_id AND w.is_active
-RETURNING d.id, d.webhook_id, d.attempt_count, d.attempt_count - d.retry_base, w.url, w.secret,
-          CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END,
-          e.id, e.type, e.data::text, e.created_at
+RETURNING {_DUE_DELIVERY.columns}
 """
 
 
@@ -104,22 +129,17 @@ async def claim_due(
             "lease": lease_seconds,
         },
     )
-    return [
-        DueDelivery(
-            id=row[0],
-            webhook_id=row[1],
-            attempt_number=row[2],
-            attempts_in_round=row[3],
-            url=row[4],
-            sealed_secrets=(bytes(row[5]), bytes(row[6])) if row[6] else (bytes(row[5]),),
-            event_id=row[7],
-            event_type=row[8],
-            event_data=compact_json(row[9]),
-            event_created_at=row[10],
-        )
-        for row in await cursor.fetchall()
-    ]
+    return _DUE_DELIVERY.read_all(await cursor.fetchall())
 
+
+class FanOut(NamedTuple):
+    """What one fan-out did: the matches it fanned out, and the deliveries it queued for them."""
+
+    matches: int
+    queued: int
+
+
+_FANNED_OUT = row_type(FanOut, matches="(SELECT count(*) FROM picked)", queued="(SELECT count(*) FROM queued)")
 
 _FAN_OUT = f"""
 WITH cursor AS (
@@ -144,17 +164,16 @@ WITH cursor AS (
     UPDATE match_fan_out f SET tx = last.tx, event_id = last.event_id
       FROM (SELECT tx, event_id FROM picked ORDER BY tx DESC, event_id DESC LIMIT 1) last
 )
-SELECT (SELECT count(*) FROM picked), (SELECT count(*) FROM queued)
+SELECT {_FANNED_OUT.columns}
 """
 
 
-async def fan_out_matches(connection: Connection, *, limit: int) -> tuple[int, int]:
+async def fan_out_matches(connection: Connection, *, limit: int) -> FanOut:
     """Queue the deliveries of up to `limit` matches past the fan-out's cursor, and move it past them, in one
     statement: run inside the transaction that commits them. Returns (matches fanned out, deliveries queued);
     (0, 0) also when another worker holds the cursor."""
     cursor = await connection.execute(_FAN_OUT, {"limit": limit})
-    matches, queued = await one_row(cursor)
-    return int(matches), int(queued)
+    return _FANNED_OUT.read(await one_row(cursor), 0)
 
 
 async def next_due_in(connection: Connection) -> float | None:
@@ -170,12 +189,21 @@ async def next_due_in(connection: Connection) -> float | None:
     return row[0] if row else None
 
 
+_ENDPOINT_HEALTH = row_type(
+    EndpointHealth,
+    is_active="w.is_active",
+    failure_count="w.failure_count",
+    failing_since="w.failing_since",
+    now="now()",
+)
+
+
 async def lock_endpoint(connection: Connection, webhook_id: int) -> EndpointHealth | None:
     cursor = await connection.execute(
-        "SELECT is_active, failure_count, failing_since, now() FROM webhook WHERE id = %s FOR UPDATE", (webhook_id,)
+        f"SELECT {_ENDPOINT_HEALTH.columns} FROM webhook w WHERE w.id = %s FOR UPDATE", (webhook_id,)
     )
     row = await cursor.fetchone()
-    return EndpointHealth(row[0], row[1], row[2], row[3]) if row else None
+    return _ENDPOINT_HEALTH.read(row, 0) if row else None
 
 
 @dataclass(frozen=True, slots=True)

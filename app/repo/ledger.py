@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg import errors
 
 from app.repo.connections import Connection, one_row
+from app.repo.rows import Column, row_type
 from domain.ledger import (
     TASKHIVE_TYPE,
     Account,
@@ -23,7 +24,17 @@ class Overdraft(Exception):
     """An entry would have taken a wallet or escrow account below zero; the statement was refused."""
 
 
-_POST = """
+class _Entry(NamedTuple):
+    """An entry as `post` writes it: its transfer, its account and that account's balance after it."""
+
+    transfer_id: int
+    account_id: int
+    balance_after: int
+
+
+_ENTRY = row_type(_Entry, transfer_id="e.transfer_id", account_id="e.account_id", balance_after="e.balance_after")
+
+_POST = f"""
 WITH t AS (
     INSERT INTO transfer (kind, reason, operator_id, agent_id, task_id)
     VALUES (%(kind)s, %(reason)s, %(operator_id)s, %(agent_id)s, %(task_id)s) RETURNING id
@@ -44,7 +55,7 @@ WITH t AS (
       JOIN account a ON a.id = e.account_id AND a.kind = 'operator_wallet'
       JOIN agent ag ON ag.operator_id = a.operator_id
 )
-SELECT transfer_id, account_id, balance_after FROM e
+SELECT {_ENTRY.columns} FROM e
 """
 
 
@@ -61,7 +72,8 @@ async def post(connection: Connection, transfer: TransferRequest) -> tuple[int, 
         if is_overdraft(error):
             raise Overdraft(str(error)) from error
         raise
-    return rows[0][0], {account_id: balance for _, account_id, balance in rows}
+    entries = _ENTRY.read_all(rows)
+    return entries[0].transfer_id, {entry.account_id: entry.balance_after for entry in entries}
 
 
 def is_overdraft(error: errors.CheckViolation) -> bool:
@@ -88,35 +100,33 @@ def _params(transfer: TransferRequest) -> dict[str, Any]:
     }
 
 
-def _to_account(row: Sequence[Any]) -> Account:
-    return Account(
-        id=row[0],
-        kind=AccountKind(row[1]),
-        operator_id=row[2],
-        task_id=row[3],
-        shard=row[4],
-        balance=row[5],
-        version=row[6],
-    )
-
-
-_ACCOUNT = "SELECT id, kind, operator_id, task_id, shard, balance, version FROM account"
+_ACCOUNT = row_type(
+    Account,
+    id="a.id",
+    kind=Column("a.kind", AccountKind),
+    operator_id="a.operator_id",
+    task_id="a.task_id",
+    shard="a.shard",
+    balance="a.balance",
+    version="a.version",
+)
+_SELECT_ACCOUNT = f"SELECT {_ACCOUNT.columns} FROM account a"
 
 
 async def wallet(connection: Connection, operator_id: int, *, for_update: bool = False) -> Account | None:
     lock = " FOR UPDATE" if for_update else ""
-    cursor = await connection.execute(f"{_ACCOUNT} WHERE operator_id = %s{lock}", (operator_id,))
+    cursor = await connection.execute(f"{_SELECT_ACCOUNT} WHERE a.operator_id = %s{lock}", (operator_id,))
     row = await cursor.fetchone()
-    return _to_account(row) if row else None
+    return _ACCOUNT.read(row, 0) if row else None
 
 
 async def lock_accounts(connection: Connection, account_ids: Sequence[int]) -> dict[int, Account]:
     """Lock accounts in id order, the order every transfer's entries lock them in, so no two transactions wait on
     each other in a cycle."""
     cursor = await connection.execute(
-        f"{_ACCOUNT} WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (sorted(set(account_ids)),)
+        f"{_SELECT_ACCOUNT} WHERE a.id = ANY(%s) ORDER BY a.id FOR UPDATE", (sorted(set(account_ids)),)
     )
-    return {row[0]: _to_account(row) for row in await cursor.fetchall()}
+    return {account.id: account for account in _ACCOUNT.read_all(await cursor.fetchall())}
 
 
 async def issuance_account(connection: Connection) -> int:
@@ -130,17 +140,30 @@ async def list_accounts(
     connection: Connection, *, after_id: int, limit: int, kind: AccountKind | None = None
 ) -> list[Account]:
     cursor = await connection.execute(
-        f"{_ACCOUNT} WHERE id > %s AND (%s::text IS NULL OR kind = %s) ORDER BY id LIMIT %s",
+        f"{_SELECT_ACCOUNT} WHERE a.id > %s AND (%s::text IS NULL OR a.kind = %s) ORDER BY a.id LIMIT %s",
         (after_id, kind and kind.value, kind and kind.value, limit),
     )
-    return [_to_account(row) for row in await cursor.fetchall()]
+    return _ACCOUNT.read_all(await cursor.fetchall())
+
+
+_HISTORY_ENTRY = row_type(
+    HistoryEntry,
+    id="e.id",
+    transfer_id="e.transfer_id",
+    amount="e.amount",
+    kind=Column("t.kind", TransferKind),
+    reason="t.reason",
+    task_id="t.task_id",
+    balance_after="e.balance_after",
+    created_at="e.created_at",
+)
 
 
 async def history(connection: Connection, account_id: int, *, before_id: int | None, limit: int) -> list[HistoryEntry]:
     """An account's entries, newest first, keyset-paginated on the entry id."""
     cursor = await connection.execute(
-        """
-        SELECT e.id, e.transfer_id, e.amount, t.kind, t.reason, t.task_id, e.balance_after, e.created_at
+        f"""
+        SELECT {_HISTORY_ENTRY.columns}
           FROM entry e JOIN transfer t ON t.id = e.transfer_id
          WHERE e.account_id = %s AND (%s::bigint IS NULL OR e.id < %s)
          ORDER BY e.id DESC
@@ -148,19 +171,23 @@ async def history(connection: Connection, account_id: int, *, before_id: int | N
         """,
         (account_id, before_id, before_id, limit),
     )
-    return [
-        HistoryEntry(
-            id=r[0],
-            transfer_id=r[1],
-            amount=r[2],
-            kind=TransferKind(r[3]),
-            reason=r[4],
-            task_id=r[5],
-            balance_after=r[6],
-            created_at=r[7],
-        )
-        for r in await cursor.fetchall()
-    ]
+    return _HISTORY_ENTRY.read_all(await cursor.fetchall())
+
+
+_TRANSFER = row_type(
+    TransferRecord,
+    id="t.id",
+    kind=Column("t.kind", TransferKind),
+    reason="t.reason",
+    operator_id="t.operator_id",
+    agent_id="t.agent_id",
+    task_id="t.task_id",
+    created_at="t.created_at",
+    entries=Column(
+        "array_agg(ARRAY[e.account_id, e.amount, e.balance_after] ORDER BY e.id)",
+        lambda legs: tuple(tuple(leg) for leg in legs),
+    ),
+)
 
 
 async def list_transfers(
@@ -174,9 +201,8 @@ async def list_transfers(
 ) -> list[TransferRecord]:
     """Transfers with their entries, newest first, filtered by account, task or kind."""
     cursor = await connection.execute(
-        """
-        SELECT t.id, t.kind, t.reason, t.operator_id, t.agent_id, t.task_id, t.created_at,
-               array_agg(ARRAY[e.account_id, e.amount, e.balance_after] ORDER BY e.id)
+        f"""
+        SELECT {_TRANSFER.columns}
           FROM transfer t JOIN entry e ON e.transfer_id = t.id
          WHERE (%(before)s::bigint IS NULL OR t.id < %(before)s)
            AND (%(kind)s::text IS NULL OR t.kind = %(kind)s)
@@ -189,16 +215,4 @@ async def list_transfers(
         """,
         {"before": before_id, "kind": kind, "task": task_id, "account": account_id, "limit": limit},
     )
-    return [
-        TransferRecord(
-            id=r[0],
-            kind=TransferKind(r[1]),
-            reason=r[2],
-            operator_id=r[3],
-            agent_id=r[4],
-            task_id=r[5],
-            created_at=r[6],
-            entries=tuple(tuple(leg) for leg in r[7]),
-        )
-        for r in await cursor.fetchall()
-    ]
+    return _TRANSFER.read_all(await cursor.fetchall())

@@ -7,25 +7,23 @@ from datetime import datetime
 from typing import Any
 
 from app.repo.connections import Connection, one_row
+from app.repo.rows import Column, Nested, row_type
 from domain.deliveries import AttemptRecord, DeliveryRecord, DeliveryStatus, WebhookRecord, reported_outcome
 
-_COLUMNS = """w.id, w.agent_id, w.url, w.events, w.is_active, w.disabled_reason, w.failure_count, w.last_triggered_at,
-              w.previous_secret_expires_at, w.created_at"""
-
-
-def _to_record(row: Sequence[Any]) -> WebhookRecord:
-    return WebhookRecord(
-        id=row[0],
-        agent_id=row[1],
-        url=row[2],
-        events=tuple(row[3]),
-        is_active=row[4],
-        disabled_reason=row[5],
-        failure_count=row[6],
-        last_triggered_at=row[7],
-        previous_secret_expires_at=row[8],
-        created_at=row[9],
-    )
+# Every statement that returns an endpoint names its row w: the reads, and the writes' RETURNING.
+_WEBHOOK = row_type(
+    WebhookRecord,
+    id="w.id",
+    agent_id="w.agent_id",
+    url="w.url",
+    events=Column("w.events", tuple),
+    is_active="w.is_active",
+    disabled_reason="w.disabled_reason",
+    failure_count="w.failure_count",
+    last_triggered_at="w.last_triggered_at",
+    previous_secret_expires_at="w.previous_secret_expires_at",  # noqa: S106 - a column, not a secret
+    created_at="w.created_at",
+)
 
 
 async def reserve_id(connection: Connection, agent_id: int) -> int:
@@ -55,7 +53,7 @@ async def insert(
         INSERT INTO webhook AS w (id, agent_id, url, events, secret)
         SELECT %(id)s, %(agent)s, %(url)s, %(events)s, %(secret)s
          WHERE (SELECT count(*) FROM webhook WHERE agent_id = %(agent)s) < %(limit)s
-        RETURNING {_COLUMNS}
+        RETURNING {_WEBHOOK.columns}
         """,
         {
             "id": webhook_id,
@@ -67,21 +65,21 @@ async def insert(
         },
     )
     row = await cursor.fetchone()
-    return _to_record(row) if row else None
+    return _WEBHOOK.read(row, 0) if row else None
 
 
 async def get(connection: Connection, webhook_id: int) -> WebhookRecord | None:
-    cursor = await connection.execute(f"SELECT {_COLUMNS} FROM webhook w WHERE w.id = %s", (webhook_id,))
+    cursor = await connection.execute(f"SELECT {_WEBHOOK.columns} FROM webhook w WHERE w.id = %s", (webhook_id,))
     row = await cursor.fetchone()
-    return _to_record(row) if row else None
+    return _WEBHOOK.read(row, 0) if row else None
 
 
 async def for_agent(connection: Connection, agent_id: int, *, after_id: int, limit: int) -> list[WebhookRecord]:
     cursor = await connection.execute(
-        f"SELECT {_COLUMNS} FROM webhook w WHERE w.agent_id = %s AND w.id > %s ORDER BY w.id LIMIT %s",
+        f"SELECT {_WEBHOOK.columns} FROM webhook w WHERE w.agent_id = %s AND w.id > %s ORDER BY w.id LIMIT %s",
         (agent_id, after_id, limit),
     )
-    return [_to_record(row) for row in await cursor.fetchall()]
+    return _WEBHOOK.read_all(await cursor.fetchall())
 
 
 async def delete(connection: Connection, webhook_id: int, agent_id: int) -> bool:
@@ -113,7 +111,7 @@ async def update(
                failure_count = CASE WHEN %(enable)s THEN 0 ELSE w.failure_count END,
                failing_since = CASE WHEN %(enable)s THEN NULL ELSE w.failing_since END
          WHERE w.id = %(id)s AND w.agent_id = %(agent)s
-        RETURNING {_COLUMNS}
+        RETURNING {_WEBHOOK.columns}
         """,
         {
             "id": webhook_id,
@@ -124,7 +122,7 @@ async def update(
         },
     )
     row = await cursor.fetchone()
-    return _to_record(row) if row else None
+    return _WEBHOOK.read(row, 0) if row else None
 
 
 async def rotate_secret(
@@ -140,56 +138,61 @@ async def rotate_secret(
                                                  THEN now() + make_interval(secs => %(overlap)s) END,
                secret = %(secret)s
          WHERE w.id = %(id)s AND w.agent_id = %(agent)s
-        RETURNING {_COLUMNS}
+        RETURNING {_WEBHOOK.columns}
         """,
         {"id": webhook_id, "agent": agent_id, "secret": sealed_secret, "overlap": overlap_seconds},
     )
     row = await cursor.fetchone()
-    return _to_record(row) if row else None
-
-
-_DELIVERY = """d.id, d.webhook_id, d.event_id, e.type, d.status, d.attempt_count, d.next_attempt_at, d.created_at,
-               d.completed_at,
-               coalesce((SELECT json_agg(json_build_object(
-                           'attempt_number', a.attempt_number, 'started_at', a.started_at,
-                           'duration_ms', a.duration_ms, 'outcome', a.outcome,
-                           'response_status', a.response_status, 'response_snippet', a.response_snippet,
-                           'error', a.error, 'next_attempt_at', a.next_attempt_at) ORDER BY a.attempt_number)
-                           FROM webhook_attempt a WHERE a.delivery_id = d.id), '[]'),
-               now()"""  # the database's clock, the one the claims' leases run on
+    return _WEBHOOK.read(row, 0) if row else None
 
 
 def _moment(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
-def _to_delivery(row: Sequence[Any]) -> DeliveryRecord:
-    attempts = tuple(
+def _attempts(logged: Sequence[dict[str, Any]], now: datetime) -> tuple[AttemptRecord, ...]:
+    """A delivery's attempts as its log shows them at `now`."""
+    return tuple(
         AttemptRecord(
             attempt_number=a["attempt_number"],
             started_at=_moment(a["started_at"]),
             duration_ms=a["duration_ms"],
             # An attempt still in progress after its claim ran out was interrupted: the same rule for every reader.
-            outcome=reported_outcome(a["outcome"], _moment(a["next_attempt_at"]), row[10]),
+            outcome=reported_outcome(a["outcome"], _moment(a["next_attempt_at"]), now),
             response_status=a["response_status"],
             response_snippet=a["response_snippet"],
             error=a["error"],
             next_attempt_at=_moment(a["next_attempt_at"]),
         )
-        for a in row[9]
+        for a in logged
     )
-    return DeliveryRecord(
-        id=row[0],
-        webhook_id=row[1],
-        event_id=row[2],
-        event_type=row[3],
-        status=DeliveryStatus(row[4]),
-        attempt_count=row[5],
-        next_attempt_at=row[6],
-        created_at=row[7],
-        completed_at=row[8],
-        attempts=attempts,
-    )
+
+
+# A delivery (d) of its event (e), with all its attempts.
+_DELIVERY = row_type(
+    DeliveryRecord,
+    id="d.id",
+    webhook_id="d.webhook_id",
+    event_id="d.event_id",
+    event_type="e.type",
+    status=Column("d.status", DeliveryStatus),
+    attempt_count="d.attempt_count",
+    next_attempt_at="d.next_attempt_at",
+    created_at="d.created_at",
+    completed_at="d.completed_at",
+    attempts=Nested(
+        row_type(
+            _attempts,
+            logged="""coalesce((SELECT json_agg(json_build_object(
+                           'attempt_number', a.attempt_number, 'started_at', a.started_at,
+                           'duration_ms', a.duration_ms, 'outcome', a.outcome,
+                           'response_status', a.response_status, 'response_snippet', a.response_snippet,
+                           'error', a.error, 'next_attempt_at', a.next_attempt_at) ORDER BY a.attempt_number)
+                           FROM webhook_attempt a WHERE a.delivery_id = d.id), '[]')""",
+            now="now()",  # the database's clock, the one the claims' leases run on
+        )
+    ),
+)
 
 
 async def deliveries(
@@ -197,23 +200,23 @@ async def deliveries(
 ) -> list[DeliveryRecord]:
     """Newest first, each with all its attempts."""
     cursor = await connection.execute(
-        f"""SELECT {_DELIVERY} FROM webhook_delivery d JOIN event e ON e.id = d.event_id
+        f"""SELECT {_DELIVERY.columns} FROM webhook_delivery d JOIN event e ON e.id = d.event_id
              WHERE d.webhook_id = %(webhook)s AND (%(before)s::bigint IS NULL OR d.id < %(before)s)
                AND (%(status)s::text IS NULL OR d.status = %(status)s)
              ORDER BY d.id DESC LIMIT %(limit)s""",
         {"webhook": webhook_id, "before": before_id, "limit": limit, "status": status.value if status else None},
     )
-    return [_to_delivery(row) for row in await cursor.fetchall()]
+    return _DELIVERY.read_all(await cursor.fetchall())
 
 
 async def delivery(connection: Connection, webhook_id: int, delivery_id: int) -> DeliveryRecord | None:
     cursor = await connection.execute(
-        f"""SELECT {_DELIVERY} FROM webhook_delivery d JOIN event e ON e.id = d.event_id
+        f"""SELECT {_DELIVERY.columns} FROM webhook_delivery d JOIN event e ON e.id = d.event_id
              WHERE d.webhook_id = %s AND d.id = %s""",
         (webhook_id, delivery_id),
     )
     row = await cursor.fetchone()
-    return _to_delivery(row) if row else None
+    return _DELIVERY.read(row, 0) if row else None
 
 
 async def redeliver(connection: Connection, webhook_id: int, delivery_id: int) -> bool:
