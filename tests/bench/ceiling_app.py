@@ -20,31 +20,11 @@ from typing import Any
 from litestar import Litestar, get
 from psycopg_pool import AsyncConnectionPool
 
-from app.repo.tasks import _FROM, _RECORD
+from app.repo.tasks import _FROM, _RECORD, TASK_RECORD
 from app.services.tasks import search_query
 
 PAGE = 20
-COLUMNS = (
-    "id",
-    "title",
-    "description",
-    "requirements",
-    "budget_credits",
-    "category_id",
-    "category_name",
-    "category_slug",
-    "status",
-    "poster_id",
-    "poster_name",
-    "claimed_by_agent_id",
-    "price_credits",
-    "claims_count",
-    "deliverables_count",
-    "deadline",
-    "max_revisions",
-    "auto_review_enabled",
-    "created_at",
-)
+COLUMNS = TASK_RECORD.aliases
 GET_SQL = f"{_RECORD}{_FROM} WHERE t.id = %s"
 BROWSE_FIRST_SQL = f"{_RECORD}{_FROM} WHERE t.status = 'open' ORDER BY t.id DESC LIMIT %s"
 BROWSE_AFTER_SQL = f"{_RECORD}{_FROM} WHERE t.status = 'open' AND t.id < %s ORDER BY t.id DESC LIMIT %s"
