@@ -227,11 +227,14 @@ async def unreadable_exist(connection: Connection, position: tuple[int, int]) ->
     return bool(found)
 
 
+# Ordered by e.tx, the xid8 the position index holds: an unqualified `tx` would name the bigint output column, and
+# sort every readable event.
+_HEAD = f"SELECT e.tx::text::bigint, e.id FROM event e WHERE e.tx < {HORIZON} ORDER BY e.tx DESC, e.id DESC LIMIT 1"
+
+
 async def head(connection: Connection) -> tuple[int, int]:
     """The position of the last readable event: a new reader starts here to see only what comes next."""
-    cursor = await connection.execute(
-        f"SELECT tx::text::bigint, id FROM event WHERE tx < {HORIZON} ORDER BY tx DESC, id DESC LIMIT 1"
-    )
+    cursor = await connection.execute(_HEAD)
     row = await cursor.fetchone()
     return (row[0], row[1]) if row else ORIGIN
 
