@@ -61,13 +61,10 @@ async def _configure(connection: Connection) -> None:
 def open_pool(url: str, *, min_size: int, max_size: int, statement_timeout_ms: int, name: str) -> AsyncConnectionPool:
     """A pool of autocommit connections; transactions are opened explicitly by the unit of work.
 
-    Statements outside a unit of work (the rate limit's counter, a key's last_used_at) commit without waiting for
-    the WAL flush: a crash may forget the last instant of counting, never money. Every unit of work turns durable
-    commits back on for its own transaction (`transactions.begin`).
+    Every commit is durable (the server's default). A read's only write, the rate limit's counter, goes to an
+    unlogged table (migration 0010): it writes no WAL, so its commit waits for no flush.
     """
-    options = (
-        f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={statement_timeout_ms} -c synchronous_commit=off"
-    )
+    options = f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={statement_timeout_ms}"
     return AsyncConnectionPool(
         url,
         min_size=min_size,

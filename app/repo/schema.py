@@ -232,6 +232,8 @@ rate_limit = Table(
     Column("principal", Text, primary_key=True),
     # GCRA's theoretical arrival time: one row and one timestamp per caller.
     Column("tat", DateTime(timezone=True), nullable=False),
+    # Counting writes no WAL; a crash forgets it (every allowance whole again). Migration 0010 says why.
+    prefixes=["UNLOGGED"],
 )
 
 task = Table(

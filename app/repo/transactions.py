@@ -18,8 +18,6 @@ async def begin(connection: Connection, *, savepoint: str | None = None) -> Asyn
     go out with it, in one round trip (a pipeline), answered when the block ends."""
     async with connection.pipeline():
         await connection.execute("BEGIN")
-        # Pool connections default to asynchronous commit (see connections.open_pool); a use case's commit is durable.
-        await connection.execute("SET LOCAL synchronous_commit TO on")
         if savepoint:
             await connection.execute(f"SAVEPOINT {savepoint}")
         yield

@@ -34,9 +34,9 @@ async def claim_due(
 ) -> Claimed:
     """Fan the next shared matches out into deliveries, then claim what is due (those included), in one
     transaction: a crash before its commit leaves the matches for the next claim, and none is fanned out twice."""
-    # A unit of work, so the claim commits durably: the worker sends what it claimed, and a claim an immediate
-    # crash forgot (the pool's statements commit asynchronously) was claimed again and sent twice under one
-    # attempt number, so the log listed fewer attempts than the receiver saw (the chaos soak's finding).
+    # The claim's commit is durable: the worker sends what it claimed, and a claim an immediate crash forgot (when
+    # pool statements committed asynchronously) was claimed again and sent twice under one attempt number, so the
+    # log listed fewer attempts than the receiver saw (the chaos soak's finding).
     lease = ConnectionLease(source)
     uow = UnitOfWork(lease)
     try:

@@ -19,7 +19,6 @@ SELECT c.agent_id, c.operator_id, c.name AS agent_name, (SELECT tat FROM admitte
 
 \startpipeline
 BEGIN;
-SET LOCAL synchronous_commit TO on;
 SELECT pg_try_advisory_xact_lock(hashtextextended('agent:' || :agent_id || '|' || :run || '-' || :n, 7302)) AS locked,
        (SELECT response_status FROM idempotency_key
          WHERE principal = 'agent:' || :agent_id AND key = :run || '-' || :n

@@ -10,8 +10,8 @@
 -- the script takes it from the values table (read from the same rows when the targets were chosen) or from
 -- currval(), the same value.
 --
--- Round trip 1, one statement, outside the transaction (autocommit; the connection runs synchronous_commit=off,
--- as Agora's pool does: a crash may forget a rate-limit tick, never money):
+-- Round trip 1, one statement, outside the transaction (autocommit; the rate limit's table is unlogged, so its
+-- commit waits for no WAL flush, as in Agora: a crash may forget a rate-limit tick, never money):
 --   auth + rate limit: the key by its SHA-256 (unique index), its agent (active, claimed by an operator), and
 --   GCRA's single-row upsert; admitted_until is NULL when the limit refuses (answer 429). Not done:
 --   api_key.last_used_at (Agora writes it at most once a minute per key, a convenience).

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -31,11 +30,6 @@ import psycopg
 CLIENTS = 32
 THREADS = 2
 NULL = "\\N"  # a \gset of NULL yields an empty string: NULLs travel as this marker instead
-# Every pgbench connection starts as Agora's pooled ones do (app/repo/connections.open_pool): statements outside a
-# transaction (authentication's rate-limit upsert) commit without waiting for the WAL flush, and each transaction
-# turns durable commit back on itself (`SET LOCAL synchronous_commit TO on`, replayed with Agora's other
-# statements). On the server's default every replayed request paid for a WAL flush Agora never waits for.
-SESSION_OPTIONS = "-c synchronous_commit=off"
 
 
 @dataclass
@@ -265,8 +259,7 @@ def pgbench(url: str, script_text: str, constants: dict[str, str], per_client: i
     command += ["-D", "k=-1", "-l", "--log-prefix", str(folder / "pgbench_log"), "-f", str(script)]
     for name, value in constants.items():
         command += ["-D", f"{name}={value}"]
-    env = {**os.environ, "PGOPTIONS": SESSION_OPTIONS}
-    finished = subprocess.run([*command, url], capture_output=True, text=True, env=env)
+    finished = subprocess.run([*command, url], capture_output=True, text=True)
     output = finished.stdout + finished.stderr
     if finished.returncode != 0 or "aborted" in output:
         raise SystemExit(f"bench: pgbench failed:\n{output[-3000:]}\nscript {script}:\n{script_text[:6000]}")

@@ -70,6 +70,18 @@ def test_schema_module_matches_the_migrated_database(sync_connection):
     assert schema_differences(sync_connection, metadata) == []
 
 
+def test_every_table_is_logged_unless_the_schema_module_says_unlogged(sync_connection):
+    # Persistence is not among what the comparison above sees; the rate limit's counters alone are unlogged.
+    rows = sync_connection.exec_driver_sql(
+        "SELECT c.relname, c.relpersistence FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname <> 'alembic_version'"
+    ).fetchall()
+    persistence = {name: kind for name, kind in rows}
+    expected = {name: "u" if "UNLOGGED" in table._prefixes else "p" for name, table in metadata.tables.items()}
+    assert persistence == expected
+    assert expected["rate_limit"] == "u"
+
+
 def test_schema_module_covers_every_table(sync_connection):
     from sqlalchemy import inspect
 
