@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple, TypeVar
 
+from psycopg.pq import TransactionStatus
+
 from app.repo.connections import Connection, Query, one_row
 from app.repo.rows import Nested, row_type
 
@@ -48,9 +50,14 @@ _ADMIT = """
     RETURNING tat
 """
 # Only active callers are counted (TaskHive: auth, then the rate limit). `caller` is the key's owner and the
-# decision, one row, or none for an unknown key.
+# decision, one row, or none for an unknown key. The statement commits on its own (autocommit), and what it writes
+# is bookkeeping: the counter (an unlogged table: no WAL) and a key's last_used_at, at most once a minute. `relaxed`
+# lets that commit go without waiting for the WAL flush (set_config local to the statement's own transaction; a
+# crash may forget a last_used_at, never anything acknowledged); `touched` reads it, so it runs before the write.
 _CALLER = f"""
-WITH owner AS (
+WITH relaxed AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', 'off', true) AS setting
+), owner AS (
     SELECT k.id AS key_id, k.kind, k.agent_id, coalesce(k.operator_id, a.operator_id) AS operator_id,
            a.status AS agent_status,
            CASE k.kind WHEN 'agent' THEN 'agent:' || k.agent_id
@@ -63,6 +70,7 @@ WITH owner AS (
     UPDATE api_key SET last_used_at = statement_timestamp()
      WHERE id = (SELECT key_id FROM owner)
        AND (last_used_at IS NULL OR last_used_at < statement_timestamp() - interval '1 minute')
+       AND (SELECT setting FROM relaxed) = 'off'
 ), admitted AS ({_ADMIT.format(caller="SELECT principal, statement_timestamp() + %(emission)s FROM owner WHERE active")}
 ), caller AS MATERIALIZED (
     SELECT o.key_id, o.kind, o.principal, o.agent_id, o.operator_id, o.agent_status, o.active,
@@ -132,7 +140,15 @@ class KeyCheck:
     window: timedelta
 
 
+def _outside_a_transaction(connection: Connection) -> None:
+    # The statement makes its own transaction's commit asynchronous (`relaxed`): inside a caller's transaction it
+    # would make that commit asynchronous too.
+    if connection.info.transaction_status != TransactionStatus.IDLE:
+        raise RuntimeError("authentication runs on a connection with no transaction open")
+
+
 async def authenticate(connection: Connection, check: KeyCheck) -> CallerFound | None:
+    _outside_a_transaction(connection)
     cursor = await connection.execute(_AUTHENTICATE, _params(check))
     row = await cursor.fetchone()
     return _CALLER_ROW.read(row, 0) if row is not None else None
@@ -158,6 +174,7 @@ async def run_authenticated(connection: Connection, check: KeyCheck, query: Quer
     """`authenticate` and `query` in one statement, the query run only if the caller is admitted: the caller found
     (None for an unknown key), and the query's reading of its rows (of none when the caller was refused). The
     caller decides from the first before it uses the second."""
+    _outside_a_transaction(connection)
     cursor = await connection.execute(authenticated_statement(query), statement_params(check, query))
     rows = await cursor.fetchall()
     if not rows:
