@@ -57,6 +57,7 @@ SCENARIO = "webhook fan-out"
 HOOKS_PER_AGENT = 4
 WARMUP = 200  # deliveries (or requests per sender) before each measured run: connections, pools, caches
 STALL_SECONDS = 20.0  # give up waiting when no delivery finished for this long
+REPORT_SECONDS = 300.0  # a sender process's whole run, at most
 RECEIVER_BOUND = 0.9  # share of one core above which the receiver, not the sender, limited the run
 
 
@@ -401,7 +402,11 @@ async def ceiling_run(urls: list[str], count: int, deliveries: int, receiver: in
             assert process.stdin is not None
             process.stdin.write(b"go\n")
             await process.stdin.drain()
-        reports = [json.loads(await process.stdout.readline()) for process in processes]  # type: ignore[union-attr]
+        # Each sender's posts time out, so its report comes; a sender that hangs all the same fails the run.
+        reports = [
+            json.loads(await asyncio.wait_for(process.stdout.readline(), REPORT_SECONDS))  # type: ignore[union-attr]
+            for process in processes
+        ]
         usage = meter.stop()
     finally:
         for process in processes:

@@ -75,8 +75,14 @@ async def receiver_process() -> AsyncIterator[tuple[int, int]]:
     try:
         yield process.pid, port
     finally:
-        process.send_signal(signal.SIGINT)
-        await process.wait()
+        # SIGTERM, not SIGINT: a process started in the background by a non-interactive shell ignores SIGINT, and
+        # so does every child it starts (the receiver then never ended, and the run waited for it forever).
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
 
 
 def postgres_cpu_seconds() -> float:
