@@ -79,8 +79,8 @@ async def seal_pass(url: str) -> sealing.ResealReport:
 
 
 async def replay_legacy_request(url: str, api_key: str) -> tuple[int, str | None, bytes]:
+    # Run as in production, committing: a replay writes nothing but the caller's rate-limit count and last use.
     connection = await psycopg.AsyncConnection.connect(url, autocommit=True)
-    await connection.execute("BEGIN")
     try:
         app = create_app(TEST_SETTINGS, source=SharedConnectionSource(connection))
         async with AsyncTestClient(app=app) as client:
@@ -88,7 +88,6 @@ async def replay_legacy_request(url: str, api_key: str) -> tuple[int, str | None
             response = await client.post(PATH, content=json.dumps(HOOK_REQUEST), headers=headers)
         return response.status_code, response.headers.get("idempotency-replayed"), response.content
     finally:
-        await connection.execute("ROLLBACK")
         await connection.close()
 
 
