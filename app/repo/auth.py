@@ -105,10 +105,7 @@ _AUTHENTICATE = f"{_CALLER} SELECT {_CALLER_ROW.columns} FROM caller"
 # read columns are NULL. The caller's columns are sent in the first row only (NULL in the others): a page of rows
 # would otherwise carry them, timestamps and all, once a row, for the client to decode each time.
 _ADMITTED = "(caller.active AND caller.admitted_tat IS NOT NULL)"
-_CALLER_ONCE = ", ".join(
-    f'CASE WHEN row_number() OVER () = 1 THEN {sql} END AS "{alias}"'
-    for sql, alias in zip(_CALLER_ROW.expressions, _CALLER_ROW.aliases, strict=True)
-)
+_CALLER_ONCE = _CALLER_ROW.select_list("CASE WHEN row_number() OVER () = 1 THEN {} END")
 _AUTHENTICATED = (
     "{caller} SELECT " + _CALLER_ONCE + ", found.* FROM caller LEFT JOIN LATERAL ({read} OFFSET 0) found ON true"
 )

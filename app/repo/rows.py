@@ -53,7 +53,14 @@ class RowType(Generic[T]):
     @property
     def columns(self) -> str:
         """The SELECT list, each expression aliased with its field's name."""
-        return ", ".join(f'{sql} AS "{alias}"' for sql, alias in zip(self.expressions, self.aliases, strict=True))
+        return self.select_list()
+
+    def select_list(self, template: str = "{}") -> str:
+        """The SELECT list with each expression put into `template` (e.g. a CASE around it), aliased as in
+        `columns`, so the reader reads it the same way."""
+        return ", ".join(
+            f'{template.format(sql)} AS "{alias}"' for sql, alias in zip(self.expressions, self.aliases, strict=True)
+        )
 
     @property
     def width(self) -> int:
