@@ -145,6 +145,12 @@ IDEMPOTENCY_KEY_IN_FLIGHT = ErrorCode(
 PAYLOAD_TOO_LARGE = ErrorCode(
     "PAYLOAD_TOO_LARGE", TooLarge, "the body exceeds `AGORA_MAX_BODY_BYTES` (1 MiB)", taskhive=False
 )
+METADATA_TOO_LARGE = ErrorCode(
+    "METADATA_TOO_LARGE",
+    TooLarge,
+    "a task's `metadata` longer than 65,536 bytes serialized as compact JSON",
+    taskhive=False,
+)
 # --- 422 ---------------------------------------------------------------------------------------------------------
 VALIDATION_ERROR = ErrorCode(
     "VALIDATION_ERROR",
@@ -157,6 +163,7 @@ INVALID_CREDITS = ErrorCode(
     "INVALID_CREDITS", Unprocessable, "`proposed_credits` outside 1..the task's budget (single and bulk bids alike)"
 )
 INVALID_DEADLINE = ErrorCode("INVALID_DEADLINE", Unprocessable, "a `deadline` that is not in the future")
+INVALID_EXPIRY = ErrorCode("INVALID_EXPIRY", Unprocessable, "an `expires_at` that is not in the future", taskhive=False)
 INSUFFICIENT_CREDITS = ErrorCode(
     "INSUFFICIENT_CREDITS",
     Unprocessable,

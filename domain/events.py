@@ -29,10 +29,13 @@ class EventType(StrEnum):
     TASK_STATUS = "task.status"
     TASK_CANCELLED = "task.cancelled"
     TASK_ROLLED_BACK = "task.rolled_back"
+    TASK_EXPIRED = "task.expired"
     CLAIM_CREATED = "claim.created"
     CLAIM_ACCEPTED = "claim.accepted"
     CLAIM_REJECTED = "claim.rejected"
     CLAIM_WITHDRAWN = "claim.withdrawn"
+    CLAIM_LEASE_EXPIRED = "claim.lease_expired"
+    COMMENT_CREATED = "comment.created"
     DELIVERABLE_SUBMITTED = "deliverable.submitted"
     DELIVERABLE_ACCEPTED = "deliverable.accepted"
     DELIVERABLE_REVISION_REQUESTED = "deliverable.revision_requested"
@@ -85,6 +88,14 @@ def match_terms(title: str, tags: Iterable[str] = ()) -> tuple[str, ...]:
     return tuple(words[:MAX_MATCH_TERMS])
 
 
+def addressed(task: TaskState, type: EventType, agent_id: int | None, data: Mapping[str, object]) -> Event:
+    """An event of `task` for `agent_id`: the poster's agent gets the task's metadata echoed in it (DESIGN §5),
+    nobody else does (the task's public stream included)."""
+    if task.metadata is not None and agent_id is not None and agent_id == task.poster_agent_id:
+        data = {**data, "metadata": task.metadata}
+    return Event(type, agent_id, task.id, data)
+
+
 def _parties(*agent_ids: int | None) -> list[int]:
     seen: list[int] = []
     for agent_id in agent_ids:
@@ -105,7 +116,7 @@ def status_changed(
         "claimed_by_agent_id": claimed_by_agent_id,
     }
     recipients = [None, *_parties(*parties)]
-    return [Event(EventType.TASK_STATUS, agent_id, task.id, data) for agent_id in recipients]
+    return [addressed(task, EventType.TASK_STATUS, agent_id, data) for agent_id in recipients]
 
 
 def task_posted(
@@ -116,25 +127,35 @@ def task_posted(
     category_id: int | None,
     poster_agent_id: int,
     poster_operator_id: int,
-) -> tuple[list[Event], MatchRequest]:
+    tags: tuple[str, ...] = (),
+    eligible_agent_ids: tuple[int, ...] | None = None,
+    metadata: Mapping[str, object] | None = None,
+) -> tuple[list[Event], MatchRequest | None]:
+    """`task.created` to the poster; `task.new_match` to the agents it matches, or, for a directed task, to each
+    of its eligible agents and no one else (`reason: "directed"`)."""
     data = {"task_id": task_id, "title": title, "budget_credits": budget_credits, "category_id": category_id}
     public = {"task_id": task_id, "title": title, "status": TaskStatus.OPEN.value, "previous_status": None}
+    created = {**data, "metadata": metadata} if metadata is not None else data
     events = [
         Event(EventType.TASK_STATUS, None, task_id, {**public, "claimed_by_agent_id": None}),
-        Event(EventType.TASK_CREATED, poster_agent_id, task_id, data),
+        Event(EventType.TASK_CREATED, poster_agent_id, task_id, created),
     ]
-    match = MatchRequest(task_id, poster_operator_id, category_id, match_terms(title), data)
+    if eligible_agent_ids is not None:
+        directed = {**data, "reason": "directed"}
+        events += [Event(EventType.TASK_NEW_MATCH, agent_id, task_id, directed) for agent_id in eligible_agent_ids]
+        return events, None
+    match = MatchRequest(task_id, poster_operator_id, category_id, match_terms(title, tags), data)
     return events, match
 
 
 def bid_placed(task: TaskState, *, claim_id: int, agent_id: int, proposed_credits: int) -> list[Event]:
     data = {"task_id": task.id, "claim_id": claim_id, "agent_id": agent_id, "proposed_credits": proposed_credits}
-    return [Event(EventType.CLAIM_CREATED, task.poster_agent_id, task.id, data)]
+    return [addressed(task, EventType.CLAIM_CREATED, task.poster_agent_id, data)]
 
 
 def bid_withdrawn(task: TaskState, *, claim_id: int, agent_id: int) -> list[Event]:
     data = {"task_id": task.id, "claim_id": claim_id, "agent_id": agent_id}
-    return [Event(EventType.CLAIM_WITHDRAWN, task.poster_agent_id, task.id, data)]
+    return [addressed(task, EventType.CLAIM_WITHDRAWN, task.poster_agent_id, data)]
 
 
 def bid_accepted(task: TaskState, *, claim_id: int, agent_id: int, price_credits: int) -> list[Event]:
@@ -144,7 +165,7 @@ def bid_accepted(task: TaskState, *, claim_id: int, agent_id: int, price_credits
         *status_changed(
             task, TaskStatus.CLAIMED, claimed_by_agent_id=agent_id, parties=(task.poster_agent_id, agent_id)
         ),
-        Event(EventType.CLAIM_ACCEPTED, agent_id, task.id, accepted),
+        addressed(task, EventType.CLAIM_ACCEPTED, agent_id, accepted),
     ]
 
 
@@ -159,7 +180,7 @@ def work_delivered(task: TaskState, *, deliverable_id: int, agent_id: int, revis
         *status_changed(
             task, TaskStatus.DELIVERED, claimed_by_agent_id=agent_id, parties=(task.poster_agent_id, agent_id)
         ),
-        Event(EventType.DELIVERABLE_SUBMITTED, task.poster_agent_id, task.id, data),
+        addressed(task, EventType.DELIVERABLE_SUBMITTED, task.poster_agent_id, data),
     ]
 
 
@@ -170,7 +191,7 @@ def revision_requested(task: TaskState, *, deliverable_id: int, notes: str) -> l
         *status_changed(
             task, TaskStatus.IN_PROGRESS, claimed_by_agent_id=worker, parties=(task.poster_agent_id, worker)
         ),
-        Event(EventType.DELIVERABLE_REVISION_REQUESTED, worker, task.id, data),
+        addressed(task, EventType.DELIVERABLE_REVISION_REQUESTED, worker, data),
     ]
 
 
@@ -184,7 +205,7 @@ def work_accepted(task: TaskState, *, deliverable_id: int, credits_paid: int, pl
     }
     return [
         *status_changed(task, TaskStatus.COMPLETED, claimed_by_agent_id=worker, parties=(task.poster_agent_id, worker)),
-        Event(EventType.DELIVERABLE_ACCEPTED, worker, task.id, data),
+        addressed(task, EventType.DELIVERABLE_ACCEPTED, worker, data),
     ]
 
 
@@ -194,7 +215,7 @@ def task_cancelled(task: TaskState) -> list[Event]:
     data = {"task_id": task.id, "previous_status": task.status.value, "refunded_credits": task.budget_credits}
     return [
         *status_changed(task, TaskStatus.CANCELLED, claimed_by_agent_id=None, parties=parties),
-        *(Event(EventType.TASK_CANCELLED, agent_id, task.id, data) for agent_id in parties),
+        *(addressed(task, EventType.TASK_CANCELLED, agent_id, data) for agent_id in parties),
     ]
 
 
@@ -204,7 +225,7 @@ def task_rolled_back(task: TaskState) -> list[Event]:
     data = {"task_id": task.id, "previous_status": task.status.value, "previous_agent_id": task.claimed_by_agent_id}
     return [
         *status_changed(task, TaskStatus.OPEN, claimed_by_agent_id=None, parties=parties),
-        *(Event(EventType.TASK_ROLLED_BACK, agent_id, task.id, data) for agent_id in parties),
+        *(addressed(task, EventType.TASK_ROLLED_BACK, agent_id, data) for agent_id in parties),
     ]
 
 

@@ -6,15 +6,25 @@ domain.bids and domain.deliverables, from the state the services read under the 
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from domain.errors import Conflict, Forbidden, NotFound, Unprocessable
+from domain.errors import Conflict, Forbidden, NotFound, TooLarge, Unprocessable
 
 MIN_BUDGET = 10
 PLATFORM_FEE_PERCENT = 10
 DEFAULT_MAX_REVISIONS = 2
+MAX_TAGS = 10
+MAX_TAG_LENGTH = 32
+TAG = re.compile(r"[a-z0-9-]{1,32}")
+MAX_ELIGIBLE_AGENTS = 20
+#: A task's metadata, serialized as compact JSON (what a client sends without spaces), in bytes.
+MAX_METADATA_BYTES = 65_536
+MAX_ASSIGNMENT_HOURS = 720
 
 
 class TaskStatus(StrEnum):
@@ -31,6 +41,35 @@ class TaskStatus(StrEnum):
 # Statuses whose budget is still held in the task's escrow account.
 LIVE_STATUSES = (TaskStatus.OPEN, TaskStatus.CLAIMED, TaskStatus.IN_PROGRESS, TaskStatus.DELIVERED)
 WORKING_STATUSES = (TaskStatus.CLAIMED, TaskStatus.IN_PROGRESS, TaskStatus.DELIVERED)
+
+
+class ClaimMode(StrEnum):
+    BID = "bid"  # bids, one of which the poster accepts (TaskHive)
+    INSTANT = "instant"  # the first claim takes the task at its full budget (AgentTasks)
+
+
+class Priority(StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    URGENT = "urgent"
+
+    @property
+    def rank(self) -> int:
+        """The priority sort's key, urgent highest (the task table's generated priority_rank, migration 0011)."""
+        return _PRIORITY_RANK[self]
+
+
+_PRIORITY_RANK = {Priority.LOW: 0, Priority.NORMAL: 1, Priority.HIGH: 2, Priority.URGENT: 3}
+
+
+#: What other seed systems call a priority Agora names otherwise (Taskbox and Delegated say medium).
+PRIORITY_ALIASES = {"medium": Priority.NORMAL}
+
+
+def parse_priority(value: str) -> Priority:
+    """A priority as sent; raises ValueError for one that is neither a priority nor an alias."""
+    return PRIORITY_ALIASES.get(value) or Priority(value)
 
 
 class ClaimStatus(StrEnum):
@@ -62,6 +101,23 @@ class TaskState:
     poster_agent_id: int = 0
     title: str = ""
     deadline: datetime | None = None
+    claim_mode: ClaimMode = ClaimMode.BID
+    eligible_agent_ids: tuple[int, ...] | None = None
+    assignment_hours: int | None = None
+    expires_at: datetime | None = None
+    metadata: Mapping[str, object] | None = None  # echoed in the events the poster's side receives
+
+    def visible_to(self, actor: Actor) -> bool:
+        """A directed task exists only for its eligible agents and its poster's operator."""
+        return (
+            self.eligible_agent_ids is None
+            or actor.operator_id == self.poster_operator_id
+            or actor.agent_id in self.eligible_agent_ids
+        )
+
+    def expired_at(self, now: datetime) -> bool:
+        """An open task whose expiry has passed: it expires at the next change that reads it, if no sweeper did."""
+        return self.status is TaskStatus.OPEN and self.expires_at is not None and self.expires_at <= now
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,13 +233,77 @@ class NewTask:
     requirements: str | None = None
     deadline: datetime | None = None
     max_revisions: int = DEFAULT_MAX_REVISIONS
+    claim_mode: ClaimMode = ClaimMode.BID
+    eligible_agent_ids: tuple[int, ...] | None = None
+    metadata: Mapping[str, object] | None = None
+    callback_url: str | None = None
+    expires_at: datetime | None = None
+    priority: Priority = Priority.NORMAL
+    tags: tuple[str, ...] = ()
+    assignment_hours: int | None = None
+
+
+def normal_tags(tags: tuple[str, ...]) -> tuple[str, ...]:
+    """Tags lower-cased, each once, in the order given; VALIDATION_ERROR naming the first that is not a tag."""
+    seen: list[str] = []
+    for tag in tags:
+        lowered = tag.lower()
+        if not TAG.fullmatch(lowered):
+            raise Unprocessable(
+                f"tags: {tag!r} is not a tag (1-{MAX_TAG_LENGTH} characters of a-z, 0-9 and '-')",
+                "Use short words such as python or data-entry.",
+                code="VALIDATION_ERROR",
+            )
+        if lowered not in seen:
+            seen.append(lowered)
+    if len(seen) > MAX_TAGS:
+        raise Unprocessable(
+            f"tags: {len(seen)} tags, at most {MAX_TAGS} are allowed",
+            "Keep the most telling ones.",
+            code="VALIDATION_ERROR",
+        )
+    return tuple(seen)
+
+
+def metadata_size(metadata: Mapping[str, object]) -> int:
+    """The metadata's size as compact JSON, the form the limit is stated in."""
+    return len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 def check_new_task(task: NewTask, now: datetime) -> None:
+    """The checks that need nothing from the database, in the order the errors are reported."""
     if task.deadline is not None and task.deadline <= now:
         raise Unprocessable(
             "deadline must be in the future", "Send an ISO 8601 deadline later than now.", code="INVALID_DEADLINE"
         )
+    if task.expires_at is not None and task.expires_at <= now:
+        raise Unprocessable(
+            "expires_at must be in the future",
+            "Send an RFC 3339 time later than now, e.g. 2030-01-01T00:00:00Z.",
+            code="INVALID_EXPIRY",
+        )
+    if task.metadata is not None and (size := metadata_size(task.metadata)) > MAX_METADATA_BYTES:
+        raise TooLarge(
+            f"metadata is {size} bytes as compact JSON; at most {MAX_METADATA_BYTES} are allowed",
+            "Keep large data elsewhere and put its reference (a URL, an id) in metadata.",
+            code="METADATA_TOO_LARGE",
+        )
+    if task.eligible_agent_ids is not None:
+        ids = task.eligible_agent_ids
+        if not 1 <= len(ids) <= MAX_ELIGIBLE_AGENTS or len(set(ids)) != len(ids):
+            raise Unprocessable(
+                f"eligible_agent_ids must name 1 to {MAX_ELIGIBLE_AGENTS} different agents",
+                "Name each agent allowed to take the task once, or leave the field out for an open task.",
+                code="VALIDATION_ERROR",
+            )
+
+
+def ineligible_agent(agent_id: int) -> Unprocessable:
+    return Unprocessable(
+        f"eligible_agent_ids: agent {agent_id} is not an active agent of another operator",
+        "Name active agents of other operators (GET /api/v1/agents/{id} shows an agent).",
+        code="VALIDATION_ERROR",
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -214,6 +334,16 @@ class TaskRecord:
     max_revisions: int
     auto_review_enabled: bool
     created_at: datetime
+    claim_mode: ClaimMode = ClaimMode.BID
+    priority: Priority = Priority.NORMAL
+    tags: tuple[str, ...] = ()
+    expires_at: datetime | None = None
+    assignment_hours: int | None = None
+    lease_expires_at: datetime | None = None
+    # The poster's own: None unless the reader is the poster's operator (the statement that reads them decides).
+    eligible_agent_ids: tuple[int, ...] | None = None
+    metadata: Mapping[str, object] | None = None
+    callback_url: str | None = None
     relevance: float | None = None
 
 
@@ -248,6 +378,7 @@ class Sort(StrEnum):
     OLDEST = "oldest"
     BUDGET_HIGH = "budget_high"
     BUDGET_LOW = "budget_low"
+    PRIORITY = "priority"  # urgent first, then newest
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -256,3 +387,5 @@ class TaskFilter:
     category_id: int | None = None
     min_budget: int | None = None
     max_budget: int | None = None
+    priority: Priority | None = None
+    tags: tuple[str, ...] = ()  # all must match

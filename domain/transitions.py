@@ -112,7 +112,7 @@ class BidRejection:
 class TaskPosted:
     hold: TransferRequest  # the whole budget, wallet to escrow (the database refuses an overdraft)
     events: tuple[Event, ...]
-    match: MatchRequest
+    match: MatchRequest | None  # None for a directed task: its eligible agents are told by name
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,6 +141,9 @@ class TaskPosting:
             category_id=request.category_id,
             poster_agent_id=actor.agent_id,
             poster_operator_id=actor.operator_id,
+            tags=request.tags,
+            eligible_agent_ids=request.eligible_agent_ids,
+            metadata=request.metadata,
         )
         return TaskPosted(hold=hold, events=tuple(events), match=match)
 

@@ -18,7 +18,7 @@ from app.http.pagination import MAX_LIMIT
 from domain.deliveries import DeliveryStatus
 from domain.error_codes import INVALID_PARAMETER
 from domain.ledger import AccountKind, TransferKind
-from domain.tasks import Sort, TaskStatus
+from domain.tasks import MAX_TAG_LENGTH, MAX_TAGS, PRIORITY_ALIASES, Priority, Sort, TaskStatus
 
 #: The largest id PostgreSQL's bigint holds; past it a path id is refused before any query.
 MAX_ID = 2**63 - 1
@@ -78,8 +78,20 @@ TaskStatusFilter = _enum([s.value for s in TaskStatus], "Only tasks in this stat
 SortOrder = Annotated[
     str,
     QueryParameter(
-        description="newest or oldest first, or by budget",
+        description="newest or oldest first, by budget, or by priority (urgent first, then newest)",
         schema_extra={"enum": [s.value for s in Sort]},
+    ),
+]
+PriorityFilter = _enum(
+    [p.value for p in Priority] + list(PRIORITY_ALIASES), "Only tasks of this priority (`medium` is `normal`)"
+)
+TAGS_MAX_LENGTH = MAX_TAGS * (MAX_TAG_LENGTH + 1)
+TagsFilter = Annotated[
+    str | None,
+    QueryParameter(
+        description=f"Only tasks carrying every one of these tags (comma-separated, at most {MAX_TAGS})",
+        schema_extra={**_TEXT, "minLength": 1, "maxLength": TAGS_MAX_LENGTH},
+        examples=[Example(value="python,pdf")],
     ),
 ]
 DeliveryStatusFilter = _enum([s.value for s in DeliveryStatus], "Only deliveries in this status")

@@ -24,7 +24,7 @@ from app.network import client_address, limit_key
 from app.services import auth as auth_service
 from app.services.auth import Principal, RateLimitExceeded, RateLimitState
 from app.services.idempotency import MAX_KEY_LENGTH, IdempotencyRequest, IdempotentCall
-from app.services.uow import UnitOfWork
+from app.services.uow import UnitOfWork, Viewer
 from domain.errors import DomainError, InvalidParameter
 from domain.keys import KeyKind
 from domain.tasks import Actor
@@ -193,8 +193,13 @@ admin_only = requires(KeyKind.ADMIN)
 
 def provide_uow(request: Request[Any, Any, Any]) -> UnitOfWork:
     ctx = context.current()
+    principal = ctx.principal
     return UnitOfWork(
-        ctx.lease, ctx.idempotent_call, observer=request.app.state.commit_observer, deferred_auth=ctx.deferred_auth
+        ctx.lease,
+        ctx.idempotent_call,
+        observer=request.app.state.commit_observer,
+        deferred_auth=ctx.deferred_auth,
+        viewer=Viewer(principal.agent_id, principal.operator_id) if principal is not None else None,
     )
 
 

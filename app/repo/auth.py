@@ -106,8 +106,11 @@ _AUTHENTICATE = f"{_CALLER} SELECT {_CALLER_ROW.columns} FROM caller"
 # would otherwise carry them, timestamps and all, once a row, for the client to decode each time.
 _ADMITTED = "(caller.active AND caller.admitted_tat IS NOT NULL)"
 _CALLER_ONCE = _CALLER_ROW.select_list("CASE WHEN row_number() OVER () = 1 THEN {} END")
+# `viewer` is the reader a read may depend on (app.repo.connections.VIEWER_AGENT).
 _AUTHENTICATED = (
-    "{caller} SELECT " + _CALLER_ONCE + ", found.* FROM caller LEFT JOIN LATERAL ({read} OFFSET 0) found ON true"
+    "{caller}, viewer AS (SELECT agent_id, operator_id FROM caller) SELECT "
+    + _CALLER_ONCE
+    + ", found.* FROM caller LEFT JOIN LATERAL ({read} OFFSET 0) found ON true"
 )
 # A caller without a valid key, counted by its address ("address:203.0.113.9").
 _ANONYMOUS_DECISION = row_type(

@@ -23,20 +23,44 @@ T = TypeVar("T")
 ALWAYS = "true"
 
 
+#: What a read that depends on who reads it (a directed task, the poster's metadata) names its reader by: a
+#: one-row relation `viewer (agent_id, operator_id)`, which the statement that runs the read provides (`run`, or
+#: the authenticating statement, from the caller's row).
+VIEWER_AGENT = "(SELECT agent_id FROM viewer)"
+VIEWER_OPERATOR = "(SELECT operator_id FROM viewer)"
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    agent_id: int | None
+    operator_id: int | None
+
+
 @dataclass(frozen=True, slots=True)
 class Query(Generic[T]):
     """A read not yet run: its SELECT, given the condition that lets it run, its parameters (named), and how its
     rows are read. `statement(gate)` must put `gate` in the WHERE of every part that touches a table, so that a
     false gate reads nothing, and its first column must never be NULL. Run it with `run`, or with the caller's
-    authentication in the same statement (app.repo.auth.run_authenticated)."""
+    authentication in the same statement (app.repo.auth.run_authenticated). A read with `viewed` set names its
+    reader (VIEWER_AGENT, VIEWER_OPERATOR) and must not start with WITH."""
 
     statement: Callable[[str], str]
     params: dict[str, Any]
     read: Callable[[Sequence[TupleRow]], T]
+    viewed: bool = False
 
 
-async def run(connection: Connection, query: Query[T]) -> T:
-    cursor = await connection.execute(query.statement(ALWAYS), query.params)
+_VIEWER = "WITH viewer AS (SELECT %(viewer_agent)s::bigint AS agent_id, %(viewer_operator)s::bigint AS operator_id) "
+
+
+async def run(connection: Connection, query: Query[T], viewer: Viewer | None = None) -> T:
+    statement, params = query.statement(ALWAYS), query.params
+    if query.viewed:
+        if viewer is None:
+            raise RuntimeError("this read depends on its reader: run it with a viewer")
+        statement = _VIEWER + statement
+        params = {**params, "viewer_agent": viewer.agent_id, "viewer_operator": viewer.operator_id}
+    cursor = await connection.execute(statement, params)
     return query.read(await cursor.fetchall())
 
 

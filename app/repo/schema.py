@@ -13,6 +13,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Computed,
     DateTime,
     Float,
     ForeignKey,
@@ -260,11 +261,32 @@ task = Table(
     Column("metadata", JSONB, nullable=True),
     Column("expires_at", DateTime(timezone=True), nullable=True),
     Column("callback_url", Text, nullable=True),
+    # Directed tasks, claim leases and the priority sort's key: see the 0011 migration.
+    Column("eligible_agent_ids", ARRAY(BigInteger), nullable=True),
+    Column("assignment_hours", Integer, nullable=True),
+    Column("lease_expires_at", DateTime(timezone=True), nullable=True),
+    Column(
+        "priority_rank",
+        SmallInteger,
+        Computed("CASE priority WHEN 'urgent' THEN 3 WHEN 'high' THEN 2 WHEN 'normal' THEN 1 ELSE 0 END"),
+        nullable=False,
+    ),
     Column("auto_review_enabled", Boolean, nullable=False, server_default=text("false")),
     # Kept by a trigger on the text columns only (see the 0002 migration): status updates never re-parse text.
     Column("search", TSVECTOR, nullable=False, server_default=text("''::tsvector")),
     _created_at(),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# A task's conversation (GET/POST /tasks/{id}/comments).
+task_comment = Table(
+    "task_comment",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("task_id", BigInteger, ForeignKey("task.id"), nullable=False),
+    Column("agent_id", BigInteger, ForeignKey("agent.id"), nullable=False),
+    Column("content", Text, nullable=False),
+    _created_at(),
 )
 
 claim = Table(
@@ -338,6 +360,8 @@ webhook = Table(
     metadata,
     Column("id", BigInteger, primary_key=True),
     Column("agent_id", BigInteger, ForeignKey("agent.id"), nullable=False),
+    # Set on a task's callback endpoint (its poster's side of that task's events, 0011), NULL on an agent's webhook.
+    Column("task_id", BigInteger, ForeignKey("task.id"), nullable=True),
     Column("url", Text, nullable=False),
     Column("events", ARRAY(Text), nullable=False),
     # Both sealed to "webhook:<id>": rotation moves the current secret into previous_secret as it is.

@@ -8,17 +8,20 @@ from datetime import datetime
 from typing import Any
 
 from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
 
 from app.repo import claims, deliverables
-from app.repo.connections import Connection, Query, one_row, run
+from app.repo.connections import VIEWER_AGENT, VIEWER_OPERATOR, Connection, Query, Viewer, one_row, run
 from app.repo.rows import Column, Field, Nested, row_type
 from domain.bids import BidderState, LockedBid
 from domain.deliverables import DeliveryState
 from domain.ledger import revenue_shard
 from domain.tasks import (
     Category,
+    ClaimMode,
     DeliverableStatus,
     NewTask,
+    Priority,
     Sort,
     TaskFilter,
     TaskRecord,
@@ -43,6 +46,8 @@ class PostContext:
     task_id: int
     escrow_account_id: int
     created_at: datetime
+    ineligible_agent_id: int | None  # the first of a directed task's agents that is not an active agent of another
+    # operator (None: all are, or the task is not directed)
 
 
 CATEGORY = row_type(Category, id="c.id", name="c.name", slug="c.slug")
@@ -56,10 +61,16 @@ _POST_CONTEXT = row_type(
     task_id="nextval('task_id_seq')",
     escrow_account_id="nextval('account_id_seq')",
     created_at="now()",
+    ineligible_agent_id="""(SELECT x.id FROM unnest(%(eligible)s::bigint[]) WITH ORDINALITY x (id, n)
+                             WHERE NOT EXISTS (SELECT 1 FROM agent a WHERE a.id = x.id AND a.status = 'active'
+                                                  AND a.operator_id <> w.operator_id)
+                             ORDER BY x.n LIMIT 1)""",
 )
 
 
-async def post_context(connection: Connection, operator_id: int, category_id: int | None) -> PostContext | None:
+async def post_context(
+    connection: Connection, operator_id: int, category_id: int | None, eligible_agent_ids: tuple[int, ...] | None
+) -> PostContext | None:
     """None when the operator has no wallet (every operator has one). The wallet's row is locked, so its balance
     stays the one read until the transaction ends: every change to a balance updates that row, and waits."""
     cursor = await connection.execute(
@@ -70,7 +81,11 @@ async def post_context(connection: Connection, operator_id: int, category_id: in
          WHERE w.operator_id = %(operator)s AND w.kind = 'operator_wallet'
            FOR UPDATE OF w
         """,
-        {"operator": operator_id, "category": category_id},
+        {
+            "operator": operator_id,
+            "category": category_id,
+            "eligible": list(eligible_agent_ids) if eligible_agent_ids is not None else None,
+        },
     )
     row = await cursor.fetchone()
     return _POST_CONTEXT.read(row, 0) if row else None
@@ -96,6 +111,14 @@ def new_record(task: NewTask, context: PostContext, *, poster_operator_id: int) 
         max_revisions=task.max_revisions,
         auto_review_enabled=False,  # the column's default: nothing sets it yet
         created_at=context.created_at,
+        claim_mode=task.claim_mode,
+        priority=task.priority,
+        tags=task.tags,
+        expires_at=task.expires_at.astimezone(context.created_at.tzinfo) if task.expires_at else None,
+        assignment_hours=task.assignment_hours,
+        eligible_agent_ids=task.eligible_agent_ids,
+        metadata=task.metadata,
+        callback_url=task.callback_url,
     )
 
 
@@ -107,9 +130,11 @@ async def insert(
         """
         WITH created AS (
             INSERT INTO task (id, poster_operator_id, poster_agent_id, title, description, requirements,
-                              budget_credits, category_id, deadline, max_revisions)
+                              budget_credits, category_id, deadline, max_revisions, claim_mode, priority, tags,
+                              metadata, expires_at, callback_url, eligible_agent_ids, assignment_hours)
             VALUES (%(task)s, %(operator)s, %(agent)s, %(title)s, %(description)s, %(requirements)s, %(budget)s,
-                    %(category)s, %(deadline)s, %(max_revisions)s)
+                    %(category)s, %(deadline)s, %(max_revisions)s, %(claim_mode)s, %(priority)s, %(tags)s,
+                    %(metadata)s, %(expires_at)s, %(callback_url)s, %(eligible)s, %(assignment_hours)s)
             RETURNING id
         )
         INSERT INTO account (id, kind, task_id) SELECT %(escrow)s, 'task_escrow', id FROM created
@@ -126,8 +151,20 @@ async def insert(
             "category": task.category_id,
             "deadline": task.deadline,
             "max_revisions": task.max_revisions,
+            "claim_mode": task.claim_mode.value,
+            "priority": task.priority.value,
+            "tags": list(task.tags),
+            "metadata": Jsonb(task.metadata) if task.metadata is not None else None,
+            "expires_at": task.expires_at,
+            "callback_url": task.callback_url,
+            "eligible": list(task.eligible_agent_ids) if task.eligible_agent_ids is not None else None,
+            "assignment_hours": task.assignment_hours,
         },
     )
+
+
+def _ids(ids: list[int] | None) -> tuple[int, ...] | None:
+    return tuple(ids) if ids is not None else None
 
 
 TASK_STATE = row_type(
@@ -143,6 +180,11 @@ TASK_STATE = row_type(
     title="t.title",
     deadline="t.deadline",
     poster_agent_id="t.poster_agent_id",
+    claim_mode=Column("t.claim_mode", ClaimMode),
+    eligible_agent_ids=Column("t.eligible_agent_ids", _ids),
+    assignment_hours="t.assignment_hours",
+    expires_at="t.expires_at",
+    metadata="t.metadata",
 )
 # The task's row lock with the state its rules decide on: the first statement of every change to one task.
 _LOCK_STATE = f"SELECT {TASK_STATE.columns} FROM task t WHERE t.id = %s FOR UPDATE"
@@ -252,6 +294,10 @@ async def lock(connection: Connection, task_id: int) -> TaskState | None:
     return _read_state(await cursor.fetchone())
 
 
+_POSTER_READS = f"t.poster_operator_id = {VIEWER_OPERATOR}"
+#: A directed task exists for its eligible agents and its poster's operator only; every read of tasks says so.
+VISIBLE = f"(t.eligible_agent_ids IS NULL OR {_POSTER_READS} OR {VIEWER_AGENT} = ANY (t.eligible_agent_ids))"
+
 _RECORD_FIELDS: dict[str, Field] = dict(
     id="t.id",
     title="t.title",
@@ -270,6 +316,16 @@ _RECORD_FIELDS: dict[str, Field] = dict(
     max_revisions="t.max_revisions",
     auto_review_enabled="t.auto_review_enabled",
     created_at="t.created_at",
+    claim_mode=Column("t.claim_mode", ClaimMode),
+    priority=Column("t.priority", Priority),
+    tags=Column("t.tags", tuple),
+    expires_at="t.expires_at",
+    assignment_hours="t.assignment_hours",
+    lease_expires_at="t.lease_expires_at",
+    # The poster's fields, read for the poster's operator only.
+    eligible_agent_ids=Column(f"CASE WHEN {_POSTER_READS} THEN t.eligible_agent_ids END", _ids),
+    metadata=f"CASE WHEN {_POSTER_READS} THEN t.metadata END",
+    callback_url=f"CASE WHEN {_POSTER_READS} THEN t.callback_url END",
 )
 TASK_RECORD = row_type(TaskRecord, **_RECORD_FIELDS)
 # A search hit: the record and its rank, by which the page is ordered (the alias "relevance").
@@ -285,18 +341,29 @@ def _one(rows: Sequence[TupleRow]) -> TaskRecord | None:
 
 
 def one(task_id: int) -> Query[TaskRecord | None]:
-    return Query(lambda gate: f"{_RECORD}{_FROM} WHERE {gate} AND t.id = %(task_id)s", {"task_id": task_id}, _one)
+    """The task as its reader may see it: None for a directed task the reader is not among."""
+    return Query(
+        lambda gate: f"{_RECORD}{_FROM} WHERE {gate} AND t.id = %(task_id)s AND {VISIBLE}",
+        {"task_id": task_id},
+        _one,
+        viewed=True,
+    )
 
 
-async def get(connection: Connection, task_id: int) -> TaskRecord | None:
-    return await run(connection, one(task_id))
+async def get(connection: Connection, task_id: int, viewer: Viewer | None) -> TaskRecord | None:
+    return await run(connection, one(task_id), viewer)
 
 
 def _filters(task_filter: TaskFilter) -> tuple[str, dict[str, Any]]:
     # The status is written into the statement (a TaskStatus value, a closed set of plain words), not bound: the
     # plan then knows it, and a search for open tasks can use the index of open tasks only (migration 0005).
     status = TaskStatus(task_filter.status).value
-    clauses, params = [f"t.status = '{status}'"], {}
+    clauses, params = [f"t.status = '{status}'", VISIBLE], {}
+    if task_filter.priority is not None:
+        clauses.append(f"t.priority = '{Priority(task_filter.priority).value}'")
+    if task_filter.tags:
+        clauses.append("t.tags @> %(tags)s::text[]")  # all of them (the GIN index of migration 0011)
+        params["tags"] = list(task_filter.tags)
     for column, operator, name in (
         ("category_id", "=", "category_id"),
         ("budget_credits", ">=", "min_budget"),
@@ -315,6 +382,7 @@ _ORDER = {
     Sort.OLDEST: ("t.id ASC", "t.id > %(id)s"),
     Sort.BUDGET_HIGH: ("t.budget_credits DESC, t.id DESC", "(t.budget_credits, t.id) < (%(v)s, %(id)s)"),
     Sort.BUDGET_LOW: ("t.budget_credits ASC, t.id ASC", "(t.budget_credits, t.id) > (%(v)s, %(id)s)"),
+    Sort.PRIORITY: ("t.priority_rank DESC, t.id DESC", "(t.priority_rank, t.id) < (%(v)s, %(id)s)"),
 }
 
 
@@ -330,6 +398,7 @@ def browse(task_filter: TaskFilter, sort: Sort, after: dict[str, int] | None, li
         lambda gate: f"{_RECORD}{_FROM} WHERE {gate} AND {where} ORDER BY {order} LIMIT {int(limit)}",
         named,
         TASK_RECORD.read_all,
+        viewed=True,
     )
 
 
@@ -351,8 +420,8 @@ def search(
     return Query(
         lambda gate: (
             f"""
-        WITH q AS (SELECT to_tsquery('english', %(query)s) AS query)
-        SELECT numnode(q.query) > 0, page.* FROM q LEFT JOIN LATERAL (
+        SELECT numnode(q.query) > 0, page.*
+          FROM (SELECT to_tsquery('english', %(query)s) AS query) q LEFT JOIN LATERAL (
             SELECT {_SEARCH_HIT.columns}
             {_FROM}
             WHERE {gate} AND t.search @@ q.query AND {where} {seek}
@@ -363,19 +432,26 @@ def search(
         ),
         named,
         _search_page,
+        viewed=True,
     )
 
 
-async def for_worker(connection: Connection, agent_id: int, *, before_id: int | None, limit: int) -> list[TaskRecord]:
+async def for_worker(
+    connection: Connection, agent_id: int, viewer: Viewer | None, *, before_id: int | None, limit: int
+) -> list[TaskRecord]:
     """The tasks an agent is working on (claimed, in progress or delivered), newest first."""
-    cursor = await connection.execute(
-        f"""{_RECORD}{_FROM}
-        WHERE t.claimed_by_agent_id = %s AND t.status IN ('claimed','in_progress','delivered')
-          AND (%s::bigint IS NULL OR t.id < %s)
-        ORDER BY t.id DESC LIMIT %s""",
-        (agent_id, before_id, before_id, limit),
+    query = Query(
+        lambda gate: (
+            f"""{_RECORD}{_FROM}
+        WHERE {gate} AND t.claimed_by_agent_id = %(agent)s AND t.status IN ('claimed','in_progress','delivered')
+          AND (%(before)s::bigint IS NULL OR t.id < %(before)s)
+        ORDER BY t.id DESC LIMIT %(limit)s"""
+        ),
+        {"agent": agent_id, "before": before_id, "limit": limit},
+        TASK_RECORD.read_all,
+        viewed=True,
     )
-    return TASK_RECORD.read_all(await cursor.fetchall())
+    return await run(connection, query, viewer)
 
 
 async def escrow_held(connection: Connection, operator_id: int) -> int:

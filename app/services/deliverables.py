@@ -47,7 +47,7 @@ async def list_for_task(
 ) -> list[DeliverableRecord]:
     """Delivered work is visible to the poster's agents and to the agents who delivered it, no one else."""
     connection = await uow.reader()
-    task = await task_rows.get(connection, task_id)
+    task = await task_rows.get(connection, task_id, uow.viewer)
     if task is None:
         raise task_not_found(task_id)
     records = await deliverable_rows.for_task(connection, task_id, after_id=after_id, limit=limit)

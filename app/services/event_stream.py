@@ -350,7 +350,7 @@ class TaskSnapshot:
 
 async def task_snapshot(uow: UnitOfWork, task_id: int) -> TaskSnapshot:
     connection = await uow.reader()
-    task = await task_rows.get(connection, task_id)
+    task = await task_rows.get(connection, task_id, uow.viewer)
     if task is None:
         raise task_not_found(task_id)
     return TaskSnapshot(task, await event_rows.latest_public(connection, task_id))

@@ -14,7 +14,16 @@ from app.services.agents import category_not_found
 from app.services.uow import UnitOfWork, must_exist
 from domain import transitions
 from domain.errors import InsufficientCredits, InvalidParameter
-from domain.tasks import Actor, NewTask, Sort, TaskFilter, TaskRecord, TaskStatus, task_not_found
+from domain.tasks import (
+    Actor,
+    NewTask,
+    Sort,
+    TaskFilter,
+    TaskRecord,
+    TaskStatus,
+    ineligible_agent,
+    task_not_found,
+)
 from domain.transitions import OpenedTask
 
 _TERM = re.compile(r"\w+", re.UNICODE)
@@ -32,11 +41,13 @@ async def post_task(uow: UnitOfWork, actor: Actor, task: NewTask) -> TaskRecord:
     posting = transitions.post_task(task, actor, now=datetime.now(UTC))
     async with uow:
         context = must_exist(
-            await task_rows.post_context(uow.connection, actor.operator_id, task.category_id),
+            await task_rows.post_context(uow.connection, actor.operator_id, task.category_id, task.eligible_agent_ids),
             f"operator {actor.operator_id}'s wallet",
         )
         if task.category_id is not None and context.category is None:
             raise category_not_found(task.category_id)
+        if context.ineligible_agent_id is not None:
+            raise ineligible_agent(context.ineligible_agent_id)
         if context.wallet_balance < task.budget_credits:
             raise InsufficientCredits(balance=context.wallet_balance, needed=task.budget_credits)
         posted = posting.opened(
@@ -96,7 +107,8 @@ async def search(
 
 
 async def worker_tasks(uow: UnitOfWork, agent_id: int, *, before_id: int | None, limit: int) -> list[TaskRecord]:
-    return await task_rows.for_worker(await uow.reader(), agent_id, before_id=before_id, limit=limit)
+    connection = await uow.reader()
+    return await task_rows.for_worker(connection, agent_id, uow.viewer, before_id=before_id, limit=limit)
 
 
 async def cancel(uow: UnitOfWork, actor: Actor, task_id: int) -> TaskChange:

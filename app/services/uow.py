@@ -22,7 +22,9 @@ from psycopg import AsyncPipeline
 
 from app.repo import events as event_rows
 from app.repo import transactions
-from app.repo.connections import Connection, ConnectionLease, PoolSource, Query, open_pool, run
+from app.repo.connections import Connection, ConnectionLease, PoolSource, Query, Viewer, open_pool, run
+
+__all__ = ["UnitOfWork", "Viewer", "must_exist", "on_own_connection"]
 from domain.errors import DomainError
 from domain.events import Event, MatchRequest
 
@@ -50,8 +52,11 @@ class UnitOfWork:
         *,
         observer: CommitObserver | None = None,
         deferred_auth: DeferredAuth | None = None,
+        viewer: Viewer | None = None,
     ) -> None:
         self.lease = lease
+        # Who reads, for reads that depend on it (directed tasks, a poster's metadata): the caller, once known.
+        self.viewer = viewer
         self.idempotency = idempotency
         self.observer = observer
         self.deferred_auth = deferred_auth  # decided by the first read (`read`), or before any other statement
@@ -82,13 +87,24 @@ class UnitOfWork:
         it has one: a refused caller gets the refusal, raised, and the database reads nothing for it."""
         deferred, self.deferred_auth = self.deferred_auth, None
         if deferred is None:
-            return await run(await self.lease.connection(), query)
-        return await deferred.run(self.lease, query)
+            return await run(await self.lease.connection(), query, self.viewer)
+        try:
+            return await deferred.run(self.lease, query)
+        finally:
+            self._viewed_by(deferred)
 
     async def _authenticate(self) -> None:
         deferred, self.deferred_auth = self.deferred_auth, None
         if deferred is not None:
-            await deferred.resolve(self.lease)
+            try:
+                await deferred.resolve(self.lease)
+            finally:
+                self._viewed_by(deferred)
+
+    def _viewed_by(self, deferred: DeferredAuth) -> None:
+        if isinstance(deferred.outcome, tuple):
+            principal = deferred.outcome[0]
+            self.viewer = Viewer(principal.agent_id, principal.operator_id)
 
     async def __aenter__(self) -> UnitOfWork:
         if self._connection is not None:

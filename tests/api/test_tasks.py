@@ -324,6 +324,11 @@ async def test_browse_lists_open_tasks_with_the_list_fields(client, poster):
         "deadline",
         "max_revisions",
         "created_at",
+        # the seed systems' options (issue 13)
+        "claim_mode",
+        "priority",
+        "tags",
+        "expires_at",
     }
     assert item["category"] == {"id": 2, "name": "Writing", "slug": "writing"}
     assert item["status"] == "open" and item["poster"] == task["poster"]
@@ -492,6 +497,10 @@ async def test_search_items_carry_the_browse_fields_and_relevance(client, poster
         "deadline",
         "max_revisions",
         "created_at",
+        "claim_mode",
+        "priority",
+        "tags",
+        "expires_at",
         "relevance",
     }
     assert isinstance(item["relevance"], float)

@@ -16,8 +16,10 @@ from app.http.params import (
     CategoryFilter,
     Cursor,
     Limit,
+    PriorityFilter,
     SearchText,
     SortOrder,
+    TagsFilter,
     TaskId,
     TaskStatusFilter,
     parse_id,
@@ -33,22 +35,59 @@ from domain.error_codes import (
     FORBIDDEN,
     INSUFFICIENT_CREDITS,
     INVALID_DEADLINE,
+    INVALID_EXPIRY,
     INVALID_STATUS,
+    METADATA_TOO_LARGE,
     TASK_NOT_FOUND,
 )
-from domain.errors import InvalidParameter
-from domain.tasks import Actor, Sort, TaskFilter, TaskStatus
+from domain.errors import DomainError, InvalidParameter
+from domain.tasks import Actor, Priority, Sort, TaskFilter, TaskStatus, normal_tags, parse_priority
 
 AGENT_KEY: list[SecurityRequirement] = [{"agentKey": []}]
+# Sorts whose cursor carries the sort key's value beside the id.
+_KEYED_SORTS = (Sort.BUDGET_HIGH, Sort.BUDGET_LOW, Sort.PRIORITY)
 
 
-def task_filter(status: str | None, category: int | None, min_budget: int | None, max_budget: int | None) -> TaskFilter:
+def task_filter(
+    status: str | None,
+    category: int | None,
+    min_budget: int | None,
+    max_budget: int | None,
+    priority: str | None = None,
+    tags: str | None = None,
+) -> TaskFilter:
     try:
         parsed = TaskStatus(status) if status is not None else TaskStatus.OPEN
     except ValueError:
         valid = ", ".join(s.value for s in TaskStatus)
         raise InvalidParameter(f"Invalid status value: '{status}'", f"Use one of: {valid}.") from None
-    return TaskFilter(status=parsed, category_id=category, min_budget=min_budget, max_budget=max_budget)
+    return TaskFilter(
+        status=parsed,
+        category_id=category,
+        min_budget=min_budget,
+        max_budget=max_budget,
+        priority=_priority(priority),
+        tags=_tags(tags),
+    )
+
+
+def _priority(priority: str | None) -> Priority | None:
+    if priority is None:
+        return None
+    try:
+        return parse_priority(priority)
+    except ValueError:
+        valid = ", ".join(p.value for p in Priority)
+        raise InvalidParameter(f"Invalid priority value: '{priority}'", f"Use one of: {valid}.") from None
+
+
+def _tags(tags: str | None) -> tuple[str, ...]:
+    if tags is None:
+        return ()
+    try:
+        return normal_tags(tuple(tag.strip() for tag in tags.split(",")))
+    except DomainError as refused:
+        raise InvalidParameter(refused.message, "Send tags as a comma-separated list, e.g. tags=python,pdf.") from None
 
 
 def parse_sort(sort: str) -> Sort:
@@ -77,7 +116,9 @@ class TasksController(Controller):
         "/",
         operation_id="createTask",
         status_code=201,
-        responses=errors(INVALID_DEADLINE, CATEGORY_NOT_FOUND, INSUFFICIENT_CREDITS),
+        responses=errors(
+            INVALID_DEADLINE, INVALID_EXPIRY, METADATA_TOO_LARGE, CATEGORY_NOT_FOUND, INSUFFICIENT_CREDITS
+        ),
     )
     async def create(
         self, data: JSONBody[TaskIn], actor: NamedDependency[Actor], uow: NamedDependency[UnitOfWork]
@@ -93,18 +134,19 @@ class TasksController(Controller):
         category: CategoryFilter = None,
         min_budget: BudgetBound = None,
         max_budget: BudgetBound = None,
+        priority: PriorityFilter = None,
+        tags: TagsFilter = None,
         sort: SortOrder = "newest",
         cursor: Cursor = None,
         limit: Limit = DEFAULT_LIMIT,
     ) -> Paged[list[TaskListItemOut]]:
         """Browse tasks (open by default), newest first or by budget; keyset-paginated."""
         order = parse_sort(sort)
-        filters = task_filter(status, category, min_budget, max_budget)
+        filters = task_filter(status, category, min_budget, max_budget, priority, tags)
         check_limit(limit)
         position = decode_cursor(cursor)
         if position is not None and (
-            position.get("s") != order.value
-            or (order in (Sort.BUDGET_HIGH, Sort.BUDGET_LOW) and type(position.get("v")) is not int)
+            position.get("s") != order.value or (order in _KEYED_SORTS and type(position.get("v")) is not int)
         ):
             raise _incompatible()
         after = {"id": position["id"], "v": position.get("v")} if position else None
@@ -113,7 +155,8 @@ class TasksController(Controller):
         next_cursor = None
         if more:
             last = found[-1]
-            next_cursor = encode_cursor({"s": order.value, "id": last.id, "v": last.budget_credits})
+            value = last.priority.rank if order is Sort.PRIORITY else last.budget_credits
+            next_cursor = encode_cursor({"s": order.value, "id": last.id, "v": value})
         return page([TaskListItemOut.of(t) for t in found], cursor=next_cursor, has_more=more, count=len(found))
 
     @get("/search", operation_id="searchTasks", opt={AUTH_WITH_QUERY: True})
@@ -125,6 +168,8 @@ class TasksController(Controller):
         category: CategoryFilter = None,
         min_budget: BudgetBound = None,
         max_budget: BudgetBound = None,
+        priority: PriorityFilter = None,
+        tags: TagsFilter = None,
         cursor: Cursor = None,
         limit: Limit = DEFAULT_LIMIT,
     ) -> Paged[list[SearchItemOut]]:
@@ -133,7 +178,7 @@ class TasksController(Controller):
             raise InvalidParameter(
                 f"q is required, 1 to {SEARCH_MAX_LENGTH} characters", "Search with e.g. ?q=parse pdf."
             )
-        filters = task_filter(status, category, min_budget, max_budget)
+        filters = task_filter(status, category, min_budget, max_budget, priority, tags)
         check_limit(limit)
         position = decode_cursor(cursor)
         if position is not None and type(position.get("r")) not in (int, float):

@@ -18,7 +18,7 @@ from app.http.schemas import agents, credits, health, operators, tasks, webhooks
 from domain.agents import AgentStatus
 from domain.deliveries import AttemptLogOutcome, DeliveryStatus
 from domain.ledger import AccountKind, TransferKind
-from domain.tasks import ClaimStatus, DeliverableStatus, TaskStatus
+from domain.tasks import ClaimMode, ClaimStatus, DeliverableStatus, Priority, TaskStatus
 
 
 class _Profile(TypedDict):
@@ -57,6 +57,10 @@ _LISTED: tasks.ListedFields = {
     "deadline": DEADLINE,
     "max_revisions": 2,
     "created_at": POSTED,
+    "claim_mode": ClaimMode.BID,
+    "priority": Priority.HIGH,
+    "tags": ["python", "pdf"],
+    "expires_at": None,
 }
 _PROFILE: _Profile = {
     "id": 12,
@@ -155,6 +159,11 @@ EXAMPLES |= {
         price_credits=None,
         deliverables_count=0,
         auto_review_enabled=False,
+        assignment_hours=24,
+        lease_expires_at=None,
+        eligible_agent_ids=None,
+        metadata={"invoice_batch": "2026-11", "source": "erp"},
+        callback_url="https://poster.example.com/agora/task-events",
     ),
     tasks.TaskStatusOut: tasks.TaskStatusOut(
         task_id=42, status=TaskStatus.CANCELLED, message="Task cancelled; its escrow was refunded"

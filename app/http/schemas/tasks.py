@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Literal, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
 import msgspec
 from msgspec import Meta
@@ -11,14 +11,26 @@ from msgspec import Meta
 from app.http.schemas.common import NOT_BLANK, Timestamp
 from domain.error_codes import DUPLICATE_CLAIM, INVALID_CREDITS, SELF_CLAIM, TASK_NOT_FOUND, TASK_NOT_OPEN
 from domain.tasks import (
+    MAX_ASSIGNMENT_HOURS,
+    MAX_ELIGIBLE_AGENTS,
+    MAX_TAG_LENGTH,
+    MAX_TAGS,
+    ClaimMode,
     ClaimRecord,
     ClaimStatus,
     DeliverableRecord,
     DeliverableStatus,
     NewTask,
+    Priority,
     TaskRecord,
     TaskStatus,
+    normal_tags,
+    parse_priority,
 )
+
+# Letters of either case: a tag is lower-cased before it is checked again and stored (domain.tasks.normal_tags).
+Tag = Annotated[str, Meta(pattern=f"^[A-Za-z0-9-]{{1,{MAX_TAG_LENGTH}}}$", description="lower-cased when stored")]
+PriorityIn = Literal["low", "normal", "medium", "high", "urgent"]
 
 
 class TaskIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -29,6 +41,58 @@ class TaskIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     requirements: Annotated[str, Meta(max_length=5000)] | None = None
     deadline: Annotated[datetime, Meta(tz=True, description="ISO 8601 with a timezone")] | None = None
     max_revisions: Annotated[int, Meta(ge=0, le=5)] = 2
+    claim_mode: Annotated[
+        ClaimMode, Meta(description="`instant`: the first claim takes the task at its full budget")
+    ] = ClaimMode.BID
+    eligible_agent_ids: (
+        Annotated[
+            list[Annotated[int, Meta(ge=1)]],
+            Meta(
+                min_length=1,
+                max_length=MAX_ELIGIBLE_AGENTS,
+                description="The only agents (of other operators) that may see and take the task",
+            ),
+        ]
+        | None
+    ) = None
+    metadata: (
+        Annotated[
+            dict[str, Any],
+            Meta(
+                description="Yours: at most 65,536 bytes as compact JSON, shown to your operator's agents only",
+                extra_json_schema={"additionalProperties": True},
+            ),
+        ]
+        | None
+    ) = None
+    callback_url: (
+        Annotated[
+            str,
+            Meta(
+                min_length=10,
+                max_length=2048,
+                description="Receives this task's events for the poster's side, signed like a webhook",
+            ),
+        ]
+        | None
+    ) = None
+    expires_at: (
+        Annotated[datetime, Meta(tz=True, description="RFC 3339; an open task expires then, its escrow refunded")]
+        | None
+    ) = None
+    priority: Annotated[PriorityIn, Meta(description="`medium` is read as `normal`")] = "normal"
+    tags: Annotated[list[Tag], Meta(max_length=MAX_TAGS)] = msgspec.field(default_factory=list)
+    assignment_hours: (
+        Annotated[
+            int,
+            Meta(
+                ge=1,
+                le=MAX_ASSIGNMENT_HOURS,
+                description="An assignment that has not delivered within this many hours returns the task to open",
+            ),
+        ]
+        | None
+    ) = None
 
     def new_task(self) -> NewTask:
         return NewTask(
@@ -39,6 +103,14 @@ class TaskIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             requirements=self.requirements,
             deadline=self.deadline,
             max_revisions=self.max_revisions,
+            claim_mode=self.claim_mode,
+            eligible_agent_ids=tuple(self.eligible_agent_ids) if self.eligible_agent_ids is not None else None,
+            metadata=self.metadata,
+            callback_url=self.callback_url,
+            expires_at=self.expires_at,
+            priority=parse_priority(self.priority),
+            tags=normal_tags(tuple(self.tags)),
+            assignment_hours=self.assignment_hours,
         )
 
 
@@ -67,6 +139,10 @@ class ListedFields(TypedDict):
     deadline: datetime | None
     max_revisions: int
     created_at: datetime
+    claim_mode: ClaimMode
+    priority: Priority
+    tags: list[str]
+    expires_at: datetime | None
 
 
 class TaskListItemOut(msgspec.Struct, kw_only=True):
@@ -81,6 +157,10 @@ class TaskListItemOut(msgspec.Struct, kw_only=True):
     deadline: Timestamp | None
     max_revisions: int
     created_at: Timestamp
+    claim_mode: ClaimMode
+    priority: Priority
+    tags: list[str]
+    expires_at: Timestamp | None
 
     @classmethod
     def fields_of(cls, task: TaskRecord) -> ListedFields:
@@ -97,6 +177,10 @@ class TaskListItemOut(msgspec.Struct, kw_only=True):
             "deadline": task.deadline,
             "max_revisions": task.max_revisions,
             "created_at": task.created_at,
+            "claim_mode": task.claim_mode,
+            "priority": task.priority,
+            "tags": list(task.tags),
+            "expires_at": task.expires_at,
         }
 
     @classmethod
@@ -122,6 +206,12 @@ class TaskOut(TaskListItemOut, kw_only=True):
     price_credits: int | None
     deliverables_count: int
     auto_review_enabled: bool
+    assignment_hours: int | None
+    lease_expires_at: Annotated[Timestamp | None, Meta(description="When the running assignment's lease ends")]
+    # The poster's own fields: null for any reader but the poster's operator's agents.
+    eligible_agent_ids: list[int] | None
+    metadata: dict[str, Any] | None
+    callback_url: str | None
 
     @classmethod
     def detail(cls, task: TaskRecord) -> TaskOut:
@@ -134,6 +224,11 @@ class TaskOut(TaskListItemOut, kw_only=True):
             price_credits=task.price_credits,
             deliverables_count=task.deliverables_count,
             auto_review_enabled=task.auto_review_enabled,
+            assignment_hours=task.assignment_hours,
+            lease_expires_at=task.lease_expires_at,
+            eligible_agent_ids=list(task.eligible_agent_ids) if task.eligible_agent_ids is not None else None,
+            metadata=dict(task.metadata) if task.metadata is not None else None,
+            callback_url=task.callback_url,
         )
 
 
