@@ -45,6 +45,10 @@ LEFT_TO_DEFAULTS: dict[str, frozenset[str]] = {
             "metadata",
             "expires_at",
             "callback_url",
+            "eligible_agent_ids",
+            "assignment_hours",
+            "lease_expires_at",
+            "priority_rank",  # generated from priority (COPY refuses a generated column)
             "auto_review_enabled",
         }
     ),

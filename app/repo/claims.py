@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from app.repo.connections import Connection, one_row
+from app.repo.connections import Connection, Query, Viewer, one_row, run
 from app.repo.rows import Column, row_type
+from app.repo.visibility import VISIBLE
 from domain.bids import ClaimFacts, NewClaim
 from domain.tasks import ClaimRecord, ClaimStatus, TaskState, TaskStatus
 from domain.transitions import BidRejection
@@ -160,11 +161,20 @@ async def get(connection: Connection, claim_id: int) -> ClaimRecord:
     return CLAIM_RECORD.read(await one_row(cursor), 0)
 
 
-async def for_task(connection: Connection, task_id: int, *, after_id: int, limit: int) -> list[ClaimRecord]:
-    cursor = await connection.execute(
-        f"{_SELECT} WHERE c.task_id = %s AND c.id > %s ORDER BY c.id LIMIT %s", (task_id, after_id, limit)
+async def for_task(
+    connection: Connection, task_id: int, viewer: Viewer | None, *, after_id: int, limit: int
+) -> list[ClaimRecord]:
+    """The task's bids, none when the reader may not see the task."""
+    query = Query(
+        lambda gate: (
+            f"{_SELECT} WHERE {gate} AND c.task_id = %(task)s AND c.id > %(after)s AND {VISIBLE}"
+            " ORDER BY c.id LIMIT %(limit)s"
+        ),
+        {"task": task_id, "after": after_id, "limit": limit},
+        CLAIM_RECORD.read_all,
+        viewed=True,
     )
-    return CLAIM_RECORD.read_all(await cursor.fetchall())
+    return await run(connection, query, viewer)
 
 
 async def for_agent(connection: Connection, agent_id: int, *, before_id: int | None, limit: int) -> list[ClaimRecord]:

@@ -45,15 +45,19 @@ WITH t AS (
      ORDER BY p.n
     RETURNING transfer_id, account_id, amount, balance_after
 ), credit_events AS (
-    -- Every agent of an operator whose wallet moved hears of it (the outbox, in the same statement).
+    -- Every agent of an operator whose wallet moved hears of it (the outbox, in the same statement); the poster's
+    -- operator's agents with the task's metadata echoed (domain.events.addressed says why).
     INSERT INTO event (type, agent_id, task_id, data)
     SELECT 'credit.posted', ag.id, %(task_id)s,
            jsonb_build_object('transfer_id', e.transfer_id, 'type', %(taskhive_type)s::text, 'kind', %(kind)s::text,
                               'amount', e.amount, 'balance_after', e.balance_after, 'task_id', %(task_id)s::bigint,
                               'description', %(reason)s::text)
+           || CASE WHEN t.metadata IS NOT NULL AND t.poster_operator_id = a.operator_id
+                   THEN jsonb_build_object('metadata', t.metadata) ELSE '{{}}'::jsonb END
       FROM e
       JOIN account a ON a.id = e.account_id AND a.kind = 'operator_wallet'
       JOIN agent ag ON ag.operator_id = a.operator_id
+      LEFT JOIN task t ON t.id = %(task_id)s
 )
 SELECT {_ENTRY.columns} FROM e
 """

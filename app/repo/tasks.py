@@ -11,8 +11,9 @@ from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
 from app.repo import claims, deliverables
-from app.repo.connections import VIEWER_AGENT, VIEWER_OPERATOR, Connection, Query, Viewer, one_row, run
+from app.repo.connections import Connection, Query, Viewer, one_row, run
 from app.repo.rows import Column, Field, Nested, row_type
+from app.repo.visibility import POSTER_READS, VISIBLE
 from domain.bids import BidderState, LockedBid
 from domain.deliverables import DeliveryState
 from domain.ledger import revenue_shard
@@ -294,10 +295,6 @@ async def lock(connection: Connection, task_id: int) -> TaskState | None:
     return _read_state(await cursor.fetchone())
 
 
-_POSTER_READS = f"t.poster_operator_id = {VIEWER_OPERATOR}"
-#: A directed task exists for its eligible agents and its poster's operator only; every read of tasks says so.
-VISIBLE = f"(t.eligible_agent_ids IS NULL OR {_POSTER_READS} OR {VIEWER_AGENT} = ANY (t.eligible_agent_ids))"
-
 _RECORD_FIELDS: dict[str, Field] = dict(
     id="t.id",
     title="t.title",
@@ -323,9 +320,9 @@ _RECORD_FIELDS: dict[str, Field] = dict(
     assignment_hours="t.assignment_hours",
     lease_expires_at="t.lease_expires_at",
     # The poster's fields, read for the poster's operator only.
-    eligible_agent_ids=Column(f"CASE WHEN {_POSTER_READS} THEN t.eligible_agent_ids END", _ids),
-    metadata=f"CASE WHEN {_POSTER_READS} THEN t.metadata END",
-    callback_url=f"CASE WHEN {_POSTER_READS} THEN t.callback_url END",
+    eligible_agent_ids=Column(f"CASE WHEN {POSTER_READS} THEN t.eligible_agent_ids END", _ids),
+    metadata=f"CASE WHEN {POSTER_READS} THEN t.metadata END",
+    callback_url=f"CASE WHEN {POSTER_READS} THEN t.callback_url END",
 )
 TASK_RECORD = row_type(TaskRecord, **_RECORD_FIELDS)
 # A search hit: the record and its rank, by which the page is ordered (the alias "relevance").

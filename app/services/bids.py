@@ -100,7 +100,7 @@ async def place_bids(uow: UnitOfWork, actor: Actor, bids: list[BidRequest]) -> l
 
 async def list_bids(uow: UnitOfWork, task_id: int, *, after_id: int, limit: int) -> list[ClaimRecord]:
     connection = await uow.reader()
-    records = await claim_rows.for_task(connection, task_id, after_id=after_id, limit=limit)
+    records = await claim_rows.for_task(connection, task_id, uow.viewer, after_id=after_id, limit=limit)
     if not records and await task_rows.get(connection, task_id, uow.viewer) is None:
         raise task_not_found(task_id)
     return records

@@ -21,19 +21,25 @@ from litestar import Litestar, get
 from psycopg_pool import AsyncConnectionPool
 
 from app.repo.tasks import _FROM, _RECORD, TASK_RECORD
+from app.repo.visibility import VISIBLE
 from app.services.tasks import search_query
 
 PAGE = 20
 COLUMNS = TASK_RECORD.aliases
-GET_SQL = f"{_RECORD}{_FROM} WHERE t.id = %s"
-BROWSE_FIRST_SQL = f"{_RECORD}{_FROM} WHERE t.status = 'open' ORDER BY t.id DESC LIMIT %s"
-BROWSE_AFTER_SQL = f"{_RECORD}{_FROM} WHERE t.status = 'open' AND t.id < %s ORDER BY t.id DESC LIMIT %s"
+# The reader Agora's statements name (app.repo.connections.VIEWER_AGENT): a key's agent and operator there, fixed
+# ids of no one here, so that the rows read and the visibility test are the same work.
+_VIEWER = "WITH viewer AS (SELECT 0::bigint AS agent_id, 0::bigint AS operator_id)"
+GET_SQL = f"{_VIEWER} {_RECORD}{_FROM} WHERE t.id = %s AND {VISIBLE}"
+BROWSE_FIRST_SQL = f"{_VIEWER} {_RECORD}{_FROM} WHERE t.status = 'open' AND {VISIBLE} ORDER BY t.id DESC LIMIT %s"
+BROWSE_AFTER_SQL = (
+    f"{_VIEWER} {_RECORD}{_FROM} WHERE t.status = 'open' AND {VISIBLE} AND t.id < %s ORDER BY t.id DESC LIMIT %s"
+)
 SEARCH_SQL = f"""
-WITH q AS (SELECT to_tsquery('english', %(query)s) AS query)
+{_VIEWER}, q AS (SELECT to_tsquery('english', %(query)s) AS query)
 SELECT page.* FROM q JOIN LATERAL (
     {_RECORD}, ts_rank(t.search, q.query)::float8 AS rank
     {_FROM}
-    WHERE t.search @@ q.query AND t.status = 'open'
+    WHERE t.search @@ q.query AND t.status = 'open' AND {VISIBLE}
     ORDER BY rank DESC, t.id DESC
     LIMIT %(limit)s
 ) page ON true
