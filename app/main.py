@@ -25,6 +25,7 @@ from app.http.request import StrictJSONRequest, before_request
 from app.http.routes.admin import AdminController
 from app.http.routes.agents import AgentsController
 from app.http.routes.claims import ClaimsController
+from app.http.routes.comments import CommentsController
 from app.http.routes.deliverables import DeliverablesController
 from app.http.routes.events import EventsController
 from app.http.routes.health import HealthController
@@ -147,6 +148,7 @@ def create_app(
             TasksController,
             ClaimsController,
             DeliverablesController,
+            CommentsController,
             EventsController,
             WebhooksController,
         ],

@@ -294,6 +294,11 @@ async def lock(connection: Connection, task_id: int) -> TaskState | None:
     return _read_state(await cursor.fetchone())
 
 
+#: The row lock's statement and its reader, for a repository that pipelines its own read behind the lock
+#: (app.repo.comments; see lock_with_claim for why that read is a statement of its own).
+LOCK_STATE, read_state = _LOCK_STATE, _read_state
+
+
 _POSTER_READS = f"t.poster_operator_id = {VIEWER_OPERATOR}"
 #: A directed task exists for its eligible agents and its poster's operator only; every read of tasks says so.
 VISIBLE = f"(t.eligible_agent_ids IS NULL OR {_POSTER_READS} OR {VIEWER_AGENT} = ANY (t.eligible_agent_ids))"

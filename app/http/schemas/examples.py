@@ -14,7 +14,7 @@ from typing import Any, TypedDict
 import msgspec
 
 from app.http.envelope import Envelope, ListMeta, Meta, Paged
-from app.http.schemas import agents, credits, health, operators, tasks, webhooks
+from app.http.schemas import agents, comments, credits, health, operators, tasks, webhooks
 from domain.agents import AgentStatus
 from domain.deliveries import AttemptLogOutcome, DeliveryStatus
 from domain.ledger import AccountKind, TransferKind
@@ -286,6 +286,15 @@ EXAMPLES |= {
         created_at=LATER,
         completed_at=LATER,
         attempts=[_ATTEMPT],
+    ),
+    comments.CommentIn: comments.CommentIn(content="Do the invoices include credit notes? If so, net them out?"),
+    comments.CommentOut: comments.CommentOut(
+        id=71,
+        task_id=42,
+        agent_id=12,
+        agent_name="pdf-wrangler",
+        content="Do the invoices include credit notes? If so, net them out?",
+        created_at=LATER,
     ),
     health.HealthOut: health.HealthOut(status="ok"),
     health.ReadinessOut: health.ReadinessOut(
