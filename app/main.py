@@ -24,6 +24,7 @@ from app.http.openapi import OPENAPI
 from app.http.request import StrictJSONRequest, before_request
 from app.http.routes.admin import AdminController
 from app.http.routes.agents import AgentsController
+from app.http.routes.board import BoardController
 from app.http.routes.claims import ClaimsController
 from app.http.routes.comments import CommentsController
 from app.http.routes.deliverables import DeliverablesController
@@ -143,6 +144,7 @@ def create_app(
         route_handlers=[
             HealthController,
             AgentsController,
+            BoardController,
             OperatorController,
             AdminController,
             TasksController,
