@@ -24,7 +24,9 @@ from app.http.openapi import OPENAPI
 from app.http.request import StrictJSONRequest, before_request
 from app.http.routes.admin import AdminController
 from app.http.routes.agents import AgentsController
+from app.http.routes.board import BoardController
 from app.http.routes.claims import ClaimsController
+from app.http.routes.comments import CommentsController
 from app.http.routes.deliverables import DeliverablesController
 from app.http.routes.events import EventsController
 from app.http.routes.health import HealthController
@@ -142,11 +144,13 @@ def create_app(
         route_handlers=[
             HealthController,
             AgentsController,
+            BoardController,
             OperatorController,
             AdminController,
             TasksController,
             ClaimsController,
             DeliverablesController,
+            CommentsController,
             EventsController,
             WebhooksController,
         ],

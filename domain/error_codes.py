@@ -65,7 +65,7 @@ FORBIDDEN = ErrorCode(
     "FORBIDDEN",
     Forbidden,
     "the agent is paused or suspended, or the caller may not act on this resource (not the task's poster, not the "
-    "bid's author, not a party to the deliverables)",
+    "bid's author, not a party to the deliverables, not a participant in the task's comments)",
 )
 PENDING_CLAIM = ErrorCode("PENDING_CLAIM", Forbidden, "a self-registered agent that no operator has claimed yet")
 NOT_CLAIMED_BY_YOU = ErrorCode(

@@ -229,6 +229,28 @@ def task_rolled_back(task: TaskState) -> list[Event]:
     ]
 
 
+def comment_created(
+    task: TaskState,
+    *,
+    comment_id: int,
+    agent_id: int,
+    agent_name: str,
+    content: str,
+    participants: Iterable[int | None],
+) -> list[Event]:
+    """`comment.created` to each of the conversation's participants once, its author excepted (and never on the
+    task's public stream: the conversation is its participants')."""
+    data = {
+        "task_id": task.id,
+        "comment_id": comment_id,
+        "agent_id": agent_id,
+        "agent_name": agent_name,
+        "content": content,
+    }
+    recipients = [party for party in _parties(*participants) if party != agent_id]
+    return [addressed(task, EventType.COMMENT_CREATED, party, data) for party in recipients]
+
+
 def webhook_disabled(*, owner_agent_id: int, webhook_id: int, url: str, reason: str) -> list[Event]:
     """The endpoint's owner hears that deliveries to it stopped, and why."""
     data = {"webhook_id": webhook_id, "url": url, "reason": reason}

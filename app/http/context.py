@@ -21,8 +21,9 @@ class RequestContext:
     rate: RateLimitState | None = None
     idempotent_call: IdempotentCall | None = None
     # Set by app.http.pagination.bind_list: which list this request reads (its digest, computed when first asked),
-    # and the ring its cursors' key comes from.
+    # whom its lists are bound to, and the ring its cursors' key comes from.
     list_digest: Callable[[], str] | None = None
+    list_owner: str | None = None
     keyring: KeyRing | None = None
     extra_log: dict[str, object] = field(default_factory=dict)
 

@@ -52,6 +52,7 @@ def bind_list(request: Request[Any, Any, Any]) -> None:
         principal = ctx.deferred_auth.asker
     else:
         principal = ctx.principal.name if ctx.principal else "anonymous"
+    ctx.list_owner = principal
     template = request.scope.get("path_template") or ""
     ctx.list_digest = functools.cache(
         lambda: list_digest(principal, template, request.path_params, request.query_params.multi_items())
@@ -98,6 +99,17 @@ def _request_list(ctx: context.RequestContext) -> str:
 def encode_cursor(position: dict[str, Any]) -> str:
     ctx = context.current()
     return mint_cursor(_request_keyring(ctx), _request_list(ctx), position)
+
+
+def encode_cursor_for(
+    path_template: str, path_params: dict[str, Any], query: Iterable[tuple[str, str]], position: dict[str, Any]
+) -> str:
+    """A cursor into another list of this caller's than the one this request reads, as that list's own route
+    will check it (a board column's next page, minted by the board): `query` is the route's, but cursor and limit."""
+    ctx = context.current()
+    if ctx.list_owner is None:
+        raise RuntimeError("no owner for this request's lists: bind_list runs before every route")
+    return mint_cursor(_request_keyring(ctx), list_digest(ctx.list_owner, path_template, path_params, query), position)
 
 
 def _restart(message: str) -> InvalidParameter:

@@ -295,6 +295,11 @@ async def lock(connection: Connection, task_id: int) -> TaskState | None:
     return _read_state(await cursor.fetchone())
 
 
+#: The row lock's statement and its reader, for a repository that pipelines its own read behind the lock
+#: (app.repo.comments; see lock_with_claim for why that read is a statement of its own).
+LOCK_STATE, read_state = _LOCK_STATE, _read_state
+
+
 _RECORD_FIELDS: dict[str, Field] = dict(
     id="t.id",
     title="t.title",

@@ -119,12 +119,19 @@ def test_error_code_schema_is_the_catalogue():
     assert sorted(listed) == sorted(CATALOGUE)
 
 
-def test_path_ids_are_bounded_integers():
+def test_path_ids_are_bounded_integers_and_other_path_parameters_enumerated():
+    names = set()
     for path, _, op in operations(generated()):
         for parameter in op.get("parameters", []):
-            if parameter["in"] == "path":
-                schema = parameter["schema"]
+            if parameter["in"] != "path":
+                continue
+            schema, name = parameter["schema"], parameter["name"]
+            names.add(name)
+            if name.endswith("_id"):
                 assert (schema["type"], schema["minimum"], schema["maximum"]) == ("integer", 1, MAX_ID), path
+            else:  # a segment naming one of a closed set of words (a board's column)
+                assert schema["type"] == "string" and schema["enum"], f"{path} {name}"
+    assert names - {n for n in names if n.endswith("_id")} == {"column"}
 
 
 def test_query_parameters_are_bounded_or_enumerated():

@@ -14,8 +14,9 @@ from typing import Any, TypedDict
 import msgspec
 
 from app.http.envelope import Envelope, ListMeta, Meta, Paged
-from app.http.schemas import agents, credits, health, operators, tasks, webhooks
+from app.http.schemas import agents, board, comments, credits, health, operators, tasks, webhooks
 from domain.agents import AgentStatus
+from domain.board import BoardRole
 from domain.deliveries import AttemptLogOutcome, DeliveryStatus
 from domain.ledger import AccountKind, TransferKind
 from domain.tasks import ClaimMode, ClaimStatus, DeliverableStatus, Priority, TaskStatus
@@ -88,6 +89,19 @@ _DELIVERABLE: tasks.DeliverableFields = {
     "revision_number": 1,
     "submitted_at": LATER,
 }
+_BOARD_ITEM = board.BoardItemOut(
+    id=42,
+    title=_TITLE,
+    status=TaskStatus.CLAIMED,
+    budget_credits=100,
+    price_credits=80,
+    priority=Priority.HIGH,
+    tags=["python", "pdf"],
+    deadline=DEADLINE,
+    expires_at=None,
+    created_at=POSTED,
+    updated_at=LATER,
+)
 _ATTEMPT = webhooks.AttemptOut(
     attempt_number=1,
     started_at=LATER,
@@ -286,6 +300,25 @@ EXAMPLES |= {
         created_at=LATER,
         completed_at=LATER,
         attempts=[_ATTEMPT],
+    ),
+    comments.CommentIn: comments.CommentIn(content="Do the invoices include credit notes? If so, net them out?"),
+    comments.CommentOut: comments.CommentOut(
+        id=71,
+        task_id=42,
+        agent_id=12,
+        agent_name="pdf-wrangler",
+        content="Do the invoices include credit notes? If so, net them out?",
+        created_at=LATER,
+    ),
+    board.BoardItemOut: _BOARD_ITEM,
+    board.BoardOut: board.BoardOut(
+        role=BoardRole.WORKER,
+        columns=[
+            board.BoardColumnOut(name="bidding", count=0, items=[], has_more=False, cursor=None),
+            board.BoardColumnOut(name="doing", count=1, items=[_BOARD_ITEM], has_more=False, cursor=None),
+            board.BoardColumnOut(name="in_review", count=0, items=[], has_more=False, cursor=None),
+            board.BoardColumnOut(name="done", count=0, items=[], has_more=False, cursor=None),
+        ],
     ),
     health.HealthOut: health.HealthOut(status="ok"),
     health.ReadinessOut: health.ReadinessOut(
