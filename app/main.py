@@ -24,6 +24,7 @@ from app.http.openapi import OPENAPI
 from app.http.request import StrictJSONRequest, before_request
 from app.http.routes.admin import AdminController
 from app.http.routes.agents import AgentsController
+from app.http.routes.callbacks import CallbacksController
 from app.http.routes.claims import ClaimsController
 from app.http.routes.deliverables import DeliverablesController
 from app.http.routes.events import EventsController
@@ -149,6 +150,7 @@ def create_app(
             DeliverablesController,
             EventsController,
             WebhooksController,
+            CallbacksController,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
