@@ -25,6 +25,7 @@ from app.http.request import StrictJSONRequest, before_request
 from app.http.routes.admin import AdminController
 from app.http.routes.agents import AgentsController
 from app.http.routes.board import BoardController
+from app.http.routes.callbacks import CallbacksController
 from app.http.routes.claims import ClaimsController
 from app.http.routes.comments import CommentsController
 from app.http.routes.deliverables import DeliverablesController
@@ -153,6 +154,7 @@ def create_app(
             CommentsController,
             EventsController,
             WebhooksController,
+            CallbacksController,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,

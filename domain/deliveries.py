@@ -188,3 +188,11 @@ def judge_attempt(
         if streak >= policy.after_failures and health.now - since >= timedelta(seconds=policy.after_seconds):
             reason = f"{streak} consecutive failed attempts since {since.isoformat()}"
     return AttemptVerdict(status, delay, counts, reason)
+
+
+def callback_delivery_not_found(task_id: int, delivery_id: int) -> NotFound:
+    return NotFound(
+        f"Delivery {delivery_id} not found for task {task_id}'s callback",
+        f"List the callback's deliveries with GET /api/v1/tasks/{task_id}/callback-deliveries.",
+        code="DELIVERY_NOT_FOUND",
+    )

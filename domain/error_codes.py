@@ -90,7 +90,7 @@ OPERATOR_NOT_FOUND = ErrorCode(
 )
 WEBHOOK_NOT_FOUND = ErrorCode("WEBHOOK_NOT_FOUND", NotFound, "the webhook does not exist or belongs to another agent")
 DELIVERY_NOT_FOUND = ErrorCode(
-    "DELIVERY_NOT_FOUND", NotFound, "no delivery with this id for this webhook", taskhive=False
+    "DELIVERY_NOT_FOUND", NotFound, "no delivery with this id for this webhook or this task's callback", taskhive=False
 )
 # --- 405 ---------------------------------------------------------------------------------------------------------
 METHOD_NOT_ALLOWED = ErrorCode(
@@ -128,7 +128,10 @@ WEBHOOK_DISABLED = ErrorCode(
     taskhive=False,
 )
 DELIVERY_PENDING = ErrorCode(
-    "DELIVERY_PENDING", Conflict, "redelivering a webhook delivery that is still scheduled", taskhive=False
+    "DELIVERY_PENDING",
+    Conflict,
+    "redelivering a webhook (or task callback) delivery that is still scheduled",
+    taskhive=False,
 )
 TOO_MANY_STREAMS = ErrorCode(
     "TOO_MANY_STREAMS",
@@ -172,8 +175,8 @@ INSUFFICIENT_CREDITS = ErrorCode(
 WEBHOOK_URL_FORBIDDEN = ErrorCode(
     "WEBHOOK_URL_FORBIDDEN",
     Unprocessable,
-    "a webhook URL that is not http(s), carries a user name, or whose host is (or resolves to) a loopback, "
-    "private, link-local, CGNAT, multicast or otherwise non-public address",
+    "a webhook URL or a task's `callback_url` that is not http(s), carries a user name, or whose host is (or "
+    "resolves to) a loopback, private, link-local, CGNAT, multicast or otherwise non-public address",
     taskhive=False,
 )
 IDEMPOTENCY_KEY_MISMATCH = ErrorCode(

@@ -251,10 +251,24 @@ def comment_created(
     return [addressed(task, EventType.COMMENT_CREATED, party, data) for party in recipients]
 
 
-def webhook_disabled(*, owner_agent_id: int, webhook_id: int, url: str, reason: str) -> list[Event]:
-    """The endpoint's owner hears that deliveries to it stopped, and why."""
-    data = {"webhook_id": webhook_id, "url": url, "reason": reason}
-    return [Event(EventType.WEBHOOK_DISABLED, owner_agent_id, None, data)]
+def webhook_disabled(
+    *,
+    owner_agent_id: int,
+    webhook_id: int,
+    url: str,
+    reason: str,
+    task_id: int | None = None,
+    metadata: Mapping[str, object] | None = None,
+) -> list[Event]:
+    """The endpoint's owner hears that deliveries to it stopped, and why. A task's callback (`task_id`) is its
+    poster agent's: the event names the task and echoes its metadata like the task's other poster-side events, and
+    reaches that agent's stream and webhooks (not the callback, which is off by then)."""
+    data: dict[str, object] = {"webhook_id": webhook_id, "url": url, "reason": reason}
+    if task_id is not None:
+        data["task_id"] = task_id
+        if metadata is not None:
+            data["metadata"] = metadata
+    return [Event(EventType.WEBHOOK_DISABLED, owner_agent_id, task_id, data)]
 
 
 def webhook_ping(webhook_id: int) -> dict[str, object]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from app.repo.connections import Connection, one_row
 from app.repo.events import HORIZON, compact_json, match_rule
@@ -152,12 +152,14 @@ WITH cursor AS (
      WHERE m.tx < {HORIZON}
      ORDER BY m.tx, m.event_id LIMIT %(limit)s
 ), queued AS (
-    -- The same deliveries the trigger makes for an agent's own event, for each agent the match reaches now.
+    -- The same deliveries the trigger makes for an agent's own event, for each agent the match reaches now: to
+    -- its webhooks, not to its tasks' callbacks (task_id set), which hear of their own task only.
     INSERT INTO webhook_delivery (webhook_id, event_id, next_attempt_at)
     SELECT w.id, m.event_id, now()
       FROM picked m
       JOIN agent a ON {match_rule()}
-      JOIN webhook w ON w.agent_id = a.id AND w.is_active AND 'task.new_match' = ANY (w.events)
+      JOIN webhook w ON w.agent_id = a.id AND w.task_id IS NULL AND w.is_active
+                    AND 'task.new_match' = ANY (w.events)
     ON CONFLICT (webhook_id, event_id) DO NOTHING
     RETURNING 1
 ), moved AS (
@@ -274,12 +276,19 @@ async def record_attempt(
     return cursor.rowcount == 1
 
 
-async def disable_endpoint(connection: Connection, webhook_id: int, reason: str) -> int:
-    """Switch the endpoint off; its pending deliveries fail (kept for redelivery). Returns the owner agent."""
+class DisabledEndpoint(NamedTuple):
+    owner_agent_id: int
+    task_id: int | None  # set when the endpoint is a task's callback
+    task_metadata: dict[str, Any] | None  # that task's metadata, echoed to its poster's side
+
+
+async def disable_endpoint(connection: Connection, webhook_id: int, reason: str) -> DisabledEndpoint:
+    """Switch the endpoint off; its pending deliveries fail (kept for redelivery). Returns whose it was."""
     async with connection.pipeline():
         cursor = await connection.execute(
             """UPDATE webhook SET is_active = false, disabled_at = now(), disabled_reason = %s
-                WHERE id = %s RETURNING agent_id""",
+                WHERE id = %s
+            RETURNING agent_id, task_id, (SELECT t.metadata FROM task t WHERE t.id = webhook.task_id)""",
             (reason, webhook_id),
         )
         await connection.execute(
@@ -287,5 +296,5 @@ async def disable_endpoint(connection: Connection, webhook_id: int, reason: str)
                 WHERE webhook_id = %s AND status = 'pending'""",
             (webhook_id,),
         )
-        (agent_id,) = await one_row(cursor)
-    return int(agent_id)
+        agent_id, task_id, metadata = await one_row(cursor)
+    return DisabledEndpoint(int(agent_id), task_id, metadata)

@@ -45,19 +45,18 @@ WITH t AS (
      ORDER BY p.n
     RETURNING transfer_id, account_id, amount, balance_after
 ), credit_events AS (
-    -- Every agent of an operator whose wallet moved hears of it (the outbox, in the same statement); the poster's
-    -- operator's agents with the task's metadata echoed (domain.events.addressed says why).
+    -- Every agent of an operator whose wallet moved hears of it (the outbox, in the same statement); the task's
+    -- poster agent with the task's metadata echoed, as in every event of the poster's side (domain.events.addressed).
     INSERT INTO event (type, agent_id, task_id, data)
     SELECT 'credit.posted', ag.id, %(task_id)s,
            jsonb_build_object('transfer_id', e.transfer_id, 'type', %(taskhive_type)s::text, 'kind', %(kind)s::text,
                               'amount', e.amount, 'balance_after', e.balance_after, 'task_id', %(task_id)s::bigint,
                               'description', %(reason)s::text)
-           || CASE WHEN t.metadata IS NOT NULL AND t.poster_operator_id = a.operator_id
-                   THEN jsonb_build_object('metadata', t.metadata) ELSE '{{}}'::jsonb END
+           || CASE WHEN t.metadata IS NOT NULL THEN jsonb_build_object('metadata', t.metadata) ELSE '{{}}' END
       FROM e
       JOIN account a ON a.id = e.account_id AND a.kind = 'operator_wallet'
       JOIN agent ag ON ag.operator_id = a.operator_id
-      LEFT JOIN task t ON t.id = %(task_id)s
+      LEFT JOIN task t ON t.id = %(task_id)s AND t.poster_agent_id = ag.id
 )
 SELECT {_ENTRY.columns} FROM e
 """

@@ -49,6 +49,8 @@ class PostContext:
     created_at: datetime
     ineligible_agent_id: int | None  # the first of a directed task's agents that is not an active agent of another
     # operator (None: all are, or the task is not directed)
+    callback_webhook_id: int | None  # the id its callback's webhook row will have (None: the task has no callback);
+    # taken now because the callback's secret is sealed to it before the row is written
 
 
 CATEGORY = row_type(Category, id="c.id", name="c.name", slug="c.slug")
@@ -66,11 +68,17 @@ _POST_CONTEXT = row_type(
                              WHERE NOT EXISTS (SELECT 1 FROM agent a WHERE a.id = x.id AND a.status = 'active'
                                                   AND a.operator_id <> w.operator_id)
                              ORDER BY x.n LIMIT 1)""",
+    callback_webhook_id="CASE WHEN %(callback)s THEN nextval(pg_get_serial_sequence('webhook', 'id')) END",
 )
 
 
 async def post_context(
-    connection: Connection, operator_id: int, category_id: int | None, eligible_agent_ids: tuple[int, ...] | None
+    connection: Connection,
+    operator_id: int,
+    category_id: int | None,
+    eligible_agent_ids: tuple[int, ...] | None,
+    *,
+    callback: bool = False,
 ) -> PostContext | None:
     """None when the operator has no wallet (every operator has one). The wallet's row is locked, so its balance
     stays the one read until the transaction ends: every change to a balance updates that row, and waits."""
@@ -86,6 +94,7 @@ async def post_context(
             "operator": operator_id,
             "category": category_id,
             "eligible": list(eligible_agent_ids) if eligible_agent_ids is not None else None,
+            "callback": callback,
         },
     )
     row = await cursor.fetchone()

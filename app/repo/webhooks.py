@@ -1,4 +1,9 @@
-"""Webhook endpoints, and the deliveries and attempts their owners can read."""
+"""Webhook endpoints, and the deliveries and attempts their owners can read.
+
+A task's callback is a webhook row too (`task_id` set, app.repo.callbacks): every statement here that finds an
+agent's endpoints says `task_id IS NULL`, so a callback is in no list, count or limit of /webhooks, and PATCH,
+DELETE and rotation find no callback by its id. The delivery statements take a webhook id their caller has
+already checked, and serve both."""
 
 from __future__ import annotations
 
@@ -52,7 +57,7 @@ async def insert(
         f"""
         INSERT INTO webhook AS w (id, agent_id, url, events, secret)
         SELECT %(id)s, %(agent)s, %(url)s, %(events)s, %(secret)s
-         WHERE (SELECT count(*) FROM webhook WHERE agent_id = %(agent)s) < %(limit)s
+         WHERE (SELECT count(*) FROM webhook WHERE agent_id = %(agent)s AND task_id IS NULL) < %(limit)s
         RETURNING {_WEBHOOK.columns}
         """,
         {
@@ -69,21 +74,26 @@ async def insert(
 
 
 async def get(connection: Connection, webhook_id: int) -> WebhookRecord | None:
-    cursor = await connection.execute(f"SELECT {_WEBHOOK.columns} FROM webhook w WHERE w.id = %s", (webhook_id,))
+    cursor = await connection.execute(
+        f"SELECT {_WEBHOOK.columns} FROM webhook w WHERE w.id = %s AND w.task_id IS NULL", (webhook_id,)
+    )
     row = await cursor.fetchone()
     return _WEBHOOK.read(row, 0) if row else None
 
 
 async def for_agent(connection: Connection, agent_id: int, *, after_id: int, limit: int) -> list[WebhookRecord]:
     cursor = await connection.execute(
-        f"SELECT {_WEBHOOK.columns} FROM webhook w WHERE w.agent_id = %s AND w.id > %s ORDER BY w.id LIMIT %s",
+        f"""SELECT {_WEBHOOK.columns} FROM webhook w
+             WHERE w.agent_id = %s AND w.task_id IS NULL AND w.id > %s ORDER BY w.id LIMIT %s""",
         (agent_id, after_id, limit),
     )
     return _WEBHOOK.read_all(await cursor.fetchall())
 
 
 async def delete(connection: Connection, webhook_id: int, agent_id: int) -> bool:
-    cursor = await connection.execute("DELETE FROM webhook WHERE id = %s AND agent_id = %s", (webhook_id, agent_id))
+    cursor = await connection.execute(
+        "DELETE FROM webhook WHERE id = %s AND agent_id = %s AND task_id IS NULL", (webhook_id, agent_id)
+    )
     return cursor.rowcount == 1
 
 
@@ -110,7 +120,7 @@ async def update(
                                       WHEN %(enable)s THEN NULL ELSE coalesce(w.disabled_reason, 'disabled by its owner') END,
                failure_count = CASE WHEN %(enable)s THEN 0 ELSE w.failure_count END,
                failing_since = CASE WHEN %(enable)s THEN NULL ELSE w.failing_since END
-         WHERE w.id = %(id)s AND w.agent_id = %(agent)s
+         WHERE w.id = %(id)s AND w.agent_id = %(agent)s AND w.task_id IS NULL
         RETURNING {_WEBHOOK.columns}
         """,
         {
@@ -137,7 +147,7 @@ async def rotate_secret(
                previous_secret_expires_at = CASE WHEN %(overlap)s > 0
                                                  THEN now() + make_interval(secs => %(overlap)s) END,
                secret = %(secret)s
-         WHERE w.id = %(id)s AND w.agent_id = %(agent)s
+         WHERE w.id = %(id)s AND w.agent_id = %(agent)s AND w.task_id IS NULL
         RETURNING {_WEBHOOK.columns}
         """,
         {"id": webhook_id, "agent": agent_id, "secret": sealed_secret, "overlap": overlap_seconds},

@@ -97,15 +97,17 @@ async def finish_attempt(
             )
             await delivery_rows.record_attempt(uow.connection, delivery, report, verdict)
             if verdict.disable_reason is not None and health.is_active:
-                owner = await delivery_rows.disable_endpoint(
+                disabled = await delivery_rows.disable_endpoint(
                     uow.connection, delivery.webhook_id, verdict.disable_reason
                 )
                 await uow.publish(
                     events.webhook_disabled(
-                        owner_agent_id=owner,
+                        owner_agent_id=disabled.owner_agent_id,
                         webhook_id=delivery.webhook_id,
                         url=delivery.url,
                         reason=verdict.disable_reason,
+                        task_id=disabled.task_id,
+                        metadata=disabled.task_metadata,
                     )
                 )
             await uow.commit()

@@ -10,8 +10,10 @@ from typing import Any
 from app.repo import claims as claim_rows
 from app.repo import ledger
 from app.repo import tasks as task_rows
+from app.services import callbacks
 from app.services.agents import category_not_found
 from app.services.uow import UnitOfWork, must_exist
+from app.services.webhooks import UrlCheck
 from domain import transitions
 from domain.errors import InsufficientCredits, InvalidParameter
 from domain.tasks import (
@@ -36,12 +38,27 @@ class TaskChange:
     affected_agent_ids: tuple[int, ...] = ()
 
 
-async def post_task(uow: UnitOfWork, actor: Actor, task: NewTask) -> TaskRecord:
-    """Post a task: its budget moves from the operator's wallet into the task's escrow, or nothing happens."""
+@dataclass(frozen=True, slots=True)
+class PostedTask:
+    record: TaskRecord
+    callback_secret: str | None  # the callback's signing secret, shown this once (None: no callback_url)
+
+
+async def post_task(uow: UnitOfWork, actor: Actor, task: NewTask, *, check_url: UrlCheck | None = None) -> PostedTask:
+    """Post a task: its budget moves from the operator's wallet into the task's escrow, or nothing happens. With a
+    `callback_url`, its callback endpoint is created with it (`check_url` is the webhooks' SSRF guard)."""
     posting = transitions.post_task(task, actor, now=datetime.now(UTC))
+    if task.callback_url is not None:
+        await callbacks.check_url(uow, task.callback_url, check_url)
     async with uow:
         context = must_exist(
-            await task_rows.post_context(uow.connection, actor.operator_id, task.category_id, task.eligible_agent_ids),
+            await task_rows.post_context(
+                uow.connection,
+                actor.operator_id,
+                task.category_id,
+                task.eligible_agent_ids,
+                callback=task.callback_url is not None,
+            ),
             f"operator {actor.operator_id}'s wallet",
         )
         if task.category_id is not None and context.category is None:
@@ -58,15 +75,23 @@ async def post_task(uow: UnitOfWork, actor: Actor, task: NewTask) -> TaskRecord:
             )
         )
         record = task_rows.new_record(task, context, poster_operator_id=actor.operator_id)
+        callback = None
+        if task.callback_url is not None:
+            webhook_id = must_exist(context.callback_webhook_id, "the callback's webhook id")
+            callback = callbacks.new_callback(webhook_id, task.callback_url)
+        result = PostedTask(record, callback.secret if callback else None)
         # The wallet is locked since the balance was read, so the hold cannot overdraw it (the no-overdraft CHECK
-        # is the second guard) and needs no answer before the COMMIT: it goes out with it.
-        async with uow.committing(record):
+        # is the second guard) and needs no answer before the COMMIT: it goes out with it. The callback's row
+        # comes after the task's (its foreign key) and before the hold and the events, which it receives.
+        async with uow.committing(result):
             await task_rows.insert(
                 uow.connection, task, context, poster_operator_id=actor.operator_id, poster_agent_id=actor.agent_id
             )
+            if callback is not None:
+                await callbacks.add(uow, callback, task_id=record.id, poster_agent_id=actor.agent_id)
             await ledger.send(uow.connection, posted.hold)
             await uow.publish(posted.events, posted.match)
-    return record
+    return result
 
 
 async def get_task(uow: UnitOfWork, task_id: int) -> TaskRecord:

@@ -87,9 +87,10 @@ ACCEPTED: tuple[Accepted, ...] = (
         name="ssrf-guard",
         check="positive_data_acceptance",
         error_codes=("WEBHOOK_URL_FORBIDDEN",),
-        operations=frozenset({"createWebhook", "updateWebhook"}),
-        reason="A webhook URL's host must resolve, and only to public addresses (reliability.md §6.2); where a "
-        "name resolves is not something a schema knows. Deliberately fuzzed with the guard on.",
+        operations=frozenset({"createWebhook", "updateWebhook", "createTask"}),
+        reason="A webhook URL's (or a task's callback_url's) host must resolve, and only to public addresses "
+        "(reliability.md §6.2); where a name resolves is not something a schema knows. Deliberately fuzzed with the "
+        "guard on.",
     ),
     Accepted(
         name="nul-in-text",

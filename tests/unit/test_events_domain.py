@@ -162,5 +162,21 @@ def test_webhook_disabled_goes_to_the_endpoints_owner_only_with_its_reason():
     assert event.data == {"webhook_id": 3, "url": "https://example.test/h", "reason": "gone"}
 
 
+def test_a_disabled_callback_tells_its_poster_agent_naming_the_task_with_its_metadata():
+    (event,) = events.webhook_disabled(
+        owner_agent_id=7, webhook_id=3, url="https://example.test/cb", reason="gone", task_id=42, metadata={"ref": 1}
+    )
+    assert (event.type, event.agent_id, event.task_id) == (EventType.WEBHOOK_DISABLED, 7, 42)
+    assert event.data == {
+        "webhook_id": 3,
+        "url": "https://example.test/cb",
+        "reason": "gone",
+        "task_id": 42,
+        "metadata": {"ref": 1},
+    }
+    (plain,) = events.webhook_disabled(owner_agent_id=7, webhook_id=3, url="https://e.test/", reason="x", task_id=42)
+    assert "metadata" not in plain.data
+
+
 def test_webhook_ping_names_the_endpoint_it_tests():
     assert events.webhook_ping(9) == {"webhook_id": 9, "message": "Test delivery from Agora"}

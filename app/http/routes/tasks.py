@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from litestar import Controller
+from typing import Any
+
+from litestar import Controller, Request
 from litestar.di import NamedDependency
 from litestar.openapi.spec import SecurityRequirement
 from litestar.params import JSONBody
@@ -26,7 +28,15 @@ from app.http.params import (
 )
 from app.http.respond import respond
 from app.http.routes.docs import errors
-from app.http.schemas.tasks import SearchItemOut, TaskIn, TaskListItemOut, TaskOut, TaskStatusOut
+from app.http.routes.webhooks import url_check
+from app.http.schemas.tasks import (
+    SearchItemOut,
+    TaskCreatedOut,
+    TaskIn,
+    TaskListItemOut,
+    TaskOut,
+    TaskStatusOut,
+)
 from app.http.security import AUTH_WITH_QUERY, agent_only
 from app.services import tasks
 from app.services.uow import UnitOfWork
@@ -39,6 +49,7 @@ from domain.error_codes import (
     INVALID_STATUS,
     METADATA_TOO_LARGE,
     TASK_NOT_FOUND,
+    WEBHOOK_URL_FORBIDDEN,
 )
 from domain.errors import DomainError, InvalidParameter
 from domain.tasks import Actor, Priority, Sort, TaskFilter, TaskStatus, normal_tags, parse_priority
@@ -117,14 +128,28 @@ class TasksController(Controller):
         operation_id="createTask",
         status_code=201,
         responses=errors(
-            INVALID_DEADLINE, INVALID_EXPIRY, METADATA_TOO_LARGE, CATEGORY_NOT_FOUND, INSUFFICIENT_CREDITS
+            INVALID_DEADLINE,
+            INVALID_EXPIRY,
+            METADATA_TOO_LARGE,
+            WEBHOOK_URL_FORBIDDEN,
+            CATEGORY_NOT_FOUND,
+            INSUFFICIENT_CREDITS,
         ),
     )
     async def create(
-        self, data: JSONBody[TaskIn], actor: NamedDependency[Actor], uow: NamedDependency[UnitOfWork]
-    ) -> Envelope[TaskOut]:
-        """Post a task; its budget moves from your operator's wallet into the task's escrow."""
-        return await respond(uow, tasks.post_task(uow, actor, data.new_task()), lambda task: ok(TaskOut.detail(task)))
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[TaskIn],
+        actor: NamedDependency[Actor],
+        uow: NamedDependency[UnitOfWork],
+    ) -> Envelope[TaskCreatedOut]:
+        """Post a task; its budget moves from your operator's wallet into the task's escrow. With a `callback_url`,
+        the answer carries the callback's signing secret, shown once."""
+        return await respond(
+            uow,
+            tasks.post_task(uow, actor, data.new_task(), check_url=url_check(request)),
+            lambda posted: ok(TaskCreatedOut.created(posted.record, posted.callback_secret)),
+        )
 
     @get("/", operation_id="browseTasks", opt={AUTH_WITH_QUERY: True})
     async def browse(

@@ -49,7 +49,8 @@ from domain.errors import InvalidParameter
 OWNED = errors(WEBHOOK_NOT_FOUND)  # another agent's webhook is "not found" too
 
 
-def _url_check(request: Request[Any, Any, Any]) -> UrlCheck:
+def url_check(request: Request[Any, Any, Any]) -> UrlCheck:
+    """The SSRF guard for a URL that will receive deliveries (a webhook's, a task's callback)."""
     client: WebhookClient = request.app.state.webhook_client
     return client.check_url
 
@@ -58,7 +59,7 @@ def _webhook_id(value: str) -> int:
     return parse_id(value, "Webhook")
 
 
-def _status(value: str | None) -> DeliveryStatus | None:
+def delivery_status(value: str | None) -> DeliveryStatus | None:
     if value is None:
         return None
     try:
@@ -95,7 +96,7 @@ class WebhooksController(Controller):
         return await respond(
             uow,
             webhooks.register(
-                uow, principal.require_agent_id(), url=data.url, events=data.events, check_url=_url_check(request)
+                uow, principal.require_agent_id(), url=data.url, events=data.events, check_url=url_check(request)
             ),
             answer,
         )
@@ -142,7 +143,7 @@ class WebhooksController(Controller):
         return await respond(
             uow,
             webhooks.update(
-                uow, principal.require_agent_id(), _webhook_id(webhook_id), changes, check_url=_url_check(request)
+                uow, principal.require_agent_id(), _webhook_id(webhook_id), changes, check_url=url_check(request)
             ),
             lambda record: ok(WebhookOut.of(record)),
         )
@@ -211,7 +212,7 @@ class WebhooksController(Controller):
         limit: Limit = DEFAULT_LIMIT,
     ) -> Paged[list[DeliveryOut]]:
         """The endpoint's deliveries, newest first, each with every attempt (status, latency, response, error)."""
-        webhook, wanted = _webhook_id(webhook_id), _status(status)
+        webhook, wanted = _webhook_id(webhook_id), delivery_status(status)
         check_limit(limit)
         position = decode_cursor(cursor)
         rows = await webhooks.deliveries(

@@ -42,6 +42,7 @@ _LIST_META = ListMeta(timestamp=_META.timestamp, request_id=_META.request_id, cu
 _AGENT_KEY = "th_agent_" + "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 _OPERATOR_KEY = "th_op_" + "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
 _SIGNING = "whsec_4b227777d4dd1fc61c6f884f48641d02b4d121d3fd328cb08b5531fcacdabf8a"
+_CALLBACK_SIGNING = "whsec_" + "ef2d127de37b942baad06145e54b0c619a1f22327b2ebbcf"
 _TITLE = "Extract invoice totals from PDFs"
 _DESCRIPTION = "Write a Python function that reads a PDF invoice and returns its line items and total as JSON."
 _CATEGORY = tasks.CategoryOut(id=1, name="Coding", slug="coding")
@@ -325,6 +326,11 @@ EXAMPLES |= {
         status="ready", database=True, schema_revision="0007", expected_revision="0007"
     ),
 }
+# Task 42 was posted with its callback_url: the answer shows the callback's signing secret, this once.
+EXAMPLES[tasks.TaskCreatedOut] = tasks.TaskCreatedOut(
+    **msgspec.structs.asdict(EXAMPLES[tasks.TaskOut]),
+    callback_secret=_CALLBACK_SIGNING,
+)
 EXAMPLES[webhooks.WebhookCreatedEnvelope] = webhooks.WebhookCreatedEnvelope(
     data=_WEBHOOK_CREATED,
     meta=webhooks.NoteMeta(

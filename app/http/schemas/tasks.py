@@ -232,6 +232,22 @@ class TaskOut(TaskListItemOut, kw_only=True):
         )
 
 
+class TaskCreatedOut(TaskOut, kw_only=True):
+    """POST /tasks's answer: the task, and its callback's signing secret."""
+
+    callback_secret: Annotated[
+        str | None,
+        Meta(
+            description="Signs the deliveries to `callback_url` (`whsec_...`); shown only here, and in an "
+            "Idempotency-Key replay of this request; null without a callback_url"
+        ),
+    ]
+
+    @classmethod
+    def created(cls, task: TaskRecord, callback_secret: str | None) -> TaskCreatedOut:
+        return cls(**msgspec.structs.asdict(TaskOut.detail(task)), callback_secret=callback_secret)
+
+
 class BidIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     proposed_credits: Annotated[int, Meta(ge=1, le=1_000_000_000)]
     message: Annotated[str, Meta(max_length=1000)] | None = None
