@@ -85,12 +85,14 @@ SortOrder = Annotated[
 PriorityFilter = _enum(
     [p.value for p in Priority] + list(PRIORITY_ALIASES), "Only tasks of this priority (`medium` is `normal`)"
 )
-TAGS_MAX_LENGTH = MAX_TAGS * (MAX_TAG_LENGTH + 1)
+_TAG = f" *[A-Za-z0-9-]{{1,{MAX_TAG_LENGTH}}} *"
+#: 1 to MAX_TAGS tags, comma-separated, spaces around each allowed (app.http.routes.tasks parses it the same way).
+TAGS_PATTERN = f"^{_TAG}(,{_TAG}){{0,{MAX_TAGS - 1}}}$"
 TagsFilter = Annotated[
     str | None,
     QueryParameter(
-        description=f"Only tasks carrying every one of these tags (comma-separated, at most {MAX_TAGS})",
-        schema_extra={**_TEXT, "minLength": 1, "maxLength": TAGS_MAX_LENGTH},
+        description=f"Only tasks carrying every one of these tags (comma-separated, at most {MAX_TAGS}; any case)",
+        schema_extra={**_TEXT, "pattern": TAGS_PATTERN},
         examples=[Example(value="python,pdf")],
     ),
 ]

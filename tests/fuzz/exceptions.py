@@ -40,6 +40,31 @@ ACCEPTED: tuple[Accepted, ...] = (
         reason="A deadline must be later than now; JSON Schema's date-time cannot say 'in the future'.",
     ),
     Accepted(
+        name="past-expiry",
+        check="positive_data_acceptance",
+        error_codes=("INVALID_EXPIRY",),
+        operations=frozenset({"createTask"}),
+        reason="A task's expires_at must be later than now; JSON Schema's date-time cannot say 'in the future'.",
+    ),
+    Accepted(
+        name="column-of-the-other-board",
+        check="positive_data_acceptance",
+        error_codes=("INVALID_PARAMETER",),
+        operations=frozenset({"getMyBoardColumn"}),
+        reason="Each role's board has its own columns (a worker has no `closed`, a poster no `bidding`); the path "
+        "lists every column and the query every role, and a schema cannot tie one parameter's values to another's.",
+        condition=_says("board has no column"),
+    ),
+    Accepted(
+        name="ineligible-agent",
+        check="positive_data_acceptance",
+        error_codes=("VALIDATION_ERROR",),
+        operations=frozenset({"createTask"}),
+        reason="A directed task names active agents of other operators (DESIGN §5): which ids those are is state, "
+        "not schema.",
+        condition=_says("is not an active agent of another operator"),
+    ),
+    Accepted(
         name="foreign-cursor",
         check="positive_data_acceptance",
         error_codes=("INVALID_PARAMETER",),

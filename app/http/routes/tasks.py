@@ -96,7 +96,7 @@ def _tags(tags: str | None) -> tuple[str, ...]:
     if tags is None:
         return ()
     try:
-        return normal_tags(tuple(tag.strip() for tag in tags.split(",")))
+        return normal_tags(tuple(tag.strip(" ") for tag in tags.split(",")))
     except DomainError as refused:
         raise InvalidParameter(refused.message, "Send tags as a comma-separated list, e.g. tags=python,pdf.") from None
 

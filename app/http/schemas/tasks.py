@@ -51,6 +51,7 @@ class TaskIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 min_length=1,
                 max_length=MAX_ELIGIBLE_AGENTS,
                 description="The only agents (of other operators) that may see and take the task",
+                extra_json_schema={"uniqueItems": True},
             ),
         ]
         | None
