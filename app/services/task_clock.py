@@ -37,25 +37,34 @@ async def _write(uow: UnitOfWork, lapse: Lapse) -> None:
         await ledger.post(connection, lapse.refund)
 
 
-async def _lapse(uow: UnitOfWork, task_id: int) -> Lapse | None:
-    """Lock the task (again, if this transaction holds it) and write what is due on it now, if anything."""
-    held = await task_rows.lock_for_clock(uow.connection, task_id)
-    if held is None or held.locked.task.read_at is None:
-        return None
-    lapse = clock.lapse(held.locked, held.bidders, held.locked.task.read_at)
-    if lapse is not None:
-        await _write(uow, lapse)
-    return lapse
+#: The most lapses one task can have due at once: its lease's end, then the expiry of the task that reopens.
+MAX_LAPSES = 2
 
 
-async def settle(uow: UnitOfWork, task_id: int) -> Lapse | None:
-    """Write what time made due on the task, in a transaction of its own; None when nothing was (any longer) due."""
-    async with uow:
-        lapse = await _lapse(uow, task_id)
+async def _catch_up(uow: UnitOfWork, task_id: int) -> list[Lapse]:
+    """Lock the task (again, if this transaction holds it) and write what is due on it now, in order, each decided on
+    the task as the one before left it; returns what was written."""
+    written: list[Lapse] = []
+    for _ in range(MAX_LAPSES):
+        held = await task_rows.lock_for_clock(uow.connection, task_id)
+        if held is None or held.locked.task.read_at is None:
+            break
+        lapse = clock.lapse(held.locked, held.bidders, held.locked.task.read_at)
         if lapse is None:
-            return None  # rolled back: nothing written
+            break
+        await _write(uow, lapse)
+        written.append(lapse)
+    return written
+
+
+async def settle(uow: UnitOfWork, task_id: int) -> list[Lapse]:
+    """Write what time made due on the task, in a transaction of its own; empty when nothing was (any longer) due."""
+    async with uow:
+        written = await _catch_up(uow, task_id)
+        if not written:
+            return written  # rolled back: nothing written
         await uow.commit()
-    return lapse
+    return written
 
 
 async def current(uow: UnitOfWork, task_id: int) -> TaskRecord:
@@ -82,7 +91,7 @@ async def locked(
     state = task(found)
     if state.read_at is None or not clock.due(state, state.read_at):
         return found
-    if await _lapse(uow, task_id) is None:
+    if not await _catch_up(uow, task_id):
         return found
     await uow.keep_written()
     return must_exist(await lock(), f"task {task_id}")
@@ -98,7 +107,7 @@ async def sweep(uow: UnitOfWork, *, limit: int) -> int:
             task_id = await clock_rows.pick_due(uow.connection)
             if task_id is None:
                 break
-            lapse = await _lapse(uow, task_id)
+            written = await _catch_up(uow, task_id)
             await uow.commit()
-        done += lapse is not None
+        done += bool(written)
     return done
