@@ -85,7 +85,7 @@ def deliver(state: DeliveryState, actor: Actor, content: str) -> Delivery:
         raise invalid_status(
             f"Your lease on task {task.id} ended at {state.lease_ended_at.isoformat()} before a delivery: "
             "the assignment was withdrawn and the task went back to open",
-            "Deliver within the task's assignment_hours next time; bid on it again while it is open.",
+            "Deliver within the task's assignment_hours next time; claim it again while it is open.",
         )
     if task.claimed_by_agent_id != actor.agent_id:
         raise Forbidden(

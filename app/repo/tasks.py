@@ -393,7 +393,7 @@ def one_on_the_clock(task_id: int) -> Query[tuple[TaskRecord | None, bool]]:
     """`one`, and whether time has passed one of the task's deadlines that no one has written yet (its expiry, its
     lease's end): the reader then writes it before it answers (app.services.task_clock.current)."""
     return Query(
-        lambda gate: f"{_RECORD}, {DUE}{_FROM} WHERE {gate} AND t.id = %(task_id)s AND {VISIBLE}",
+        lambda gate: f'{_RECORD}, {DUE} AS "due"{_FROM} WHERE {gate} AND t.id = %(task_id)s AND {VISIBLE}',
         {"task_id": task_id},
         _one_and_due,
         viewed=True,
