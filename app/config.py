@@ -56,6 +56,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Events (with their finished webhook deliveries and attempts) older than this are deleted; a stream resumed
     # from one gets 400 EVENT_EXPIRED.
     events_retention_days: Annotated[int, Meta(ge=1, le=3650)] = 30
+    # How often each server process expires the tasks whose expires_at has passed and ends claim leases that ran out
+    # (a request touching such a task does it first, if it comes sooner).
+    task_sweep_seconds: Annotated[float, Meta(gt=0, le=3600)] = 5.0
     # Webhook deliveries. `agora serve` runs the delivery worker in-process unless webhook_worker is false (run
     # `agora worker` processes instead). webhook_allow_cidrs lets chosen private ranges through the SSRF guard
     # (e.g. "127.0.0.1/32" for a local receiver); empty in production. webhook_retry_scale compresses the retry

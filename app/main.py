@@ -43,6 +43,7 @@ from app.repo.database import load_keyring, resolve_database_url
 from app.services import auth, event_stream, idempotency, sealing
 from app.services.event_stream import EventHub
 from app.services.uow import CommitObserver
+from app.workers import task_sweeper
 from app.workers.webhook_dispatcher import DeliveryWorker
 from domain.webhooks import parse_allow_cidrs
 
@@ -105,6 +106,7 @@ def create_app(
         await pool.open(wait=True, timeout=30)
         app.state.source = PoolSource(pool)
         sweeper = asyncio.create_task(_sweep_expired(app.state.source, settings))
+        task_clock = asyncio.create_task(task_sweeper.run(app.state.source, settings.task_sweep_seconds))
         hub = EventHub(
             app.state.source,
             listen_url=url,
@@ -125,9 +127,10 @@ def create_app(
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for loop_task in (sweeper, task_clock):
+                loop_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop_task
             if worker is not None:
                 await worker.stop()
             await hub.stop()

@@ -22,6 +22,7 @@ from domain.tasks import (
     finished_step,
     invalid_status,
     not_poster,
+    require_visible,
     settle,
 )
 from domain.transitions import DeliverableFacts, LockedTask, TaskUpdate
@@ -33,6 +34,8 @@ class DeliveryState:
 
     task: TaskState
     deliveries_this_assignment: int
+    # When the delivering agent's lease on the task's latest assignment ran out, if it did: a late delivery is told.
+    lease_ended_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,8 +77,16 @@ class Delivery:
 
 
 def deliver(state: DeliveryState, actor: Actor, content: str) -> Delivery:
-    """Order: NOT_CLAIMED_BY_YOU, INVALID_STATUS, MAX_REVISIONS. Revision numbers count deliveries per assignment."""
+    """Order: NOT_CLAIMED_BY_YOU (INVALID_STATUS for a worker whose lease ran out), INVALID_STATUS, MAX_REVISIONS.
+    Revision numbers count deliveries per assignment."""
     task, so_far = state.task, state.deliveries_this_assignment
+    require_visible(task, actor)
+    if task.claimed_by_agent_id != actor.agent_id and state.lease_ended_at is not None:
+        raise invalid_status(
+            f"Your lease on task {task.id} ended at {state.lease_ended_at.isoformat()} before a delivery: "
+            "the assignment was withdrawn and the task went back to open",
+            "Deliver within the task's assignment_hours next time; claim it again while it is open.",
+        )
     if task.claimed_by_agent_id != actor.agent_id:
         raise Forbidden(
             "This task is not claimed by you", "Deliver only tasks assigned to your agent.", code="NOT_CLAIMED_BY_YOU"
@@ -109,6 +120,7 @@ def deliver(state: DeliveryState, actor: Actor, content: str) -> Delivery:
 def _check_review(state: LockedTask, actor: Actor, deliverable_id: int) -> DeliverableFacts:
     """FORBIDDEN, INVALID_STATUS (task), DELIVERABLE_NOT_FOUND, INVALID_STATUS (deliverable)."""
     task, deliverable = state.task, state.deliverable
+    require_visible(task, actor)
     if task.poster_operator_id != actor.operator_id:
         raise not_poster("review deliverables")
     if task.status is not TaskStatus.DELIVERED:

@@ -104,7 +104,8 @@ METHOD_NOT_ALLOWED = ErrorCode(
 TASK_NOT_OPEN = ErrorCode(
     "TASK_NOT_OPEN",
     Conflict,
-    "bidding on, or accepting a bid on, a task that is not open (the message gives its status)",
+    "bidding on, or accepting a bid on, a task that is not open (the message gives its status: an instant task "
+    "already taken, an expired one, ...)",
 )
 SELF_CLAIM = ErrorCode("SELF_CLAIM", Conflict, "bidding on a task the calling agent's own operator posted")
 DUPLICATE_CLAIM = ErrorCode("DUPLICATE_CLAIM", Conflict, "a second pending bid by the same agent on one task")
@@ -112,8 +113,9 @@ INVALID_STATUS = ErrorCode(
     "INVALID_STATUS",
     Conflict,
     "the task, bid, deliverable or agent is in a status that does not allow the action (the message names it): "
-    "delivering on a delivered or finished task, cancelling one that is past claimed, reviewing a deliverable "
-    "twice, resuming a suspended agent, ...",
+    "delivering on a delivered or finished task, or after the assignment's lease ended; cancelling one that is past "
+    "claimed or expired; accepting or withdrawing an instant task's claim; reviewing a deliverable twice, resuming "
+    "a suspended agent, ...",
 )
 MAX_REVISIONS = ErrorCode(
     "MAX_REVISIONS",
@@ -163,7 +165,10 @@ VALIDATION_ERROR = ErrorCode(
     "out-of-range field (the message names it); every body is read as JSON, whatever its Content-Type",
 )
 INVALID_CREDITS = ErrorCode(
-    "INVALID_CREDITS", Unprocessable, "`proposed_credits` outside 1..the task's budget (single and bulk bids alike)"
+    "INVALID_CREDITS",
+    Unprocessable,
+    "`proposed_credits` outside 1..the task's budget, or other than the budget on an instant task (single and bulk "
+    "bids alike)",
 )
 INVALID_DEADLINE = ErrorCode("INVALID_DEADLINE", Unprocessable, "a `deadline` that is not in the future")
 INVALID_EXPIRY = ErrorCode("INVALID_EXPIRY", Unprocessable, "an `expires_at` that is not in the future", taskhive=False)

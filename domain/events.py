@@ -52,6 +52,8 @@ SUBSCRIBABLE: tuple[str, ...] = tuple(t.value for t in EventType if t is not Eve
 REJECTED_FOR_ANOTHER_BID = "another bid was accepted"
 REJECTED_FOR_CANCEL = "the task was cancelled"
 REJECTED_FOR_ROLLBACK = "the task was rolled back"
+REJECTED_FOR_EXPIRY = "the task expired"
+REJECTED_FOR_LEASE_END = "the assignment's lease ended before a delivery"
 
 #: How many words of a task's title and tags are compared with agents' capabilities for `task.new_match`.
 MAX_MATCH_TERMS = 64
@@ -249,6 +251,39 @@ def comment_created(
     }
     recipients = [party for party in _parties(*participants) if party != agent_id]
     return [addressed(task, EventType.COMMENT_CREATED, party, data) for party in recipients]
+
+
+def task_expired(task: TaskState, bidders: Iterable[int]) -> list[Event]:
+    """Expiry: the poster and every agent whose bid it rejects hear `task.expired` (those agents `claim.rejected`
+    too); the task's stream and the poster see it become `expired`."""
+    expires_at = task.expires_at.isoformat() if task.expires_at is not None else None
+    data = {"task_id": task.id, "expires_at": expires_at, "refunded_credits": task.budget_credits}
+    return [
+        *status_changed(task, TaskStatus.EXPIRED, claimed_by_agent_id=None, parties=(task.poster_agent_id,)),
+        *(
+            addressed(task, EventType.TASK_EXPIRED, agent_id, data)
+            for agent_id in _parties(task.poster_agent_id, *bidders)
+        ),
+    ]
+
+
+def lease_expired(task: TaskState) -> list[Event]:
+    """A lease ran out: the task reopens (a rollback's effects), the worker and the poster hear
+    `claim.lease_expired` (the worker `claim.rejected` too)."""
+    parties = _parties(task.poster_agent_id, task.claimed_by_agent_id)
+    lease = task.lease_expires_at.isoformat() if task.lease_expires_at is not None else None
+    data = {
+        "task_id": task.id,
+        "claim_id": task.accepted_claim_id,
+        "agent_id": task.claimed_by_agent_id,
+        "assignment": task.assignment,
+        "previous_status": task.status.value,
+        "lease_expires_at": lease,
+    }
+    return [
+        *status_changed(task, TaskStatus.OPEN, claimed_by_agent_id=None, parties=parties),
+        *(addressed(task, EventType.CLAIM_LEASE_EXPIRED, agent_id, data) for agent_id in parties),
+    ]
 
 
 def webhook_disabled(

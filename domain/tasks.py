@@ -10,7 +10,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from domain.errors import Conflict, Forbidden, NotFound, TooLarge, Unprocessable
@@ -106,6 +106,11 @@ class TaskState:
     assignment_hours: int | None = None
     expires_at: datetime | None = None
     metadata: Mapping[str, object] | None = None  # echoed in the events the poster's side receives
+    accepted_claim_id: int | None = None
+    lease_expires_at: datetime | None = None  # the running assignment's lease, until its first delivery
+    # The database's clock when the lock read the row (statement_timestamp()): expiry, leases and a new lease's end
+    # are judged by it. None: a state not read from the database, for which no time has passed.
+    read_at: datetime | None = None
 
     def visible_to(self, actor: Actor) -> bool:
         """A directed task exists only for its eligible agents and its poster's operator."""
@@ -118,6 +123,23 @@ class TaskState:
     def expired_at(self, now: datetime) -> bool:
         """An open task whose expiry has passed: it expires at the next change that reads it, if no sweeper did."""
         return self.status is TaskStatus.OPEN and self.expires_at is not None and self.expires_at <= now
+
+    def lease_ended_at(self, now: datetime) -> bool:
+        """An assignment that has not delivered by its lease's end: it goes back to the pool at the next change."""
+        return (
+            self.status in (TaskStatus.CLAIMED, TaskStatus.IN_PROGRESS)
+            and self.lease_expires_at is not None
+            and self.lease_expires_at <= now
+        )
+
+    def new_lease(self) -> datetime | None:
+        """When an assignment made now (as of `read_at`) must have delivered by: None for a task without
+        `assignment_hours`."""
+        if self.assignment_hours is None:
+            return None
+        if self.read_at is None:
+            raise ValueError(f"task {self.id} was not read with the database's clock: its lease cannot start")
+        return self.read_at + timedelta(hours=self.assignment_hours)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -192,11 +214,22 @@ _FINISHED = {
 
 def not_open(task: TaskState, *, for_poster: bool = False) -> Conflict:
     steps = _POSTER_NEXT_STEP if for_poster else _NEXT_STEP
+    message = f"Task {task.id} is not open (current status: {task.status})"
+    if task.claim_mode is ClaimMode.INSTANT and task.status in WORKING_STATUSES and not for_poster:
+        message = (
+            f"Task {task.id} was already taken: an instant task goes to its first claim (current status: {task.status})"
+        )
     return Conflict(
-        f"Task {task.id} is not open (current status: {task.status})",
+        message,
         steps.get(task.status, "Browse open tasks with GET /api/v1/tasks.").replace("{id}", str(task.id)),
         code="TASK_NOT_OPEN",
     )
+
+
+def require_visible(task: TaskState, actor: Actor) -> None:
+    """A directed task does not exist for the agents it is not directed at: TASK_NOT_FOUND, as for no task."""
+    if not task.visible_to(actor):
+        raise task_not_found(task.id)
 
 
 def invalid_status(message: str, suggestion: str) -> Conflict:

@@ -27,6 +27,7 @@ from domain.tasks import (
     finished_step,
     invalid_status,
     not_poster,
+    require_visible,
 )
 
 # --- read under the lock --------------------------------------------------------------------------------------------
@@ -81,6 +82,7 @@ class Assignment:
     claim_id: int
     price_credits: int
     number: int  # the task's `assignment`: deliveries and their revision numbers count per assignment
+    lease_expires_at: datetime | None = None  # when it must have delivered by (the task's assignment_hours)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -168,6 +170,7 @@ class Cancellation:
 def cancel(state: LockedTask, actor: Actor) -> Cancellation:
     """An open or claimed task: every pending or accepted bid is rejected, the whole escrow goes back to the poster."""
     task, accounts = state.task, state.accounts
+    require_visible(task, actor)
     if task.poster_operator_id != actor.operator_id:
         raise not_poster("cancel this task")
     if task.status not in (TaskStatus.OPEN, TaskStatus.CLAIMED):
@@ -209,6 +212,7 @@ class Rollback:
 
 def rollback(task: TaskState, actor: Actor) -> Rollback:
     """A claimed or in-progress task: the assigned bid is rejected and the task reopens."""
+    require_visible(task, actor)
     if task.poster_operator_id != actor.operator_id:
         raise not_poster("roll this task back")
     if task.status not in (TaskStatus.CLAIMED, TaskStatus.IN_PROGRESS):

@@ -1,6 +1,6 @@
-"""The ledger invariants of reliability.md §3.2 (L1-L10), and the platform accounts' count (L11: a settlement
-credits a sub-account its task id picks, so one missing would fail settlements), each a query counting its
-violations."""
+"""The ledger invariants of reliability.md §3.2 (L1-L10), the platform accounts' count (L11: a settlement credits a
+sub-account its task id picks, so one missing would fail settlements) and the expiry's refund (L12: DESIGN §5), each
+a query counting its violations."""
 
 from __future__ import annotations
 
@@ -92,6 +92,26 @@ INVARIANTS: dict[str, tuple[str, str]] = {
         SELECT abs(count(*) FILTER (WHERE kind = 'platform_revenue') - {REVENUE_SHARDS})
              + abs(count(*) FILTER (WHERE kind = 'platform_issuance') - 1)
           FROM account WHERE kind IN ('platform_revenue', 'platform_issuance')
+    """,
+    ),
+    "L12": (
+        "each expired task refunded exactly once: one refund, of its whole budget, from its escrow to its poster's wallet",
+        """
+        SELECT count(*) FROM task t
+          JOIN account escrow ON escrow.task_id = t.id
+          CROSS JOIN LATERAL (
+              SELECT count(*) AS refunds,
+                     count(*) FILTER (WHERE EXISTS (
+                         SELECT 1 FROM entry credit JOIN account w ON w.id = credit.account_id
+                          WHERE credit.transfer_id = x.id AND credit.amount = t.budget_credits
+                            AND w.kind = 'operator_wallet' AND w.operator_id = t.poster_operator_id)
+                       AND EXISTS (
+                         SELECT 1 FROM entry debit
+                          WHERE debit.transfer_id = x.id AND debit.account_id = escrow.id
+                            AND debit.amount = -t.budget_credits)) AS whole_to_poster
+                FROM transfer x WHERE x.task_id = t.id AND x.kind = 'refund'
+          ) r
+         WHERE t.status = 'expired' AND (r.refunds <> 1 OR r.whole_to_poster <> 1)
     """,
     ),
 }

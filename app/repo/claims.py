@@ -7,6 +7,7 @@ from datetime import datetime
 
 from app.repo.connections import Connection, Query, Viewer, one_row, run
 from app.repo.rows import Column, row_type
+from app.repo.task_clock import SHOWN_STATUS
 from app.repo.visibility import VISIBLE
 from domain.bids import ClaimFacts, NewClaim
 from domain.tasks import ClaimRecord, ClaimStatus, TaskState, TaskStatus
@@ -23,7 +24,7 @@ CLAIM_RECORD = row_type(
     status=Column("c.status", ClaimStatus),
     created_at="c.created_at",
     task_title="t.title",
-    task_status=Column("t.status", TaskStatus),
+    task_status=Column(SHOWN_STATUS, TaskStatus),
 )
 _SELECT = f"""
 SELECT {CLAIM_RECORD.columns}
@@ -73,7 +74,7 @@ async def bid_context(connection: Connection, task_id: int, agent_id: int) -> Bi
 
 
 def new_record(claim: NewClaim, context: BidContext, task: TaskState) -> ClaimRecord:
-    """The bid as `insert` writes it, as readers see it."""
+    """The bid as `insert` writes it, as readers see it (an accepted claim has taken its task)."""
     return ClaimRecord(
         id=context.claim_id,
         task_id=claim.task_id,
@@ -81,18 +82,18 @@ def new_record(claim: NewClaim, context: BidContext, task: TaskState) -> ClaimRe
         agent_name=context.agent_name,
         proposed_credits=claim.proposed_credits,
         message=claim.message,
-        status=ClaimStatus.PENDING,
+        status=claim.status,
         created_at=context.created_at,
         task_title=task.title,
-        task_status=task.status,
+        task_status=TaskStatus.CLAIMED if claim.status is ClaimStatus.ACCEPTED else task.status,
     )
 
 
 async def insert(connection: Connection, claim: NewClaim, context: BidContext) -> None:
     """Insert the bid with the id and time its context drew (nothing is read back)."""
     await connection.execute(
-        "INSERT INTO claim (id, task_id, agent_id, operator_id, proposed_credits, message, created_at, updated_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        "INSERT INTO claim (id, task_id, agent_id, operator_id, proposed_credits, message, status, created_at,"
+        " updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (
             context.claim_id,
             claim.task_id,
@@ -100,6 +101,7 @@ async def insert(connection: Connection, claim: NewClaim, context: BidContext) -
             claim.operator_id,
             claim.proposed_credits,
             claim.message,
+            claim.status.value,
             context.created_at,
             context.created_at,
         ),

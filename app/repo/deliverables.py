@@ -33,20 +33,32 @@ class DeliveryContext:
     deliveries_this_assignment: int
     deliverable_id: int
     submitted_at: datetime
+    lease_ended_at: datetime | None  # domain.deliverables.DeliveryState's
 
 
 _DELIVERY_CONTEXT = row_type(
     DeliveryContext,
     deliveries_this_assignment="""(SELECT count(*) FROM deliverable d
                                      JOIN task t ON t.id = d.task_id AND d.assignment = t.assignment
-                                    WHERE d.task_id = %s)""",
+                                    WHERE d.task_id = %(task)s)""",
     deliverable_id="nextval('deliverable_id_seq')",
     submitted_at="now()",
+    # Only for an agent the task is not assigned to (the join finds no task row otherwise, so no event is read): the
+    # `claim.lease_expired` that ended the agent's assignment, if the task's latest assignment was the agent's and
+    # ended so. The event is what records why an assignment ended; kept for AGORA_EVENTS_RETENTION_DAYS, after which
+    # a late delivery is refused as any delivery by an agent the task is not assigned to.
+    lease_ended_at="""(SELECT (e.data->>'lease_expires_at')::timestamptz
+                         FROM task t JOIN event e ON e.agent_id = %(agent)s AND e.task_id = t.id
+                                                 AND e.type = 'claim.lease_expired'
+                                                 AND e.data->'assignment' = to_jsonb(t.assignment)
+                                                 AND e.data->'agent_id' = to_jsonb(%(agent)s::bigint)
+                        WHERE t.id = %(task)s AND t.claimed_by_agent_id IS DISTINCT FROM %(agent)s
+                        LIMIT 1)""",
 )
 
 
-async def delivery_context(connection: Connection, task_id: int) -> DeliveryContext:
-    cursor = await connection.execute(f"SELECT {_DELIVERY_CONTEXT.columns}", (task_id,))
+async def delivery_context(connection: Connection, task_id: int, agent_id: int) -> DeliveryContext:
+    cursor = await connection.execute(f"SELECT {_DELIVERY_CONTEXT.columns}", {"task": task_id, "agent": agent_id})
     return _DELIVERY_CONTEXT.read(await one_row(cursor), 0)
 
 

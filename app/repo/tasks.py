@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 from app.repo import claims, deliverables
 from app.repo.connections import Connection, Query, Viewer, one_row, run
 from app.repo.rows import Column, Field, Nested, row_type
+from app.repo.task_clock import DUE, EXPIRY_DUE, SHOWN_STATUS, pending_bidders
 from app.repo.visibility import POSTER_READS, VISIBLE
 from domain.bids import BidderState, LockedBid
 from domain.deliverables import DeliveryState
@@ -195,6 +196,9 @@ TASK_STATE = row_type(
     assignment_hours="t.assignment_hours",
     expires_at="t.expires_at",
     metadata="t.metadata",
+    accepted_claim_id="t.accepted_claim_id",
+    lease_expires_at="t.lease_expires_at",
+    read_at="statement_timestamp()",
 )
 # The task's row lock with the state its rules decide on: the first statement of every change to one task.
 _LOCK_STATE = f"SELECT {TASK_STATE.columns} FROM task t WHERE t.id = %s FOR UPDATE"
@@ -233,19 +237,42 @@ _LOCKED_FOR_REVIEW = row_type(
 )
 
 
+_LOCK_FOR_REVIEW = f"""
+SELECT {_LOCKED_FOR_REVIEW.columns}
+  FROM task t LEFT JOIN deliverable d ON d.id = %(deliverable)s
+ WHERE t.id = %(task)s
+   FOR UPDATE OF t
+"""
+
+
+def _review_params(task_id: int, deliverable_id: int | None) -> dict[str, Any]:
+    return {"task": task_id, "deliverable": deliverable_id, "shard": revenue_shard(task_id)}
+
+
 async def lock_for_review(connection: Connection, task_id: int, deliverable_id: int | None) -> LockedTask | None:
     """Lock the task and read, in the same statement, what accepting, revising or refunding it needs."""
-    cursor = await connection.execute(
-        f"""
-        SELECT {_LOCKED_FOR_REVIEW.columns}
-          FROM task t LEFT JOIN deliverable d ON d.id = %(deliverable)s
-         WHERE t.id = %(task)s
-           FOR UPDATE OF t
-        """,
-        {"task": task_id, "deliverable": deliverable_id, "shard": revenue_shard(task_id)},
-    )
+    cursor = await connection.execute(_LOCK_FOR_REVIEW, _review_params(task_id, deliverable_id))
     row = await cursor.fetchone()
     return _LOCKED_FOR_REVIEW.read(row, 0) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class ClockLock:
+    """What time passing on a task needs (domain.clock.lapse): the task locked with its accounts, and the agents of
+    its pending bids."""
+
+    locked: LockedTask
+    bidders: tuple[int, ...]
+
+
+async def lock_for_clock(connection: Connection, task_id: int) -> ClockLock | None:
+    """Lock the task, then read its pending bidders, in one round trip (see lock_with_claim for why the second
+    read is a statement of its own)."""
+    async with connection.pipeline():
+        cursor = await connection.execute(_LOCK_FOR_REVIEW, _review_params(task_id, None))
+        bidders = await pending_bidders(connection, task_id)  # its fetch sends both
+        row = await cursor.fetchone()
+    return ClockLock(_LOCKED_FOR_REVIEW.read(row, 0), bidders) if row else None
 
 
 async def lock_with_claim(connection: Connection, task_id: int, claim_id: int) -> LockedBid | None:
@@ -285,16 +312,18 @@ class DeliveryLock:
     context: deliverables.DeliveryContext
 
 
-async def lock_for_delivery(connection: Connection, task_id: int) -> DeliveryLock | None:
-    """Lock the task, then read what delivering needs (deliverables.delivery_context), in one round trip (see
-    lock_with_claim)."""
+async def lock_for_delivery(connection: Connection, task_id: int, agent_id: int) -> DeliveryLock | None:
+    """Lock the task, then read what the agent's delivery needs (deliverables.delivery_context), in one round trip
+    (see lock_with_claim)."""
     async with connection.pipeline():
         locked = await connection.execute(_LOCK_STATE, (task_id,))
-        context = await deliverables.delivery_context(connection, task_id)  # its fetch sends both
+        context = await deliverables.delivery_context(connection, task_id, agent_id)  # its fetch sends both
         task = _read_state(await locked.fetchone())
     if task is None:
         return None
-    state = DeliveryState(task=task, deliveries_this_assignment=context.deliveries_this_assignment)
+    state = DeliveryState(
+        task=task, deliveries_this_assignment=context.deliveries_this_assignment, lease_ended_at=context.lease_ended_at
+    )
     return DeliveryLock(state, context)
 
 
@@ -316,7 +345,7 @@ _RECORD_FIELDS: dict[str, Field] = dict(
     requirements="t.requirements",
     budget_credits="t.budget_credits",
     category=Nested(CATEGORY, optional=True),
-    status=Column("t.status", TaskStatus),
+    status=Column(SHOWN_STATUS, TaskStatus),
     poster_operator_id="t.poster_operator_id",
     poster_name="o.name",
     claimed_by_agent_id="t.claimed_by_agent_id",
@@ -365,11 +394,34 @@ async def get(connection: Connection, task_id: int, viewer: Viewer | None) -> Ta
     return await run(connection, one(task_id), viewer)
 
 
+def _one_and_due(rows: Sequence[TupleRow]) -> tuple[TaskRecord | None, bool]:
+    if not rows:
+        return None, False
+    return TASK_RECORD.read(rows[0], 0), bool(rows[0][TASK_RECORD.width])
+
+
+def one_on_the_clock(task_id: int) -> Query[tuple[TaskRecord | None, bool]]:
+    """`one`, and whether time has passed one of the task's deadlines that no one has written yet (its expiry, its
+    lease's end): the reader then writes it before it answers (app.services.task_clock.current)."""
+    return Query(
+        lambda gate: f'{_RECORD}, {DUE} AS "due"{_FROM} WHERE {gate} AND t.id = %(task_id)s AND {VISIBLE}',
+        {"task_id": task_id},
+        _one_and_due,
+        viewed=True,
+    )
+
+
 def _filters(task_filter: TaskFilter) -> tuple[str, dict[str, Any]]:
     # The status is written into the statement (a TaskStatus value, a closed set of plain words), not bound: the
     # plan then knows it, and a search for open tasks can use the index of open tasks only (migration 0005).
     status = TaskStatus(task_filter.status).value
-    clauses, params = [f"t.status = '{status}'", VISIBLE], {}
+    shown = f"t.status = '{status}'"
+    # An open task past its expiry is shown expired (SHOWN_STATUS), so it is listed with those, not the open ones.
+    if status == TaskStatus.OPEN:
+        shown = "t.status = 'open' AND (t.expires_at IS NULL OR t.expires_at > statement_timestamp())"
+    elif status == TaskStatus.EXPIRED:
+        shown = f"(t.status = 'expired' OR {EXPIRY_DUE})"
+    clauses, params = [shown, VISIBLE], {}
     if task_filter.priority is not None:
         clauses.append(f"t.priority = '{Priority(task_filter.priority).value}'")
     if task_filter.tags:
@@ -498,11 +550,12 @@ async def set_status(
     assign: Assignment | None = None,
     unassign: bool = False,
 ) -> None:
-    """Write the task's new status; `assign` sets its worker, bid, price and assignment, `unassign` clears the first
-    three (the assignment number stays: it only grows)."""
+    """Write the task's new status; `assign` sets its worker, bid, price, assignment and lease, `unassign` clears the
+    first three (the assignment number stays: it only grows). A lease runs from its assignment to the task's next
+    change of status (its first delivery, a rollback, a cancel, the lease's end): every other change clears it."""
     if assign is not None and unassign:
         raise ValueError("a task is assigned a worker or unassigned, not both")
-    params: dict[str, Any] = {"status": status.value, "id": task_id}
+    params: dict[str, Any] = {"status": status.value, "id": task_id, "lease": None}
     worker = ""
     if assign is not None:
         worker = (
@@ -510,10 +563,16 @@ async def set_status(
             " assignment = %(assignment)s"
         )
         params.update(
-            agent=assign.agent_id, claim=assign.claim_id, price=assign.price_credits, assignment=assign.number
+            agent=assign.agent_id,
+            claim=assign.claim_id,
+            price=assign.price_credits,
+            assignment=assign.number,
+            lease=assign.lease_expires_at,
         )
     elif unassign:
         worker = ", claimed_by_agent_id = NULL, accepted_claim_id = NULL, price_credits = NULL"
     await connection.execute(
-        f"UPDATE task SET status = %(status)s, updated_at = statement_timestamp(){worker} WHERE id = %(id)s", params
+        "UPDATE task SET status = %(status)s, lease_expires_at = %(lease)s, updated_at = statement_timestamp()"
+        f"{worker} WHERE id = %(id)s",
+        params,
     )

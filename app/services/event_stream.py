@@ -25,13 +25,13 @@ import structlog
 
 from app.cancellation import raise_if_cancelled, wait_for_event
 from app.repo import events as event_rows
-from app.repo import tasks as task_rows
 from app.repo.connections import Connection, ConnectionLease, ConnectionSource
 from app.repo.events import StoredEvent
 from app.repo.listen import listen_forever
+from app.services import task_clock
 from app.services.uow import UnitOfWork
 from domain.errors import Conflict, InvalidParameter
-from domain.tasks import TaskRecord, task_not_found
+from domain.tasks import TaskRecord
 
 log = structlog.get_logger("agora.events")
 T = TypeVar("T")
@@ -349,8 +349,5 @@ class TaskSnapshot:
 
 
 async def task_snapshot(uow: UnitOfWork, task_id: int) -> TaskSnapshot:
-    connection = await uow.reader()
-    task = await task_rows.get(connection, task_id, uow.viewer)
-    if task is None:
-        raise task_not_found(task_id)
-    return TaskSnapshot(task, await event_rows.latest_public(connection, task_id))
+    task = await task_clock.current(uow, task_id)
+    return TaskSnapshot(task, await event_rows.latest_public(await uow.reader(), task_id))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from app.repo import claims as claim_rows
 from app.repo import ledger
 from app.repo import tasks as task_rows
-from app.services import callbacks
+from app.services import callbacks, task_clock
 from app.services.agents import category_not_found
 from app.services.uow import UnitOfWork, must_exist
 from app.services.webhooks import UrlCheck
@@ -24,7 +25,6 @@ from domain.tasks import (
     TaskRecord,
     TaskStatus,
     ineligible_agent,
-    task_not_found,
 )
 from domain.transitions import OpenedTask
 
@@ -95,10 +95,8 @@ async def post_task(uow: UnitOfWork, actor: Actor, task: NewTask, *, check_url: 
 
 
 async def get_task(uow: UnitOfWork, task_id: int) -> TaskRecord:
-    record = await uow.read(task_rows.one(task_id))
-    if record is None:
-        raise task_not_found(task_id)
-    return record
+    """The task, with what time made due on it (its expiry, its lease's end) written first."""
+    return await task_clock.current(uow, task_id)
 
 
 async def browse(
@@ -139,9 +137,8 @@ async def worker_tasks(uow: UnitOfWork, agent_id: int, *, before_id: int | None,
 async def cancel(uow: UnitOfWork, actor: Actor, task_id: int) -> TaskChange:
     """Cancel an open or claimed task: every bid is rejected and the whole escrow goes back to the poster."""
     async with uow:
-        locked = await task_rows.lock_for_review(uow.connection, task_id, None)
-        if locked is None:
-            raise task_not_found(task_id)
+        lock = partial(task_rows.lock_for_review, uow.connection, task_id, None)
+        locked = await task_clock.locked(uow, task_id, lock, lambda held: held.task)
         cancellation = transitions.cancel(locked, actor)
         rejected = await claim_rows.reject(uow.connection, task_id, cancellation.rejection)
         await uow.publish(cancellation.events)
@@ -155,9 +152,9 @@ async def cancel(uow: UnitOfWork, actor: Actor, task_id: int) -> TaskChange:
 async def rollback(uow: UnitOfWork, actor: Actor, task_id: int) -> TaskChange:
     """Reopen a claimed or in-progress task: the assigned bid is rejected, the escrow stays held."""
     async with uow:
-        task = await task_rows.lock(uow.connection, task_id)
-        if task is None:
-            raise task_not_found(task_id)
+        task = await task_clock.locked(
+            uow, task_id, partial(task_rows.lock, uow.connection, task_id), lambda held: held
+        )
         reopening = transitions.rollback(task, actor)
         displaced = await claim_rows.reject(uow.connection, task_id, reopening.rejection)
         await uow.publish(reopening.events)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # idempotency seals with app.services.sealing, which runs its
     from app.services.idempotency import IdempotentCall
 
 T = TypeVar("T")
+_KEPT = "kept"  # the savepoint `keep_written` takes when no Idempotency-Key stores the answer
 
 
 class CommitObserver(Protocol):
@@ -63,6 +64,7 @@ class UnitOfWork:
         self._connection: Connection | None = None
         self._call: IdempotentCall | None = None  # the open transaction's
         self._done = False
+        self._kept = False  # what was written before `keep_written` commits even on a business error
 
     @property
     def connection(self) -> Connection:
@@ -112,7 +114,7 @@ class UnitOfWork:
         await self._authenticate()
         connection = await self.lease.connection()
         call, self.idempotency = self.idempotency, None  # the key belongs to the request's first transaction only
-        self._connection, self._call, self._done = connection, call, False
+        self._connection, self._call, self._done, self._kept = connection, call, False, False
         try:
             if call is None:
                 async with transactions.begin(connection):
@@ -160,10 +162,35 @@ class UnitOfWork:
             if isinstance(exc, DomainError) and self._call is not None:
                 # The error is the request's answer: stored with the key (the effect undone), then sent as stored.
                 raise await self._call.commit_error(self.connection, exc) from exc
+            if isinstance(exc, DomainError) and self._kept:
+                await transactions.rollback_to(self.connection, _KEPT)
+                await self._commit_kept()
+                return  # the error goes on to the caller
             await self._rollback()
         finally:
             self._connection = None
             self._call = None
+            self._kept = False
+
+    async def keep_written(self) -> None:
+        """What this transaction has written so far commits whatever the use case then answers, a business error
+        included: for changes that time made due and the request found on its way (a task past its expiry expires,
+        and stays expired, even for the bid that found it so and is refused). With an Idempotency-Key, the error is
+        stored by that same commit."""
+        if self._call is not None:
+            # commit_error rolls back to the newest savepoint of this name, which is now this one.
+            await transactions.savepoint(self.connection, self._call.savepoint)
+        else:
+            await transactions.savepoint(self.connection, _KEPT)
+            self._kept = True
+
+    async def _commit_kept(self) -> None:
+        if self.observer is not None:
+            self.observer.before_commit()
+        async with transactions.committing(self.connection):
+            pass
+        if self.observer is not None:
+            self.observer.after_commit()
 
     async def publish(self, events: Sequence[Event], match: MatchRequest | None = None) -> None:
         """Write events into the outbox inside this transaction: they commit, or vanish, with the change."""

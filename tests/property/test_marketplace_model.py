@@ -1,12 +1,15 @@
 """LED-1: a model-based test of the whole marketplace through the HTTP API (reliability.md §3.3 and §5.2).
 
 A Hypothesis `RuleBasedStateMachine` drives the in-process API against the real test database: operators and agents,
-admin grants and debits, posting tasks (budgets that may exceed the wallet), bids (prices that may exceed the budget),
-withdrawals, accepting a bid, deliveries, revisions, accepting a deliverable, cancel, rollback, and negative rules
-(another operator acting on the poster's task, bidding on one's own operator's task). A plain Python model predicts
-every response's status and error code, each wallet, the platform's revenue and each task's escrow. After every step
-the ledger audit (GET /api/v1/admin/ledger/audit, L1-L10) must report no violation, and every wallet, every task's
-escrow and the platform's revenue must equal the model.
+admin grants and debits, posting tasks (budgets that may exceed the wallet; in bid or instant mode, some with an
+expiry, some with a claim lease), bids (prices that may exceed the budget) and instant claims, withdrawals, accepting
+a bid, deliveries, revisions, accepting a deliverable, cancel, rollback, reads, and negative rules (another operator
+acting on the poster's task, bidding on one's own operator's task). Time passes too (issue 13): a rule moves a task's
+expiry or its lease's end into the past on the database, and the model predicts what the next request touching the
+task writes first (the lease's end, then the expiry), as does a rule running the sweeper. A plain Python model
+predicts every response's status and error code, each wallet, the platform's revenue, each task's escrow and status.
+After every step the ledger audit (GET /api/v1/admin/ledger/audit, L1-L12) must report no violation, and every
+wallet, every task's escrow and status and the platform's revenue must equal the model.
 
 How the async app is driven from a synchronous state machine: the test owns one private event loop
 (`asyncio.new_event_loop()`) for its whole run. The psycopg connection, the app (`create_app` over a
@@ -41,7 +44,7 @@ from litestar.testing import AsyncTestClient
 
 from app.main import create_app
 from app.repo.connections import ConnectionLease, SharedConnectionSource
-from app.services import admin
+from app.services import admin, task_clock
 from app.services.uow import UnitOfWork
 from tests.conftest import TEST_SETTINGS, bearer
 from tests.database_pool import TestDatabases
@@ -59,6 +62,7 @@ OPERATOR_BONUS, AGENT_BONUS, FEE_PERCENT = 500, 100, 10
 MAX_OPERATORS, MAX_AGENTS = 4, 8
 LIVE = ("open", "claimed", "in_progress", "delivered")  # the statuses whose budget is still in escrow
 DESCRIPTION = "A task of the model-based test; twenty characters at least."
+FAR_AHEAD = "2099-01-01T00:00:00Z"  # an expiry, until a rule moves it into the past
 
 
 # The model -------------------------------------------------------------------------------------------------------
@@ -99,6 +103,13 @@ class Task:
     price: int | None = None
     assignment: int = 0
     deliveries: dict[int, int] = field(default_factory=dict)  # assignment -> deliveries so far
+    instant: bool = False
+    expires: bool = False  # posted with an expires_at (far ahead, until `time_passes_the_expiry`)
+    expiry_passed: bool = False
+    assignment_hours: int | None = None
+    leased: bool = False  # the running assignment has a lease (from its start to its first delivery)
+    lease_passed: bool = False
+    lapsed_worker: int | None = None  # whose lease ended the latest assignment (until the next one starts)
 
     @property
     def escrow(self) -> int:
@@ -218,6 +229,39 @@ class MarketplaceMachine(RuleBasedStateMachine):
     def strangers(self, task: Task) -> list[Agent]:
         return [a for a in self.agents if a.operator_id != task.poster_operator_id]
 
+    def assign(self, task: Task, claim: Claim) -> None:
+        for other in self.claims:
+            if other.task_id == task.id and other.status == "pending":
+                other.status = "rejected"
+        claim.status = "accepted"
+        task.status, task.worker, task.price = "claimed", claim.agent_id, claim.price
+        task.assignment += 1
+        task.leased, task.lease_passed, task.lapsed_worker = task.assignment_hours is not None, False, None
+
+    def unlease(self, task: Task) -> None:
+        task.leased = task.lease_passed = False
+
+    def touch(self, task: Task) -> bool:
+        """What the system writes first when a request (or the sweeper) touches the task: a lease that ran out ends
+        (a rollback's effects), then an open task past its expiry expires (a cancel's). True when anything did."""
+        changed = False
+        if task.lease_passed and task.status in ("claimed", "in_progress"):
+            for claim in self.claims:
+                if claim.task_id == task.id and claim.status == "accepted":
+                    claim.status = "rejected"
+            task.lapsed_worker = task.worker
+            task.status, task.worker, task.price = "open", None, None
+            self.unlease(task)
+            changed = True
+        if task.expiry_passed and task.status == "open":
+            for claim in self.claims:
+                if claim.task_id == task.id and claim.status == "pending":
+                    claim.status = "rejected"
+            self.wallets[task.poster_operator_id] += task.budget
+            task.status = "expired"
+            changed = True
+        return changed
+
     def add_agent(self, operator_id: int) -> None:
         created = self.call(
             "post",
@@ -267,47 +311,88 @@ class MarketplaceMachine(RuleBasedStateMachine):
     # Tasks and bids ----------------------------------------------------------------------------------------------
 
     @precondition(lambda self: self.agents)
-    @rule(data=st.data(), budget=st.integers(10, 300), max_revisions=st.integers(0, 2))
-    def post_task(self, data, budget: int, max_revisions: int) -> None:
+    @rule(
+        data=st.data(),
+        budget=st.integers(10, 300),
+        max_revisions=st.integers(0, 2),
+        instant=st.booleans(),
+        expires=st.booleans(),
+        assignment_hours=st.one_of(st.none(), st.integers(1, 720)),
+    )
+    def post_task(
+        self, data, budget: int, max_revisions: int, instant: bool, expires: bool, assignment_hours: int | None
+    ) -> None:
         poster = data.draw(st.sampled_from(self.agents), label="poster")
         body = {
             "title": self.name("Task"),
             "description": DESCRIPTION,
             "budget_credits": budget,
             "max_revisions": max_revisions,
+            "claim_mode": "instant" if instant else "bid",
+            **({"expires_at": FAR_AHEAD} if expires else {}),
+            **({"assignment_hours": assignment_hours} if assignment_hours is not None else {}),
         }
         if budget > self.wallets[poster.operator_id]:
             self.call("post", "/tasks", poster.key, body, 422, "INSUFFICIENT_CREDITS")
             return
         created = self.call("post", "/tasks", poster.key, body, 201)
         self.wallets[poster.operator_id] -= budget
-        self.tasks.append(Task(created["id"], poster.operator_id, budget, max_revisions))
+        task = Task(created["id"], poster.operator_id, budget, max_revisions, instant=instant, expires=expires)
+        task.assignment_hours = assignment_hours
+        self.tasks.append(task)
 
-    def predict_bid(self, task: Task, bidder: Agent, price: int) -> tuple[int, str | None]:
+    def predict_bid(self, task: Task, bidder: Agent, price: int | None) -> tuple[int, str | None]:
+        if price is None and not task.instant:
+            return 422, "VALIDATION_ERROR"
         if task.poster_operator_id == bidder.operator_id:
             return 409, "SELF_CLAIM"
         if task.status != "open":
             return 409, NOT_OPEN
-        if not 1 <= price <= task.budget:
+        if task.instant and price not in (None, task.budget):
+            return 422, "INVALID_CREDITS"
+        if price is not None and not 1 <= price <= task.budget:
             return 422, "INVALID_CREDITS"
         if any(c.task_id == task.id and c.agent_id == bidder.id and c.status == "pending" for c in self.claims):
             return 409, "DUPLICATE_CLAIM"
         return 201, None
 
-    def place_bid(self, task: Task, bidder: Agent, price: int) -> None:
+    def place_bid(self, task: Task, bidder: Agent, price: int | None) -> None:
+        self.touch(task)
         status, code = self.predict_bid(task, bidder, price)
         path = f"/tasks/{task.id}/claims"
-        created = self.call("post", path, bidder.key, {"proposed_credits": price}, status, code)
-        if status == 201:
-            self.claims.append(Claim(created["id"], task.id, bidder.id, price))
+        body = {"proposed_credits": price} if price is not None else {}
+        created = self.call("post", path, bidder.key, body, status, code)
+        if status != 201:
+            return
+        if task.instant:  # taken at its budget, at once
+            assert (created["status"], created["proposed_credits"]) == ("accepted", task.budget)
+            claim = Claim(created["id"], task.id, bidder.id, task.budget)
+            self.claims.append(claim)
+            self.assign(task, claim)
+        else:
+            self.claims.append(Claim(created["id"], task.id, bidder.id, price or 0))
 
     @precondition(lambda self: self.tasks)
     @rule(data=st.data())
     def bid(self, data) -> None:
         task = self.pick(data, [t for t in self.tasks if t.status == "open"], self.tasks, "task")
         bidder = self.pick(data, self.strangers(task), self.agents, "bidder")
-        price = data.draw(st.integers(1, task.budget + 5), label="price")
-        self.place_bid(task, bidder, price)
+        prices = st.integers(1, task.budget + 5)
+        if task.instant:  # mostly the claim as it is meant (no price), sometimes the budget or another price
+            prices = st.one_of(st.none(), st.none(), st.just(task.budget), prices)
+        elif data.draw(st.integers(0, 9), label="forget the price") == 0:
+            prices = st.none()
+        self.place_bid(task, bidder, data.draw(prices, label="price"))
+
+    def takeable(self) -> list[Task]:
+        return [t for t in self.tasks if t.instant and t.status == "open" and self.strangers(t)]
+
+    @precondition(lambda self: self.takeable())
+    @rule(data=st.data())
+    def take_instant_task(self, data) -> None:
+        """The instant claim as it is meant: an agent of another operator, no price."""
+        task = data.draw(st.sampled_from(self.takeable()), label="task")
+        self.place_bid(task, data.draw(st.sampled_from(self.strangers(task)), label="taker"), None)
 
     @precondition(lambda self: self.tasks)
     @rule(data=st.data())
@@ -316,7 +401,7 @@ class MarketplaceMachine(RuleBasedStateMachine):
         task = data.draw(st.sampled_from(self.tasks), label="task")
         own = [a for a in self.agents if a.operator_id == task.poster_operator_id]
         bidder = data.draw(st.sampled_from(own), label="bidder")
-        self.place_bid(task, bidder, data.draw(st.integers(1, task.budget), label="price"))
+        self.place_bid(task, bidder, None if task.instant else data.draw(st.integers(1, task.budget), label="price"))
 
     @precondition(lambda self: self.claims)
     @rule(data=st.data())
@@ -324,9 +409,11 @@ class MarketplaceMachine(RuleBasedStateMachine):
         claim = self.pick(data, [c for c in self.claims if c.status == "pending"], self.claims, "claim")
         actor = self.pick(data, [self.agent(claim.agent_id)], self.agents, "actor")
         path = f"/tasks/{claim.task_id}/claims/{claim.id}/withdraw"
+        task = self.task(claim.task_id)
+        self.touch(task)
         if actor.id != claim.agent_id:
             self.call("post", path, actor.key, None, 403, FORBIDDEN)
-        elif claim.status != "pending":
+        elif task.instant or claim.status != "pending":
             self.call("post", path, actor.key, None, 409, INVALID_STATUS)
         else:
             self.call("post", path, actor.key, None, 200)
@@ -341,19 +428,17 @@ class MarketplaceMachine(RuleBasedStateMachine):
         task = self.task(claim.task_id)
         path = f"/tasks/{task.id}/claims/{claim.id}/accept"
         key = self.poster_key(task)
-        if task.status != "open":
+        self.touch(task)
+        if task.instant:  # its claims were accepted as they were made
+            self.call("post", path, key, None, 409, INVALID_STATUS)
+        elif task.status != "open":
             self.call("post", path, key, None, 409, NOT_OPEN)
         elif claim.status != "pending":
             self.call("post", path, key, None, 409, INVALID_STATUS)
         else:
             accepted = self.call("post", path, key, None, 200)
             assert accepted["agent_id"] == claim.agent_id
-            for other in self.claims:
-                if other.task_id == task.id and other.status == "pending":
-                    other.status = "rejected"
-            claim.status = "accepted"
-            task.status, task.worker, task.price = "claimed", claim.agent_id, claim.price
-            task.assignment += 1
+            self.assign(task, claim)
 
     # Work --------------------------------------------------------------------------------------------------------
 
@@ -365,8 +450,11 @@ class MarketplaceMachine(RuleBasedStateMachine):
         actor = self.pick(data, [self.agent(task.worker)] if task.worker is not None else [], self.agents, "actor")
         path = f"/tasks/{task.id}/deliverables"
         body = {"content": "the work"}
+        self.touch(task)
         so_far = task.deliveries.get(task.assignment, 0)
-        if actor.id != task.worker:
+        if actor.id != task.worker and actor.id == task.lapsed_worker:
+            self.call("post", path, actor.key, body, 409, INVALID_STATUS)  # its lease ended
+        elif actor.id != task.worker:
             self.call("post", path, actor.key, body, 403, "NOT_CLAIMED_BY_YOU")
         elif task.status not in ("claimed", "in_progress"):
             self.call("post", path, actor.key, body, 409, INVALID_STATUS)
@@ -377,6 +465,7 @@ class MarketplaceMachine(RuleBasedStateMachine):
             assert created["revision_number"] == so_far + 1
             task.deliveries[task.assignment] = so_far + 1
             task.status = "delivered"
+            self.unlease(task)  # the first delivery ends the lease
             self.deliverables.append(Deliverable(created["id"], task.id, so_far + 1))
 
     def reviewable(self) -> list[Deliverable]:
@@ -395,6 +484,7 @@ class MarketplaceMachine(RuleBasedStateMachine):
     def request_revision(self, data) -> None:
         deliverable = self.pick(data, self.reviewable(), self.deliverables, "deliverable")
         task = self.task(deliverable.task_id)
+        self.touch(task)
         status, code = self.predict_review(task, deliverable)
         if status == 200 and deliverable.revision_number >= task.max_revisions + 1:
             status, code = 409, "MAX_REVISIONS"
@@ -408,6 +498,7 @@ class MarketplaceMachine(RuleBasedStateMachine):
     def accept_deliverable(self, data) -> None:
         deliverable = self.pick(data, self.reviewable(), self.deliverables, "deliverable")
         task = self.task(deliverable.task_id)
+        self.touch(task)
         status, code = self.predict_review(task, deliverable)
         path = f"/tasks/{task.id}/deliverables/{deliverable.id}/accept"
         self.call("post", path, self.poster_key(task), None, status, code)
@@ -424,6 +515,7 @@ class MarketplaceMachine(RuleBasedStateMachine):
     def cancel(self, data) -> None:
         task = self.pick(data, [t for t in self.tasks if t.status in ("open", "claimed")], self.tasks, "task")
         path = f"/tasks/{task.id}/cancel"
+        self.touch(task)
         if task.status not in ("open", "claimed"):
             self.call("post", path, self.poster_key(task), None, 409, INVALID_STATUS)
             return
@@ -433,6 +525,7 @@ class MarketplaceMachine(RuleBasedStateMachine):
                 claim.status = "rejected"
         self.wallets[task.poster_operator_id] += task.budget
         task.status, task.worker, task.price = "cancelled", None, None
+        self.unlease(task)
 
     @precondition(lambda self: self.tasks)
     @rule(data=st.data())
@@ -440,6 +533,7 @@ class MarketplaceMachine(RuleBasedStateMachine):
         working = [t for t in self.tasks if t.status in ("claimed", "in_progress")]
         task = self.pick(data, working, self.tasks, "task")
         path = f"/tasks/{task.id}/rollback"
+        self.touch(task)
         if task.status not in ("claimed", "in_progress"):
             self.call("post", path, self.poster_key(task), None, 409, INVALID_STATUS)
             return
@@ -448,6 +542,7 @@ class MarketplaceMachine(RuleBasedStateMachine):
             if claim.task_id == task.id and claim.status == "accepted":
                 claim.status = "rejected"
         task.status, task.worker, task.price = "open", None, None
+        self.unlease(task)
 
     @precondition(lambda self: any(self.strangers(t) for t in self.tasks))
     @rule(data=st.data(), action=st.sampled_from(["cancel", "rollback", "accept_bid", "revision", "accept"]))
@@ -464,7 +559,49 @@ class MarketplaceMachine(RuleBasedStateMachine):
             "revision": (f"/tasks/{task.id}/deliverables/{deliverable_id}/revision", {"revision_notes": "mine"}),
             "accept": (f"/tasks/{task.id}/deliverables/{deliverable_id}/accept", None),
         }[action]
+        self.touch(task)  # what time made due is written before the refusal, and stays
         self.call("post", path, stranger.key, body, 403, FORBIDDEN)
+
+    # Time --------------------------------------------------------------------------------------------------------
+
+    def deadline_passes(self, task: Task, column: str) -> None:
+        async def move():
+            await self.conn.execute(
+                f"UPDATE task SET {column} = statement_timestamp() - interval '1 second' WHERE id = %s", (task.id,)
+            )
+
+        self.h.run(move())
+
+    @precondition(lambda self: any(t.expires and not t.expiry_passed for t in self.tasks))
+    @rule(data=st.data())
+    def time_passes_the_expiry(self, data) -> None:
+        """Whatever the task's status: an expiry passed while it is assigned takes effect if it reopens."""
+        task = data.draw(st.sampled_from([t for t in self.tasks if t.expires and not t.expiry_passed]), label="task")
+        self.deadline_passes(task, "expires_at")
+        task.expiry_passed = True
+
+    @precondition(lambda self: any(t.leased and not t.lease_passed for t in self.tasks))
+    @rule(data=st.data())
+    def time_passes_the_lease(self, data) -> None:
+        task = data.draw(st.sampled_from([t for t in self.tasks if t.leased and not t.lease_passed]), label="task")
+        self.deadline_passes(task, "lease_expires_at")
+        task.lease_passed = True
+
+    @precondition(lambda self: self.tasks)
+    @rule(data=st.data())
+    def read_task(self, data) -> None:
+        task = data.draw(st.sampled_from(self.tasks), label="task")
+        self.touch(task)
+        shown = self.call("get", f"/tasks/{task.id}", self.poster_key(task), None, 200)
+        assert (shown["status"], shown["claimed_by_agent_id"]) == (task.status, task.worker), shown
+        assert (shown["lease_expires_at"] is not None) == task.leased, shown
+
+    @precondition(lambda self: self.tasks)
+    @rule()
+    def sweep(self) -> None:
+        uow = UnitOfWork(ConnectionLease(SharedConnectionSource(self.conn)))
+        changed = self.h.run(task_clock.sweep(uow, limit=100))
+        assert changed == sum(self.touch(task) for task in self.tasks)
 
     # After every step --------------------------------------------------------------------------------------------
 
@@ -484,6 +621,14 @@ class MarketplaceMachine(RuleBasedStateMachine):
         found = self.h.run(balances())
         expected = {**self.wallets, **{-t.id: t.escrow for t in self.tasks}}
         assert found == expected, f"ledger {found} != model {expected}"
+
+        async def statuses():
+            cursor = await self.conn.execute(
+                "SELECT id, status FROM task WHERE id = ANY(%s)", ([t.id for t in self.tasks],)
+            )
+            return dict(await cursor.fetchall())
+
+        assert self.h.run(statuses()) == {t.id: t.status for t in self.tasks}
         revenue = self.scalar("SELECT sum(balance) FROM account WHERE kind = 'platform_revenue'")
         assert revenue == self.revenue_at_start + self.fees
 

@@ -133,7 +133,7 @@ class AdminController(Controller):
 
     @get("/ledger/audit", operation_id="auditLedger")
     async def audit(self, uow: NamedDependency[UnitOfWork]) -> Envelope[AuditOut]:
-        """Check every ledger invariant (L1-L11) on one snapshot; `ok` is false when any is violated."""
+        """Check every ledger invariant (L1-L12) on one snapshot; `ok` is false when any is violated."""
         report = await audit.run_audit(uow)
         return ok(
             AuditOut(

@@ -76,7 +76,7 @@ class ClaimsController(Controller):
         actor: NamedDependency[Actor],
         uow: NamedDependency[UnitOfWork],
     ) -> Envelope[ClaimOut]:
-        """Bid on an open task (1..budget credits); the task stays open until the poster accepts a bid."""
+        """Bid on an open task (1..budget credits), or take an instant task at its budget (the claim is accepted)."""
         bid = BidRequest(parse_id(task_id, "Task"), data.proposed_credits, data.message)
         return await respond(uow, bids.place_bid(uow, actor, bid), lambda claim: ok(ClaimOut.of(claim)))
 

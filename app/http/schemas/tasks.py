@@ -9,7 +9,14 @@ import msgspec
 from msgspec import Meta
 
 from app.http.schemas.common import NOT_BLANK, Timestamp
-from domain.error_codes import DUPLICATE_CLAIM, INVALID_CREDITS, SELF_CLAIM, TASK_NOT_FOUND, TASK_NOT_OPEN
+from domain.error_codes import (
+    DUPLICATE_CLAIM,
+    INVALID_CREDITS,
+    SELF_CLAIM,
+    TASK_NOT_FOUND,
+    TASK_NOT_OPEN,
+    VALIDATION_ERROR,
+)
 from domain.tasks import (
     MAX_ASSIGNMENT_HOURS,
     MAX_ELIGIBLE_AGENTS,
@@ -249,14 +256,26 @@ class TaskCreatedOut(TaskOut, kw_only=True):
         return cls(**msgspec.structs.asdict(TaskOut.detail(task)), callback_secret=callback_secret)
 
 
+# Optional in the schema because an instant task's claim may leave it out; a bid on a task in bid mode without it
+# is refused as the schema would refuse it (422 VALIDATION_ERROR, domain.bids.place_bid).
+ProposedCredits = Annotated[
+    int,
+    Meta(
+        ge=1,
+        le=1_000_000_000,
+        description="Required on a task in `bid` mode; on an `instant` task leave it out or send the budget",
+    ),
+]
+
+
 class BidIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    proposed_credits: Annotated[int, Meta(ge=1, le=1_000_000_000)]
+    proposed_credits: ProposedCredits | None = None
     message: Annotated[str, Meta(max_length=1000)] | None = None
 
 
 class BulkBidIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     task_id: Annotated[int, Meta(ge=1)]
-    proposed_credits: Annotated[int, Meta(ge=1, le=1_000_000_000)]
+    proposed_credits: ProposedCredits | None = None
     message: Annotated[str, Meta(max_length=1000)] | None = None
 
 
@@ -353,7 +372,7 @@ class BidWithdrawnOut(msgspec.Struct, kw_only=True):
 
 # What one bid of a bulk request can fail with (domain.bids.place_bid's checks, in its order); the rest of the
 # request goes on.
-BULK_ITEM_ERRORS = (TASK_NOT_FOUND, SELF_CLAIM, TASK_NOT_OPEN, INVALID_CREDITS, DUPLICATE_CLAIM)
+BULK_ITEM_ERRORS = (TASK_NOT_FOUND, VALIDATION_ERROR, SELF_CLAIM, TASK_NOT_OPEN, INVALID_CREDITS, DUPLICATE_CLAIM)
 if TYPE_CHECKING:  # mypy cannot evaluate a Literal built at run time: to it a code is a str
     BulkItemCode = str
 else:
