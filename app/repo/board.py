@@ -13,6 +13,7 @@ from psycopg.rows import TupleRow
 
 from app.repo.connections import VIEWER_AGENT, VIEWER_OPERATOR, Query
 from app.repo.rows import Column, row_type
+from app.repo.task_clock import SHOWN_STATUS
 from domain.board import BoardColumn, BoardItem, ColumnPage, Source
 from domain.tasks import Priority, TaskStatus
 
@@ -20,7 +21,7 @@ BOARD_ITEM = row_type(
     BoardItem,
     id="t.id",
     title="t.title",
-    status=Column("t.status", TaskStatus),
+    status=Column(SHOWN_STATUS, TaskStatus),
     budget_credits="t.budget_credits",
     price_credits="t.price_credits",
     priority=Column("t.priority", Priority),
@@ -45,10 +46,11 @@ _SOURCES = {
 
 def _rows(column: BoardColumn) -> tuple[str, str]:
     """The column's FROM and WHERE. Its statuses are written into the statement (TaskStatus values, a closed set
-    of plain words), as app.repo.tasks does: the plan knows them."""
+    of plain words), as app.repo.tasks does: the plan knows them. A task is in the column of the status readers
+    are told (an open task past its expiry is expired before its expiry is written: app.repo.task_clock)."""
     source, mine = _SOURCES[column.source]
     statuses = ", ".join(f"'{TaskStatus(status).value}'" for status in column.statuses)
-    return source, f"{mine} AND t.status IN ({statuses})"
+    return source, f"{mine} AND ({SHOWN_STATUS}) IN ({statuses})"
 
 
 def _board_reader(columns: Sequence[BoardColumn]) -> Callable[[Sequence[TupleRow]], list[ColumnPage]]:

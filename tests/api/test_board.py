@@ -105,11 +105,18 @@ async def marketplace(client, conn, admin_key, poster, worker, rival) -> dict[st
     await call(client, poster, f"{TASKS}/{tasks['completed']['id']}/deliverables/{done['id']}/accept")
     tasks["cancelled"] = await assigned(client, poster, worker, "Cancelled after the claim")
     await call(client, poster, f"{TASKS}/{tasks['cancelled']['id']}/cancel")
-    # Expired: nothing in this branch expires a task, so one is cancelled (refunded exactly as an expiry refunds)
-    # and marked expired in the database; the ledger audit below checks that this kept the books whole.
-    tasks["expired"] = await post_task(client, poster, "Expired unclaimed")
-    await call(client, poster, f"{TASKS}/{tasks['expired']['id']}/cancel")
-    await conn.execute("UPDATE task SET status = 'expired' WHERE id = %s", (tasks["expired"]["id"],))
+    # Expired: written by a read of it (the task clock), so its refund and events are the real ones.
+    tasks["expired"] = await post_task(client, poster, "Expired unclaimed", expires_at="2999-01-01T00:00:00Z")
+    await conn.execute(
+        "UPDATE task SET expires_at = now() - interval '1 second' WHERE id = %s", (tasks["expired"]["id"],)
+    )
+    read = await client.get(f"{TASKS}/{tasks['expired']['id']}", headers=bearer(poster["api_key"]))
+    assert read.json()["data"]["status"] == "expired", read.text
+    # Past its expiry, not yet written: on the board it is where readers are told it is.
+    tasks["lapsing"] = await post_task(client, poster, "Past its expiry", expires_at="2999-01-01T00:00:00Z")
+    await conn.execute(
+        "UPDATE task SET expires_at = now() - interval '1 second' WHERE id = %s", (tasks["lapsing"]["id"],)
+    )
     audit = await client.get("/api/v1/admin/ledger/audit", headers=bearer(admin_key))
     assert audit.json()["data"]["ok"] is True, audit.text
     return tasks
@@ -147,7 +154,7 @@ async def test_the_poster_board_has_every_task_its_operator_posted(client, poste
         "in_progress": ids(marketplace, "lost", "claimed", "in_progress"),
         "in_review": ids(marketplace, "delivered"),
         "done": ids(marketplace, "completed"),
-        "closed": ids(marketplace, "cancelled", "expired"),
+        "closed": ids(marketplace, "cancelled", "expired", "lapsing"),
     }
     assert sum(counts(found).values()) == len(marketplace)
 
