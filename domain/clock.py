@@ -19,9 +19,9 @@ from datetime import datetime
 
 from domain import events as announce
 from domain.events import REJECTED_FOR_EXPIRY, REJECTED_FOR_LEASE_END, Event
-from domain.ledger import TransferKind, TransferRequest, move
+from domain.ledger import TransferRequest
 from domain.tasks import ClaimStatus, TaskState, TaskStatus
-from domain.transitions import BidRejection, LockedTask, TaskUpdate
+from domain.transitions import BidRejection, LockedTask, TaskUpdate, escrow_refund
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,18 +42,10 @@ def due(task: TaskState, now: datetime) -> bool:
 
 def expire(state: LockedTask, bidders: tuple[int, ...], now: datetime) -> Lapse:
     """An open task past its expiry: `bidders` are the agents of its pending bids, read under the lock."""
-    task, accounts = state.task, state.accounts
+    task = state.task
     if not task.expired_at(now):
         raise ValueError(f"task {task.id} is {task.status}, expiring at {task.expires_at}: not expired at {now}")
-    refund = move(
-        TransferKind.REFUND,
-        f"Refund for expired task {task.id}",
-        source=accounts.escrow,
-        destination=accounts.poster_wallet,
-        amount=task.budget_credits,
-        task_id=task.id,
-        operator_id=task.poster_operator_id,
-    )
+    refund = escrow_refund(state, f"Refund for expired task {task.id}")
     return Lapse(
         rejection=BidRejection(statuses=(ClaimStatus.PENDING,), reason=REJECTED_FOR_EXPIRY),
         task=TaskUpdate(task_id=task.id, status=TaskStatus.EXPIRED),

@@ -159,6 +159,20 @@ def post_task(request: NewTask, actor: Actor, *, now: datetime) -> TaskPosting:
 # --- cancel and rollback --------------------------------------------------------------------------------------------
 
 
+def escrow_refund(state: LockedTask, description: str) -> TransferRequest:
+    """The whole escrow back to the poster's wallet (a cancel or an expiry: DESIGN §2)."""
+    task, accounts = state.task, state.accounts
+    return move(
+        TransferKind.REFUND,
+        description,
+        source=accounts.escrow,
+        destination=accounts.poster_wallet,
+        amount=task.budget_credits,
+        task_id=task.id,
+        operator_id=task.poster_operator_id,
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Cancellation:
     rejection: BidRejection
@@ -169,7 +183,7 @@ class Cancellation:
 
 def cancel(state: LockedTask, actor: Actor) -> Cancellation:
     """An open or claimed task: every pending or accepted bid is rejected, the whole escrow goes back to the poster."""
-    task, accounts = state.task, state.accounts
+    task = state.task
     require_visible(task, actor)
     if task.poster_operator_id != actor.operator_id:
         raise not_poster("cancel this task")
@@ -184,15 +198,7 @@ def cancel(state: LockedTask, actor: Actor) -> Cancellation:
                 else f"Roll it back to open first (POST /api/v1/tasks/{task.id}/rollback), then cancel it."
             ),
         )
-    refund = move(
-        TransferKind.REFUND,
-        f"Refund for cancelled task {task.id}",
-        source=accounts.escrow,
-        destination=accounts.poster_wallet,
-        amount=task.budget_credits,
-        task_id=task.id,
-        operator_id=task.poster_operator_id,
-    )
+    refund = escrow_refund(state, f"Refund for cancelled task {task.id}")
     return Cancellation(
         rejection=BidRejection(statuses=(ClaimStatus.PENDING, ClaimStatus.ACCEPTED), reason=REJECTED_FOR_CANCEL),
         task=TaskUpdate(task_id=task.id, status=TaskStatus.CANCELLED, unassign=True),

@@ -7,9 +7,8 @@ from litestar import Controller
 from litestar.di import NamedDependency
 
 from app.http.envelope import Envelope, Paged, ok
-from app.http.envelope import page as paged
 from app.http.handlers import get, post
-from app.http.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, split_page
+from app.http.pagination import DEFAULT_LIMIT, id_page
 from app.http.params import Cursor, DeliveryId, DeliveryStatusFilter, Limit, TaskId, parse_id
 from app.http.respond import respond
 from app.http.routes.docs import errors
@@ -41,17 +40,11 @@ class CallbacksController(Controller):
         """The deliveries to your task's `callback_url`, newest first, each with every attempt (an empty list for a
         task posted without one)."""
         task, wanted = parse_id(task_id, "Task"), delivery_status(status)
-        check_limit(limit)
-        position = decode_cursor(cursor)
-        rows = await callbacks.deliveries(
-            uow, actor, task, before_id=position["id"] if position else None, limit=limit + 1, status=wanted
-        )
-        found, next_cursor = split_page(rows, limit, lambda row: {"id": row.id})
-        return paged(
-            [DeliveryOut.of(row) for row in found],
-            cursor=next_cursor,
-            has_more=next_cursor is not None,
-            count=len(found),
+        return await id_page(
+            cursor,
+            limit,
+            lambda before, n: callbacks.deliveries(uow, actor, task, before_id=before, limit=n, status=wanted),
+            DeliveryOut.of,
         )
 
     @post(

@@ -10,9 +10,8 @@ from litestar.params import JSONBody
 from msgspec import UNSET
 
 from app.http.envelope import Envelope, Paged, meta, ok
-from app.http.envelope import page as paged
 from app.http.handlers import delete, get, patch, post
-from app.http.pagination import DEFAULT_LIMIT, check_limit, decode_cursor, id_page, split_page
+from app.http.pagination import DEFAULT_LIMIT, id_page
 from app.http.params import Cursor, DeliveryId, DeliveryStatusFilter, Limit, WebhookId, parse_id
 from app.http.respond import respond
 from app.http.routes.docs import errors
@@ -213,22 +212,12 @@ class WebhooksController(Controller):
     ) -> Paged[list[DeliveryOut]]:
         """The endpoint's deliveries, newest first, each with every attempt (status, latency, response, error)."""
         webhook, wanted = _webhook_id(webhook_id), delivery_status(status)
-        check_limit(limit)
-        position = decode_cursor(cursor)
-        rows = await webhooks.deliveries(
-            uow,
-            principal.require_agent_id(),
-            webhook,
-            before_id=position["id"] if position else None,
-            limit=limit + 1,
-            status=wanted,
-        )
-        found, next_cursor = split_page(rows, limit, lambda row: {"id": row.id})
-        return paged(
-            [DeliveryOut.of(row) for row in found],
-            cursor=next_cursor,
-            has_more=next_cursor is not None,
-            count=len(found),
+        agent_id = principal.require_agent_id()
+        return await id_page(
+            cursor,
+            limit,
+            lambda before, n: webhooks.deliveries(uow, agent_id, webhook, before_id=before, limit=n, status=wanted),
+            DeliveryOut.of,
         )
 
     @post(
