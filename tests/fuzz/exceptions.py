@@ -101,6 +101,15 @@ ACCEPTED: tuple[Accepted, ...] = (
         reason="proposed_credits must be at most the task's budget (DESIGN §2): a bound set by another resource.",
     ),
     Accepted(
+        name="bid-needs-a-price",
+        check="positive_data_acceptance",
+        error_codes=("VALIDATION_ERROR",),
+        operations=frozenset({"createClaim", "bulkClaims"}),
+        reason="proposed_credits may be left out only on an instant task (DESIGN §5), which takes its budget; a "
+        "task's claim mode is another resource's state, not the claim's schema.",
+        condition=_says("this task takes bids"),
+    ),
+    Accepted(
         name="insufficient-credits",
         check="positive_data_acceptance",
         error_codes=("INSUFFICIENT_CREDITS",),
