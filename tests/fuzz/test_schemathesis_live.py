@@ -16,9 +16,11 @@ from tests.support import sibling_database
 
 pytestmark = [pytest.mark.live, pytest.mark.timeout(900)]
 
-# Cases per operation and phase; AGORA_FUZZ_EXAMPLES=5 gives a quick look while developing.
+# Cases per operation and phase; AGORA_FUZZ_EXAMPLES=5 gives a quick look while developing. The seed fixes what
+# is generated for this document: when the document grows, a seed may stop producing a read the peer check can
+# replay (20261202 did once issue 13's routes were added: 0 probes); the test then says so, and a new seed is chosen.
 EXAMPLES = os.environ.get("AGORA_FUZZ_EXAMPLES", "30")
-CI_ARGS = ["--max-examples", EXAMPLES, "--seed", "20261202", "--generation-database", "none"]
+CI_ARGS = ["--max-examples", EXAMPLES, "--seed", "20261204", "--generation-database", "none"]
 
 
 def test_schemathesis_finds_nothing(database_url: str, tmp_path) -> None:
