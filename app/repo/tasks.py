@@ -368,12 +368,19 @@ _RECORD_FIELDS: dict[str, Field] = dict(
     callback_url=f"CASE WHEN {POSTER_READS} THEN t.callback_url END",
 )
 TASK_RECORD = row_type(TaskRecord, **_RECORD_FIELDS)
+# What browse and an agent's task list show of a task (app.http.schemas.tasks): the detail's fields but the
+# lease's and the poster's own, which keep their defaults (None), so that a page of the poster's tasks does not
+# carry up to 64 KB of metadata a row only to drop it.
+_DETAIL_ONLY = ("assignment_hours", "lease_expires_at", "eligible_agent_ids", "metadata", "callback_url")
+_LISTED_FIELDS = {name: field for name, field in _RECORD_FIELDS.items() if name not in _DETAIL_ONLY}
+LISTED_RECORD = row_type(TaskRecord, **_LISTED_FIELDS)
 # A search hit: the record and its rank, by which the page is ordered (the alias "relevance").
 _SEARCH_HIT = row_type(TaskRecord, **_RECORD_FIELDS, relevance="ts_rank(t.search, q.query)::float8")
 _FROM = """
   FROM task t JOIN operator o ON o.id = t.poster_operator_id LEFT JOIN category c ON c.id = t.category_id
 """
 _RECORD = f"SELECT {TASK_RECORD.columns}"
+LISTED = f"SELECT {LISTED_RECORD.columns}"
 
 
 def _one(rows: Sequence[TupleRow]) -> TaskRecord | None:
@@ -458,9 +465,9 @@ def browse(task_filter: TaskFilter, sort: Sort, after: dict[str, int] | None, li
     # The page size is written into the statement (an int the route bounds), not bound: with a bound LIMIT the
     # planner never trusts its generic plan for this statement and plans it again at every execution.
     return Query(
-        lambda gate: f"{_RECORD}{_FROM} WHERE {gate} AND {where} ORDER BY {order} LIMIT {int(limit)}",
+        lambda gate: f"{LISTED}{_FROM} WHERE {gate} AND {where} ORDER BY {order} LIMIT {int(limit)}",
         named,
-        TASK_RECORD.read_all,
+        LISTED_RECORD.read_all,
         viewed=True,
     )
 
@@ -505,13 +512,13 @@ async def for_worker(
     """The tasks an agent is working on (claimed, in progress or delivered), newest first."""
     query = Query(
         lambda gate: (
-            f"""{_RECORD}{_FROM}
+            f"""{LISTED}{_FROM}
         WHERE {gate} AND t.claimed_by_agent_id = %(agent)s AND t.status IN ('claimed','in_progress','delivered')
           AND (%(before)s::bigint IS NULL OR t.id < %(before)s)
         ORDER BY t.id DESC LIMIT %(limit)s"""
         ),
         {"agent": agent_id, "before": before_id, "limit": limit},
-        TASK_RECORD.read_all,
+        LISTED_RECORD.read_all,
         viewed=True,
     )
     return await run(connection, query, viewer)

@@ -109,3 +109,11 @@ async def client(client: AsyncTestClient) -> AsyncIterator[AsyncTestClient]:
         yield client
     finally:
         client.event_hooks = hooks
+
+
+@pytest.fixture
+async def rival(client, admin_key):
+    """A second worker, of a third operator (the task-life tests race it against `worker`)."""
+    from tests.conftest import new_agent
+
+    return await new_agent(client, admin_key, "rival")

@@ -8,8 +8,6 @@ task is TASK_NOT_FOUND to the agents it is not directed at, on every path that l
 
 from __future__ import annotations
 
-import pytest
-
 from tests.api.life_steps import (
     TASKS,
     act,
@@ -25,13 +23,7 @@ from tests.api.life_steps import (
     post_task,
     taken,
 )
-from tests.conftest import bearer, new_agent
-
-
-@pytest.fixture
-async def rival(client, admin_key):
-    """A second worker, of a third operator."""
-    return await new_agent(client, admin_key, "rival")
+from tests.conftest import bearer
 
 
 async def test_the_first_claim_takes_an_instant_task_at_its_budget(client, conn, poster, worker):

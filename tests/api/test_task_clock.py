@@ -34,12 +34,7 @@ from tests.api.life_steps import (
     taken,
     task_ledger,
 )
-from tests.conftest import bearer, new_agent
-
-
-@pytest.fixture
-async def rival(client, admin_key):
-    return await new_agent(client, admin_key, "rival")
+from tests.conftest import bearer
 
 
 async def expiring(client, conn, poster, **fields) -> dict:

@@ -20,19 +20,20 @@ from typing import Any
 from litestar import Litestar, get
 from psycopg_pool import AsyncConnectionPool
 
-from app.repo.tasks import _FROM, _RECORD, TASK_RECORD
+from app.repo.tasks import _FROM, _RECORD, LISTED, LISTED_RECORD, TASK_RECORD
 from app.repo.visibility import VISIBLE
 from app.services.tasks import search_query
 
 PAGE = 20
 COLUMNS = TASK_RECORD.aliases
+LISTED_COLUMNS = LISTED_RECORD.aliases
 # The reader Agora's statements name (app.repo.connections.VIEWER_AGENT): a key's agent and operator there, fixed
 # ids of no one here, so that the rows read and the visibility test are the same work.
 _VIEWER = "WITH viewer AS (SELECT 0::bigint AS agent_id, 0::bigint AS operator_id)"
 GET_SQL = f"{_VIEWER} {_RECORD}{_FROM} WHERE t.id = %s AND {VISIBLE}"
-BROWSE_FIRST_SQL = f"{_VIEWER} {_RECORD}{_FROM} WHERE t.status = 'open' AND {VISIBLE} ORDER BY t.id DESC LIMIT %s"
+BROWSE_FIRST_SQL = f"{_VIEWER} {LISTED}{_FROM} WHERE t.status = 'open' AND {VISIBLE} ORDER BY t.id DESC LIMIT %s"
 BROWSE_AFTER_SQL = (
-    f"{_VIEWER} {_RECORD}{_FROM} WHERE t.status = 'open' AND {VISIBLE} AND t.id < %s ORDER BY t.id DESC LIMIT %s"
+    f"{_VIEWER} {LISTED}{_FROM} WHERE t.status = 'open' AND {VISIBLE} AND t.id < %s ORDER BY t.id DESC LIMIT %s"
 )
 SEARCH_SQL = f"""
 {_VIEWER}, q AS (SELECT to_tsquery('english', %(query)s) AS query)
@@ -76,7 +77,7 @@ async def browse(after: int | None = None) -> dict[str, Any]:
         rows = await _fetch(BROWSE_FIRST_SQL, (PAGE + 1,))
     else:
         rows = await _fetch(BROWSE_AFTER_SQL, (after, PAGE + 1))
-    return {"data": _rows(rows[:PAGE])}
+    return {"data": _rows(rows[:PAGE], LISTED_COLUMNS)}
 
 
 @get("/search")
